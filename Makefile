@@ -9,6 +9,10 @@ setup:  ## install osreco (editable) with the CPU runtime, exporter, eval and te
 	$(PIP) install --disable-pip-version-check -q -e ".[cpu,export,dev,eval,serve]"
 	# recbole only ships MovieLens-100k to us; its own dependencies are not needed
 	$(PIP) install --disable-pip-version-check -q --no-deps "recbole==1.2.1"
+	# Debian's docker-compose validates docker/ offline (no engine runs on these machines)
+	@command -v docker-compose >/dev/null || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) \
+	  || echo "warning: docker-compose not installed; tests/test_docker.py will fail"; }
 
 node:   ## start the local OpenSearch node (downloads once into the cache)
 	osreco opensearch start

@@ -77,12 +77,12 @@ def java_major(java_home: Path) -> int | None:
     return int(m.group(2)) if major == 1 and m.group(2) else major
 
 
-def find_jdks() -> list[tuple[int, Path]]:
-    """JDKs on this machine as (major, home), newest first: JAVA_HOME, then the JVM folder."""
+def find_jdks(jvm_root: Path = Path("/usr/lib/jvm")) -> list[tuple[int, Path]]:
+    """JDKs on this machine as (major, home), newest first: JAVA_HOME, the JVM folder, PATH."""
     homes: list[Path] = []
     if os.environ.get("JAVA_HOME"):
         homes.append(Path(os.environ["JAVA_HOME"]))
-    jvm = Path("/usr/lib/jvm")
+    jvm = jvm_root
     if jvm.is_dir():
         homes += sorted(p for p in jvm.iterdir() if (p / "bin" / "java").exists() and not p.is_symlink())
     java = shutil.which("java")
@@ -108,6 +108,8 @@ class NodeConfig:
         port: HTTP port; 0 picks a free one.
         plugins: optional plugins beyond k-NN (names from ``OPTIONAL_PLUGINS``).
         start_timeout_s: how long to wait for green health.
+        name: node name; each name has its own data, logs and state under the cache.
+        jvm_root: the folder searched for JDKs besides JAVA_HOME and PATH.
     """
 
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -117,6 +119,8 @@ class NodeConfig:
     port: int = 0
     plugins: tuple[str, ...] = ("job-scheduler", "ml-commons", "neural-search")
     start_timeout_s: float = 180.0
+    name: str = "default"
+    jvm_root: Path = Path("/usr/lib/jvm")
 
     def __post_init__(self) -> None:
         unknown = set(self.plugins) - set(OPTIONAL_PLUGINS)
@@ -164,14 +168,14 @@ class LocalNode:
     def __init__(self, config: NodeConfig | None = None):
         self.config = config or NodeConfig.from_env()
         self.cache = self.config.cache_dir
-        self.node_dir = self.cache / "node"
+        self.node_dir = self.cache / ("node" if self.config.name == "default" else f"node-{self.config.name}")
         self.state_file = self.node_dir / "state.json"
 
     # -- choosing versions -------------------------------------------------------------
     def resolve_runtime(self) -> tuple[str, Path]:
         """Pick (OpenSearch version, JDK home): 3.x on Java 21+, else 2.19.x on Java 17+."""
         cfg = self.config
-        jdks = [(cfg_major, cfg.java_home)] if cfg.java_home and (cfg_major := java_major(cfg.java_home)) else find_jdks()
+        jdks = [(cfg_major, cfg.java_home)] if cfg.java_home and (cfg_major := java_major(cfg.java_home)) else find_jdks(cfg.jvm_root)
         if not jdks:
             raise NodeError("no Java found (JAVA_HOME unset and nothing under /usr/lib/jvm)",
                             fix="install a JDK 21+ (or 17 for OpenSearch 2.19) and set JAVA_HOME")
@@ -297,12 +301,12 @@ class LocalNode:
             return st["url"]
         if st:  # alive but unhealthy: a stale process from an earlier run
             self._terminate(st["pid"])
-        version, java_home = self.resolve_runtime()
-        home = self.install(version, java_home)
         port = self.config.port or _free_port()
         if _port_in_use(port):
             raise NodeError(f"port {port} is already in use on 127.0.0.1",
                             fix="pass --port 0 to pick a free one, or stop what listens there")
+        version, java_home = self.resolve_runtime()
+        home = self.install(version, java_home)
         transport = _free_port()
         data, logs = self.node_dir / "data", self.node_dir / "logs"
         for d in (data, logs, self.node_dir / "tmp"):
@@ -312,7 +316,7 @@ class LocalNode:
                "-E", "discovery.type=single-node", "-E", "network.host=127.0.0.1",
                "-E", f"http.port={port}", "-E", f"transport.port={transport}",
                "-E", f"path.data={data}", "-E", f"path.logs={logs}",
-               "-E", "cluster.name=osreco-local", "-E", "node.name=osreco-local",
+               "-E", "cluster.name=osreco-local", "-E", f"node.name=osreco-{self.config.name}",
                "-E", "cluster.routing.allocation.disk.threshold_enabled=false",
                "-E", "action.auto_create_index=true"]
         if "ml-commons" in self.config.plugins:
@@ -322,13 +326,12 @@ class LocalNode:
         env = {**os.environ, "JAVA_HOME": str(java_home), "OPENSEARCH_TMPDIR": str(self.node_dir / "tmp"),
                "OPENSEARCH_JAVA_OPTS": f"-Xms{self.config.heap} -Xmx{self.config.heap}"}
         env.pop("OPENSEARCH_URL", None)
-        preexec = None
         if os.geteuid() == 0:
             self._own_by_service_user(home)
             cmd = ["setpriv", f"--reuid={SERVICE_USER}", f"--regid={SERVICE_USER}", "--init-groups", *cmd]
         with open(log_file, "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    cwd=home, start_new_session=True, preexec_fn=preexec)
+                                    cwd=home, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         self.state_file.write_text(json.dumps({"pid": proc.pid, "port": port, "url": url,
                                                "version": version, "java_home": str(java_home),

@@ -1,0 +1,102 @@
+"""Faults of the local node manager: each gives one clear line naming the cause and the fix."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from osreco.errors import NodeError
+from osreco.node import LocalNode, NodeConfig, default_cache_dir
+
+
+def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "osreco.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_no_java_names_cause_and_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on PATH
+    node = LocalNode(NodeConfig(cache_dir=tmp_path, jvm_root=tmp_path / "none"))
+    with pytest.raises(NodeError) as e:
+        node.resolve_runtime()
+    assert "no Java found" in str(e.value) and "JAVA_HOME" in e.value.fix
+
+
+def test_too_old_java_for_requested_3x(tmp_path, monkeypatch):
+    jdk17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+    if not jdk17.exists():
+        pytest.skip("no Java 17 on this machine to play the old JDK")
+    node = LocalNode(NodeConfig(cache_dir=tmp_path, version="3.6.0", java_home=jdk17))
+    with pytest.raises(NodeError, match=r"needs Java 21\+"):
+        node.resolve_runtime()
+
+
+def test_prefers_3x_on_java21_plus():
+    version, home = LocalNode(NodeConfig()).resolve_runtime()
+    assert version.startswith("3.")
+
+
+def test_no_maven_on_empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    node = LocalNode(NodeConfig(cache_dir=tmp_path, plugins=()))
+    with pytest.raises(NodeError) as e:
+        node.fetch("3.6.0")
+    assert "Maven (mvn) is not on PATH" in str(e.value) and "OPENSEARCH_URL" in e.value.fix
+
+
+def test_failed_download_names_the_artifact(tmp_path):
+    node = LocalNode(NodeConfig(cache_dir=tmp_path, plugins=()))
+    with pytest.raises(NodeError) as e:
+        node.fetch("0.0.1")
+    assert "org.opensearch.distribution.integ-test-zip:opensearch:0.0.1:zip" in str(e.value)
+
+
+def test_corrupt_cached_zip_is_fetched_again(tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    (downloads / "opensearch-knn-3.6.0.0.zip").write_bytes(b"not a zip, truncated download")
+    node = LocalNode(NodeConfig(cache_dir=tmp_path, plugins=()))
+    paths = node.fetch("3.6.0")
+    with zipfile.ZipFile(paths["knn"]) as zf:
+        assert any(n.endswith(".jar") for n in zf.namelist())
+
+
+def test_port_in_use_is_refused_before_anything_starts(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        node = LocalNode(NodeConfig(cache_dir=tmp_path, port=port, plugins=()))
+        with pytest.raises(NodeError, match=f"port {port} is already in use"):
+            node.start()
+
+
+def test_bad_settings_are_refused_when_built():
+    with pytest.raises(NodeError, match="heap"):
+        NodeConfig(heap="lots")
+    with pytest.raises(NodeError, match="unknown plugin"):
+        NodeConfig(plugins=("faiss-magic",))
+
+
+def test_stop_when_not_running_says_so_and_exits_0(tmp_path):
+    proc = _run_cli("opensearch", "stop", env={"OSRECO_CACHE": str(tmp_path)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "not running"
+
+
+@pytest.mark.integration
+def test_node_dying_during_start_prints_log_tail(opensearch_url):
+    # Same cached install as the shared node, its own data dir; a 1 MiB heap kills the JVM.
+    node = LocalNode(NodeConfig(cache_dir=default_cache_dir(), name="dies", heap="1m",
+                                start_timeout_s=120))
+    with pytest.raises(NodeError) as e:
+        node.start()
+    assert "exited with code" in str(e.value)
+    assert "heap" in e.value.log_tail.lower()
+    assert node.state() is None
