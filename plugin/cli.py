@@ -1,7 +1,83 @@
-"""Click commands that osreco.plugin contributes to the `osreco` command line."""
+"""Click commands that osreco.plugin contributes to the `osreco` command line:
+``osreco serve`` (werkzeug, for development) and ``osreco apikey create``.
+
+Production runs the same app under gunicorn::
+
+    OSRECO_INDEX=products OSRECO_BUNDLE=/models/minilm-int8 OSRECO_API_KEYS_FILE=/etc/osreco/keys.json \\
+    OSRECO_HMAC_KEY=... gunicorn -w 2 --threads 8 -b 0.0.0.0:8080 osreco.plugin.wsgi:app
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 
-commands: list[click.Command] = []
+from osreco.ingest.errors import IngestError
+from osreco.plugin.errors import PluginError
+
+EXIT_USAGE, EXIT_ENV = 2, 3
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=int, default=8080, show_default=True, help="TCP port.")
+@click.option("--index", default=None, help="Item index alias (else OSRECO_INDEX).")
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Model bundle folder (else OSRECO_BUNDLE; none = BM25 only).")
+@click.option("--dev", is_flag=True, help="Dev mode: no API keys, a fixed HMAC key. Never in production.")
+def serve(host: str, port: int, index: str | None, bundle: str | None, dev: bool) -> None:
+    """Serve the sidecar with werkzeug (threaded; for development).
+
+    Settings come from OSRECO_* and OPENSEARCH_* variables (see README). For production
+    use gunicorn: `gunicorn -w 2 --threads 8 osreco.plugin.wsgi:app`.
+    """
+    from osreco.plugin.app import create_app
+    from osreco.plugin.config import SidecarConfig
+
+    overrides: dict[str, object] = {}
+    if index:
+        overrides["alias"] = index
+    if bundle:
+        overrides["bundle_dir"] = bundle
+    if dev:
+        overrides["dev_mode"] = True
+    try:
+        app = create_app(SidecarConfig.from_env(**overrides))
+    except (PluginError, IngestError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE if "config" in type(e).__name__.lower() else EXIT_ENV)
+    if dev:
+        click.echo("warning: dev mode — API keys are off", err=True)
+    app.run(host=host, port=port, threaded=True)
+
+
+@click.group()
+def apikey() -> None:
+    """Manage the sidecar's API keys (stored hashed; a key is shown once)."""
+
+
+@apikey.command("create")
+@click.option("--file", "path", type=click.Path(dir_okay=False), required=True,
+              help="Keys file (OSRECO_API_KEYS_FILE); created with mode 0600.")
+@click.option("--name", required=True, help="Who the key is for.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def create(path: str, name: str, as_json: bool) -> None:
+    """Create a key, store its salted hash in FILE and print the key once."""
+    from osreco.plugin.security import append_key, create_key
+
+    key, record = create_key(name)
+    try:
+        append_key(path, record)
+    except PluginError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if as_json:
+        click.echo(json.dumps({"key": key, "key_id": record.key_id, "name": name, "file": path}))
+    else:
+        click.echo(f"{key}\n(key id {record.key_id} for {name!r}; stored hashed in {path}; "
+                   "this is the only time the key is shown)")
+
+
+commands: list[click.Command] = [serve, apikey]

@@ -85,3 +85,126 @@ def ml100k_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         pytest.fail("recbole is not installed: run `make setup` (pip install --no-deps recbole)")
     return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
+
+
+# --- model bundles (owned by the exporter; built by osreco.exporter.export_model) ---------
+
+_MINILM_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "vocab.txt")
+
+
+def build_tiny_model(out_dir: Path, family: str, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """Save a tiny random model (hidden 32, 2 layers) of one family with a usable tokenizer.
+
+    Args:
+        out_dir: folder to create.
+        family: bert | distilbert | roberta | xlm-roberta | mpnet | bert-classifier |
+            roberta-classifier.
+        tokenizer_dir: the packaged MiniLM folder (its WordPiece tokenizer is reused for
+            bert-like families; roberta-like families train a byte-level BPE in-process).
+    Returns:
+        out_dir.
+    """
+    import shutil
+
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = family.replace("-classifier", "")
+    roberta_like = base in ("roberta", "xlm-roberta")
+    vocab = _train_bpe(out_dir) if roberta_like else _copy_wordpiece(tokenizer_dir, out_dir)
+    common = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=130 if base != "bert" else 128)
+    if base == "bert":
+        config = tf.BertConfig(**common)
+    elif base == "distilbert":
+        config = tf.DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                     max_position_embeddings=128)
+    elif base == "roberta":
+        config = tf.RobertaConfig(**common, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    elif base == "xlm-roberta":
+        config = tf.XLMRobertaConfig(**common, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    elif base == "mpnet":
+        config = tf.MPNetConfig(**common, pad_token_id=0)
+    else:
+        raise ValueError(f"unknown family {family}")
+    if family.endswith("-classifier"):
+        config.num_labels = 2
+        model = tf.AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = tf.AutoModel.from_config(config)
+    model.eval().save_pretrained(out_dir)
+    return out_dir
+
+
+def _copy_wordpiece(tokenizer_dir: Path, out_dir: Path) -> int:
+    import shutil
+
+    for name in _MINILM_TOKENIZER_FILES:
+        shutil.copyfile(tokenizer_dir / name, out_dir / name)
+    return 30522
+
+
+def _train_bpe(out_dir: Path) -> int:
+    """Train a byte-level BPE tokenizer on a few sentences; save it as a RoBERTa fast tokenizer."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["a film about toys that come alive", "space adventure with astronauts",
+              "red running shoes under fifty dollars", "像玩具总动员那样适合孩子的电影",
+              "the quick brown fox jumps over the lazy dog", "😀🎬🍿 emoji only"] * 3
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", sep_token="</s>", cls_token="<s>",
+                                   pad_token="<pad>", mask_token="<mask>", model_max_length=128)
+    fast.save_pretrained(str(out_dir))
+    return bpe.get_vocab_size()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory, minilm_dir):
+    """Build (and cache per session) tiny random models: ``factory("roberta") -> Path``."""
+    built: dict[str, Path] = {}
+
+    def factory(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{family}") / "model",
+                                             family, minilm_dir)
+        return built[family]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_model_factory) -> Path:
+    """fp32 bundle of a tiny random BERT (dim 32): fast, for plumbing tests."""
+    from osreco.exporter import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
+    export_model(tiny_model_factory("bert"), out, ExportOptions(model_name="tiny-bert"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_bundle(tmp_path_factory, minilm_dir) -> Path:
+    """fp32 bundle of the packaged all-MiniLM-L6-v2 (dim 384, mean pooling, normalized)."""
+    from osreco.exporter import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("minilm-bundle") / "bundle"
+    export_model(minilm_dir, out, ExportOptions(model_name="all-MiniLM-L6-v2"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_int8_bundle(tmp_path_factory, minilm_dir) -> Path:
+    """int8 (dynamic, per-channel) bundle of the packaged all-MiniLM-L6-v2."""
+    from osreco.exporter import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("minilm-int8-bundle") / "bundle"
+    export_model(minilm_dir, out, ExportOptions(model_name="all-MiniLM-L6-v2", quantize="int8"))
+    return out

@@ -1,0 +1,437 @@
+"""Catalog readers (JSONL, CSV, Parquet, recbole atomic files), the field map and row validation.
+
+A catalog is read as a stream of ``(line, row)`` pairs; each row is validated against a
+:class:`FieldMap` into a :class:`CatalogItem` or a :class:`RowError` that names the line and
+field. Nothing here talks to OpenSearch or loads a model.
+
+Example:
+    >>> fields = FieldMap(id="sku", title="name", facets={"brand": "brand"})
+    >>> for entry in read_catalog("items.jsonl", fields):
+    ...     print(entry)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Union
+
+from osreco.ingest.errors import CatalogError, ConfigError, RowError
+
+FORMATS = ("jsonl", "csv", "parquet", "atomic")
+NUMERIC_TYPES = ("float", "integer")
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+               ".parquet": "parquet", ".pq": "parquet", ".item": "atomic"}
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f", ""}
+MAX_ID_LENGTH = 512  # OpenSearch refuses _id longer than 512 bytes
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Which catalog column feeds which index field. Keys are index fields, values columns.
+
+    Args:
+        id: column holding the item id (becomes ``_id`` and ``item_id``).
+        title: column holding the title (required, non-empty).
+        text: columns joined (blank line between) into the ``text`` field.
+        facets: index facet -> column; values are trimmed, lowercased, may be lists.
+        numeric: index field -> (column, "float" | "integer").
+        dates: index date field -> column (ISO 8601 date or datetime, or epoch seconds).
+        image: column holding an image path or URL.
+        deleted: column that marks a row deleted (truthy -> the item is removed).
+        embed_fields: index fields whose values make the text that is embedded, in order.
+        list_separator: separator that splits a facet string into several values (CSV).
+    """
+
+    id: str = "item_id"
+    title: str = "title"
+    text: tuple[str, ...] = ("text",)
+    facets: Mapping[str, str] = field(default_factory=dict)
+    numeric: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    dates: Mapping[str, str] = field(default_factory=dict)
+    image: str | None = None
+    deleted: str | None = None
+    embed_fields: tuple[str, ...] = ("title", "text")
+    list_separator: str = "|"
+
+    def __post_init__(self) -> None:
+        if not self.id or not self.title:
+            raise ConfigError("the field map needs an id and a title column", field="id/title",
+                              fix="pass --id-field and --title-field, or set them in the schema file")
+        for name, (column, kind) in self.numeric.items():
+            if kind not in NUMERIC_TYPES:
+                raise ConfigError(f"numeric field {name!r} (column {column!r}) has type {kind!r}",
+                                  field=f"numeric.{name}", fix=f"use one of {NUMERIC_TYPES}")
+        known = {"title", "text", *self.facets, *self.numeric, *self.dates}
+        for name in self.embed_fields:
+            if name not in known:
+                raise ConfigError(f"embed field {name!r} is not a mapped index field",
+                                  field="embed_fields", fix=f"choose among {sorted(known)}")
+        if not self.list_separator:
+            raise ConfigError("list_separator must not be empty", field="list_separator")
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, object], source: str = "schema") -> "FieldMap":
+        """Build from a schema dict (the ``--schema`` JSON file).
+
+        Args:
+            spec: keys ``id``, ``title``, ``text`` (str or list), ``facets`` (dict or list),
+                ``numeric`` (dict name -> column or [column, type] or {"column","type"}),
+                ``dates`` (dict or list), ``image``, ``deleted``, ``embed_fields``,
+                ``list_separator``.
+            source: where the dict came from, for error messages.
+
+        Returns:
+            The validated field map.
+
+        Raises:
+            ConfigError: unknown keys or badly shaped values.
+        """
+        allowed = {f for f in cls.__dataclass_fields__}
+        unknown = set(spec) - allowed
+        if unknown:
+            raise ConfigError(f"{source}: unknown schema keys {sorted(unknown)}", field=sorted(unknown)[0],
+                              fix=f"allowed keys: {sorted(allowed)}")
+        kwargs: dict[str, object] = {k: v for k, v in spec.items() if k in ("id", "title", "image", "deleted",
+                                                                         "list_separator")}
+        if "text" in spec:
+            kwargs["text"] = _as_tuple(spec["text"])
+        if "embed_fields" in spec:
+            kwargs["embed_fields"] = _as_tuple(spec["embed_fields"])
+        for key in ("facets", "dates"):
+            if key in spec:
+                kwargs[key] = _as_mapping(spec[key], source, key)
+        if "numeric" in spec:
+            kwargs["numeric"] = {name: _numeric_entry(value, source, name)
+                                 for name, value in _as_mapping(spec["numeric"], source, "numeric",
+                                                                keep_values=True).items()}
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "FieldMap":
+        """Read a JSON schema file; raises ConfigError naming the file when it is unusable."""
+        try:
+            spec = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read schema file {path}: {e}", field="--schema",
+                              fix="pass a JSON object such as {\"id\": \"sku\", \"title\": \"name\"}") from e
+        if not isinstance(spec, dict):
+            raise ConfigError(f"schema file {path} must hold a JSON object", field="--schema")
+        return cls.from_dict(spec, source=str(path))
+
+
+def _as_tuple(value: object) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)  # type: ignore[union-attr]
+
+
+def _as_mapping(value: object, source: str, key: str, keep_values: bool = False) -> dict[str, object]:
+    """A list of names maps each name to itself; a dict is taken as index field -> column."""
+    if isinstance(value, (list, tuple)):
+        return {str(v): str(v) for v in value}
+    if isinstance(value, dict):
+        return {str(k): (v if keep_values else str(v)) for k, v in value.items()}
+    raise ConfigError(f"{source}: {key!r} must be a list of names or an object", field=key)
+
+
+def _numeric_entry(value: object, source: str, name: str) -> tuple[str, str]:
+    if isinstance(value, str):
+        return (value, "float")
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (str(value[0]), str(value[1]))
+    if isinstance(value, dict) and "column" in value:
+        return (str(value["column"]), str(value.get("type", "float")))
+    raise ConfigError(f"{source}: numeric.{name} must be a column, [column, type] or "
+                      "{\"column\": ..., \"type\": ...}", field=f"numeric.{name}")
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One validated catalog row, already shaped like the index document (without vectors)."""
+
+    item_id: str
+    line: int
+    fields: Mapping[str, object]
+    embed_text: str
+    deleted: bool = False
+
+    def content_hash(self, artifact_id: str) -> str:
+        """SHA-256 over the document fields and the model's artifact id (a new model re-embeds)."""
+        payload = json.dumps([artifact_id, self.fields], sort_keys=True, ensure_ascii=False,
+                             separators=(",", ":"), default=str)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+CatalogEntry = Union[CatalogItem, RowError]
+
+
+def detect_format(path: str | Path, fmt: str | None = None) -> str:
+    """The reader to use for ``path``: ``fmt`` when given, else from the extension.
+
+    Raises:
+        ConfigError: unknown format or extension.
+    """
+    if fmt:
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown catalog format {fmt!r}", field="--format", fix=f"use one of {FORMATS}")
+        return fmt
+    suffixes = Path(path).suffixes
+    ext = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (suffixes or [""])[-1]
+    if ext.lower() not in _EXTENSIONS:
+        raise ConfigError(f"cannot tell the format of {path} from its extension {ext!r}", field="--format",
+                          fix=f"pass --format, one of {FORMATS}")
+    return _EXTENSIONS[ext.lower()]
+
+
+def read_rows(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, dict[str, object] | RowError]]:
+    """Stream raw rows as ``(line, row)``; an unparsable row comes as a RowError instead.
+
+    Lines are 1-based physical lines for JSONL, CSV (the header is line 1) and atomic files,
+    and 1-based row numbers for Parquet.
+
+    Raises:
+        CatalogError: the file cannot be opened or its header/footer is unreadable.
+    """
+    kind = detect_format(path, fmt)
+    readers = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet, "atomic": _read_atomic}
+    try:
+        yield from readers[kind](Path(path))
+    except OSError as e:
+        raise CatalogError(f"cannot read catalog {path}: {e}", file=str(path),
+                           fix="check the path and permissions") from e
+
+
+def count_rows(path: str | Path, fmt: str | None = None) -> int | None:
+    """Cheap row count for progress bars (None when it would cost a full parse)."""
+    kind = detect_format(path, fmt)
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        with open(path, "rb") as fh:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        return max(lines - (1 if kind in ("csv", "atomic") else 0), 0)
+    except OSError:
+        return None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object] | RowError]]:
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield line_no, RowError(f"invalid JSON: {e.msg} at column {e.colno}", line=line_no,
+                                        fix="write one JSON object per line")
+                continue
+            if not isinstance(row, dict):
+                yield line_no, RowError(f"expected a JSON object, got {type(row).__name__}", line=line_no)
+                continue
+            yield line_no, row
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, object] | RowError]]:
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.DictReader(fh)
+        line_no = 1
+        for row in reader:
+            start, line_no = line_no + 1, reader.line_num
+            if None in row:
+                yield start, RowError(f"row has {len(row) - 1 + len(row[None])} values, the header "
+                                      f"{len(reader.fieldnames or [])}", line=start, fix="quote values with commas")
+                continue
+            if all(v in ("", None) for v in row.values()):
+                continue
+            yield start, {k: v for k, v in row.items() if v is not None}
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, object] | RowError]]:
+    import pyarrow.parquet as pq  # only needed for parquet catalogs
+
+    try:
+        pfile = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid and friends, not OSError
+        raise CatalogError(f"cannot open parquet catalog {path}: {e}", file=str(path)) from e
+    row_no = 0
+    for batch in pfile.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            row_no += 1
+            yield row_no, row
+
+
+def _read_atomic(path: Path) -> Iterator[tuple[int, dict[str, object] | RowError]]:
+    """recbole atomic files: tab-separated, header ``name:type``; ``token_seq`` splits on spaces."""
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        columns = [h.split(":", 1)[0] for h in header]
+        seq = {h.split(":", 1)[0] for h in header if h.endswith("_seq")}
+        for line_no, line in enumerate(fh, start=2):
+            if not line.strip():
+                continue
+            values = line.rstrip("\n").split("\t")
+            if len(values) != len(columns):
+                yield line_no, RowError(f"{len(values)} values for {len(columns)} columns", line=line_no)
+                continue
+            yield line_no, {c: (v.split() if c in seq else v) for c, v in zip(columns, values)}
+
+
+def read_catalog(path: str | Path, fields: FieldMap, fmt: str | None = None) -> Iterator[CatalogEntry]:
+    """Stream validated items (CatalogItem) and invalid rows (RowError) in file order.
+
+    Raises:
+        CatalogError: the file cannot be read at all.
+    """
+    for line, row in read_rows(path, fmt):
+        if isinstance(row, RowError):
+            yield row
+            continue
+        try:
+            yield validate_row(row, line, fields)
+        except RowError as e:
+            yield e
+
+
+def validate_row(row: Mapping[str, object], line: int, fields: FieldMap) -> CatalogItem:
+    """Turn one raw row into a CatalogItem.
+
+    Args:
+        row: column -> value, as read.
+        line: the row's line number (for errors).
+        fields: the field map.
+
+    Returns:
+        The item with normalized fields: facets trimmed and lowercased lists, numerics typed,
+        dates as ISO strings.
+
+    Raises:
+        RowError: a required value is missing or a value has the wrong type (names the field).
+    """
+    item_id = _clean_id(row.get(fields.id), line, fields.id)
+    deleted = _truthy(row.get(fields.deleted), line, fields.deleted) if fields.deleted else False
+    title = _text(row.get(fields.title))
+    if not title and not deleted:
+        raise RowError(f"item {item_id!r} has no title", line=line, field=fields.title,
+                       fix=f"give every row a non-empty {fields.title!r}")
+    doc: dict[str, object] = {"item_id": item_id, "title": title}
+    text = "\n\n".join(t for t in (_text(row.get(c)) for c in fields.text) if t)
+    if text:
+        doc["text"] = text
+    for name, column in fields.facets.items():
+        values = _facet(row.get(column), fields.list_separator)
+        if values:
+            doc[name] = values
+    for name, (column, kind) in fields.numeric.items():
+        value = _number(row.get(column), kind, line, column)
+        if value is not None:
+            doc[name] = value
+    for name, column in fields.dates.items():
+        value = _date(row.get(column), line, column)
+        if value is not None:
+            doc[name] = value
+    if fields.image:
+        image = _text(row.get(fields.image))
+        if image:
+            doc["image"] = image
+    return CatalogItem(item_id=item_id, line=line, fields=doc, embed_text=_embed_text(doc, fields.embed_fields),
+                       deleted=deleted)
+
+
+def _clean_id(value: object, line: int, column: str) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = _text(value)
+    if not text:
+        raise RowError("the row has no item id", line=line, field=column, fix=f"give every row a {column!r}")
+    if len(text.encode("utf-8")) > MAX_ID_LENGTH:
+        raise RowError(f"item id longer than {MAX_ID_LENGTH} bytes", line=line, field=column)
+    return text
+
+
+def _text(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_text(v) for v in value).strip()
+    return " ".join(str(value).split())
+
+
+def _facet(value: object, separator: str) -> list[str]:
+    if value is None:
+        return []
+    raw = value if isinstance(value, (list, tuple)) else str(value).split(separator)
+    seen: dict[str, None] = {}
+    for v in raw:
+        v = _text(v).lower()
+        if v:
+            seen.setdefault(v, None)
+    return list(seen)
+
+
+def _number(value: object, kind: str, line: int, column: str) -> float | int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise RowError(f"{column!r} is a boolean, expected {kind}", line=line, field=column)
+    try:
+        number = float(str(value).strip().lstrip("$")) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as e:
+        raise RowError(f"{column!r} = {value!r} is not a number", line=line, field=column,
+                       fix=f"write {column!r} as {'an integer' if kind == 'integer' else 'a number'}, "
+                                "or leave it empty") from e
+    if not math.isfinite(number):
+        raise RowError(f"{column!r} = {value!r} is not finite", line=line, field=column)
+    if kind == "integer":
+        if not number.is_integer():
+            raise RowError(f"{column!r} = {value!r} is not an integer", line=line, field=column)
+        return int(number)
+    return number
+
+
+def _date(value: object, line: int, column: str) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), tz=timezone.utc).isoformat()
+    text = str(value).strip()
+    try:
+        return (datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text or " " in text
+                else date.fromisoformat(text)).isoformat()
+    except ValueError as e:
+        raise RowError(f"{column!r} = {value!r} is not an ISO 8601 date", line=line, field=column,
+                       fix="write dates as YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS") from e
+
+
+def _truthy(value: object, line: int, column: str | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise RowError(f"{column!r} = {value!r} is not a boolean", line=line, field=column,
+                   fix="use true/false, 1/0 or leave it empty")
+
+
+def _embed_text(doc: Mapping[str, object], names: tuple[str, ...]) -> str:
+    parts = []
+    for name in names:
+        value = doc.get(name)
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        if value not in (None, ""):
+            parts.append(str(value))
+    return ". ".join(parts)

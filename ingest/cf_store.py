@@ -1,0 +1,279 @@
+"""Collaborative factors in OpenSearch: item ``cf_vector``, the users index, training metadata.
+
+Indexes (``prefix`` is usually the item index alias):
+  - the item index: ``cf_vector`` written by bulk *partial* updates (other fields untouched);
+  - ``<prefix>-users``: ``user_key`` (pseudonym, also the ``_id``), ``cf_vector``, ``history``, ``updated_at``;
+  - ``<prefix>-cf-meta``: one document per training run plus ``latest``.
+
+Example:
+    >>> store = StoreConfig(prefix="movies", item_index="movies")
+    >>> write_item_factors(client, store, model.item_ids, model.item_factors)
+    >>> read_user_vector(client, store, "u_9f...")
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from opensearchpy import NotFoundError, OpenSearch, TransportError
+from opensearchpy.helpers import scan, streaming_bulk
+
+from osreco.ingest.errors import BulkError, ConfigError, IndexError_
+
+if TYPE_CHECKING:
+    from osreco.ingest.cf import CFModel
+
+_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where collaborative data lives.
+
+    Args:
+        prefix: name prefix of the users, events and metadata indexes.
+        item_index: the item index or its alias (holds ``cf_vector``).
+        chunk_size: documents per bulk request.
+        history_len: recent item ids kept per user.
+    """
+
+    prefix: str
+    item_index: str
+    chunk_size: int = 500
+    history_len: int = 50
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise ConfigError(f"index prefix {self.prefix!r} must be lowercase letters, digits, '.', '_' or '-'",
+                              field="prefix")
+        if self.chunk_size < 1 or self.history_len < 1:
+            raise ConfigError("chunk_size and history_len must be >= 1", field="chunk_size")
+
+    @property
+    def users_index(self) -> str:
+        return f"{self.prefix}-users"
+
+    @property
+    def meta_index(self) -> str:
+        return f"{self.prefix}-cf-meta"
+
+    @property
+    def events_index(self) -> str:
+        return f"{self.prefix}-events"
+
+
+@dataclass
+class WriteReport:
+    """Outcome of a bulk write: every document is in exactly one bucket."""
+
+    written: int = 0
+    missing: list[str] = field(default_factory=list)  # ids the item index does not hold
+    failed: dict[str, str] = field(default_factory=dict)  # id -> reason
+
+    def as_dict(self) -> dict[str, object]:
+        return {"written": self.written, "missing": len(self.missing), "missing_examples": self.missing[:10],
+                "failed": len(self.failed), "failed_examples": dict(list(self.failed.items())[:10])}
+
+
+USERS_MAPPING: dict[str, object] = {
+    "dynamic": "strict",
+    "properties": {
+        "user_key": {"type": "keyword"},
+        "cf_vector": {"type": "float", "index": False, "doc_values": False},
+        "history": {"type": "keyword"},
+        "updated_at": {"type": "date"},
+    },
+}
+META_MAPPING: dict[str, object] = {"dynamic": False, "properties": {"trained_at": {"type": "date"},
+                                                                     "model": {"type": "keyword"}}}
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 (seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def item_cf_dim(client: OpenSearch, index: str) -> int | None:
+    """Dimension of the item index's ``cf_vector`` knn field, ``None`` when it has none.
+
+    Raises:
+        IndexError_: the index does not exist.
+    """
+    try:
+        mappings = client.indices.get_mapping(index=index)
+    except NotFoundError as e:
+        raise IndexError_(f"item index {index!r} does not exist", index=index,
+                          fix="create it with `osreco ingest` (or pass the right --index)") from e
+    for body in mappings.values():
+        prop = body.get("mappings", {}).get("properties", {}).get("cf_vector")
+        if prop and prop.get("type") == "knn_vector":
+            return int(prop["dimension"])
+    return None
+
+
+def indexed_item_ids(client: OpenSearch, index: str) -> set[str]:
+    """Every ``_id`` in the item index (scroll, no source)."""
+    return {hit["_id"] for hit in scan(client, index=index, query={"query": {"match_all": {}}}, _source=False)}
+
+
+def read_item_embeddings(client: OpenSearch, index: str, field_name: str = "embedding") -> dict[str, np.ndarray]:
+    """``{item_id: content embedding}`` for items that have one."""
+    out: dict[str, np.ndarray] = {}
+    query = {"query": {"exists": {"field": field_name}}}
+    for hit in scan(client, index=index, query=query, _source=[field_name]):
+        vec = hit.get("_source", {}).get(field_name)
+        if vec:
+            out[hit["_id"]] = np.asarray(vec, dtype=np.float32)
+    return out
+
+
+def write_item_factors(client: OpenSearch, store: StoreConfig, item_ids: Sequence[str], factors: np.ndarray,
+                       progress: Progress | None = None) -> WriteReport:
+    """Partial-update ``cf_vector`` on every item; items missing from the index are counted.
+
+    Raises:
+        IndexError_: the item index has no ``cf_vector`` field of the factors' dimension.
+    """
+    dim = item_cf_dim(client, store.item_index)
+    if dim != factors.shape[1]:
+        raise IndexError_(f"item index {store.item_index!r} has cf_vector dim {dim}, factors have {factors.shape[1]}",
+                          index=store.item_index,
+                          fix="create the index with IndexSpec(cf_dim=<factors>) or train with --factors <cf_dim>")
+    actions = ({"_op_type": "update", "_index": store.item_index, "_id": str(i), "doc": {"cf_vector": _floats(v)}}
+               for i, v in zip(item_ids, factors))
+    report = _bulk(client, actions, store.chunk_size, progress)
+    client.indices.refresh(index=store.item_index)
+    return report
+
+
+def ensure_users_index(client: OpenSearch, store: StoreConfig) -> None:
+    """Create ``<prefix>-users`` when missing (idempotent)."""
+    _ensure(client, store.users_index, USERS_MAPPING)
+
+
+def write_user_vectors(client: OpenSearch, store: StoreConfig, user_keys: Sequence[str], vectors: np.ndarray,
+                       histories: dict[str, list[str]] | None = None, progress: Progress | None = None) -> WriteReport:
+    """Index one document per user (``_id`` = user key)."""
+    ensure_users_index(client, store)
+    stamp = now_iso()
+    histories = histories or {}
+    actions = ({"_op_type": "index", "_index": store.users_index, "_id": key,
+                "_source": {"user_key": key, "cf_vector": _floats(vec),
+                            "history": histories.get(key, [])[-store.history_len:], "updated_at": stamp}}
+               for key, vec in zip(user_keys, vectors))
+    report = _bulk(client, actions, store.chunk_size, progress)
+    client.indices.refresh(index=store.users_index)
+    return report
+
+
+def update_user_vector(client: OpenSearch, store: StoreConfig, user_key: str, vector: np.ndarray,
+                       history: Sequence[str], refresh: bool = True) -> None:
+    """Store one user's freshly folded-in vector (online update after an event)."""
+    ensure_users_index(client, store)
+    doc = {"user_key": user_key, "cf_vector": _floats(vector), "history": list(history)[-store.history_len:],
+           "updated_at": now_iso()}
+    client.index(index=store.users_index, id=user_key, body=doc, refresh=refresh)
+
+
+def read_user(client: OpenSearch, store: StoreConfig, user_key: str) -> dict[str, object] | None:
+    """The users-index document of ``user_key`` or ``None``."""
+    try:
+        return client.get(index=store.users_index, id=user_key)["_source"]
+    except NotFoundError:
+        return None
+
+
+def read_user_vector(client: OpenSearch, store: StoreConfig, user_key: str) -> np.ndarray | None:
+    """The stored ``cf_vector`` of ``user_key`` (float32) or ``None`` when unknown."""
+    doc = read_user(client, store, user_key)
+    vec = doc.get("cf_vector") if doc else None
+    return np.asarray(vec, dtype=np.float32) if vec else None
+
+
+def write_meta(client: OpenSearch, store: StoreConfig, meta: dict[str, object]) -> str:
+    """Store training metadata as a run document and as ``latest``; returns the run id."""
+    _ensure(client, store.meta_index, META_MAPPING)
+    run_id = f"run-{int(time.time() * 1000)}"
+    doc = {**meta, "run_id": run_id, "trained_at": now_iso(), "item_index": store.item_index}
+    client.index(index=store.meta_index, id=run_id, body=doc)
+    client.index(index=store.meta_index, id="latest", body=doc, refresh=True)
+    return run_id
+
+
+def read_meta(client: OpenSearch, store: StoreConfig) -> dict[str, object] | None:
+    """The ``latest`` training metadata, or ``None`` before the first training."""
+    try:
+        return client.get(index=store.meta_index, id="latest")["_source"]
+    except NotFoundError:
+        return None
+
+
+def _ensure(client: OpenSearch, index: str, mappings: dict[str, object]) -> None:
+    if client.indices.exists(index=index):
+        return
+    try:
+        client.indices.create(index=index, body={"settings": {"number_of_replicas": 0}, "mappings": mappings})
+    except TransportError as e:  # created by a concurrent writer in between: fine
+        if "resource_already_exists_exception" not in str(e):
+            raise IndexError_(f"cannot create index {index!r}: {e}", index=index) from e
+
+
+def _bulk(client: OpenSearch, actions: Iterable[dict[str, object]], chunk_size: int,
+          progress: Progress | None) -> WriteReport:
+    """streaming_bulk with per-item outcomes; 429s are retried by the helper, 404s are 'missing'."""
+    report = WriteReport()
+    try:
+        results: Iterator[tuple[bool, dict[str, object]]] = streaming_bulk(
+            client, actions, chunk_size=chunk_size, raise_on_error=False, raise_on_exception=False,
+            max_retries=3, initial_backoff=0.5, max_backoff=5.0)
+        for ok, item in results:
+            op = next(iter(item.values()))
+            if ok:
+                report.written += 1
+            elif op.get("status") == 404:
+                report.missing.append(str(op.get("_id")))
+            else:
+                report.failed[str(op.get("_id"))] = str(op.get("error"))[:300]
+            if progress:
+                progress(1)
+    except TransportError as e:
+        raise BulkError(f"bulk write failed: {e}", fix="check the node's health and retry") from e
+    return report
+
+
+def _floats(vec: np.ndarray) -> list[float]:
+    return [float(x) for x in np.asarray(vec, dtype=np.float32)]
+
+
+def refresh_user_vector(client: OpenSearch, store: StoreConfig, model: "CFModel", user_key: str,
+                        limit: int = 200) -> np.ndarray:
+    """Online update after an event: fold in the user's history plus recent events, store the vector.
+
+    The stored ``history`` (from training or earlier updates) counts 1 per item; the newest
+    ``limit`` events count with their kind-weighted values and replace history entries of
+    the same items, so a long-known user is not reduced to their last few clicks.
+
+    Args:
+        model: the loaded :class:`~osreco.ingest.cf.CFModel` (item factors stay fixed).
+        user_key: the pseudonym.
+        limit: newest events used.
+
+    Returns:
+        The new vector (zeros when none of the items is known to the model).
+    """
+    from osreco.ingest.events import recent_events
+
+    doc = read_user(client, store, user_key)
+    events = recent_events(client, store.prefix, user_key, limit)
+    recent = {e.item_id for e in events}
+    past = [i for i in (doc.get("history") or [] if doc else []) if i not in recent]
+    items = past + [e.item_id for e in events]
+    vector = model.fold_in(items, [1.0] * len(past) + [e.value for e in events])
+    update_user_vector(client, store, user_key, vector, list(dict.fromkeys(items)))
+    return vector

@@ -1,0 +1,207 @@
+"""Strict request validation: unknown fields, wrong types and out-of-range values are a 400
+that names the field. Pure functions from decoded JSON / query args to frozen requests."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from osreco.plugin.config import Limits
+from osreco.plugin.errors import RequestError
+
+EVENT_KINDS = ("view", "click", "add_to_cart", "purchase", "rating")
+LANGUAGES = ("en", "zh")
+RANGE_OPS = ("gte", "gt", "lte", "lt")
+_FIELD_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+_ID_RE = re.compile(r"^[^\x00-\x1f]{1,128}$")
+
+FilterValue = tuple[str, ...] | dict[str, float]
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    q: str
+    user_id: str | None = None
+    filters: tuple[tuple[str, FilterValue], ...] = ()
+    k: int = 10
+    page: int = 1
+    language: str | None = None
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.k
+
+
+@dataclass(frozen=True)
+class Event:
+    user_id: str
+    item_id: str
+    kind: str
+    value: float | None = None
+    timestamp: str | float | None = None
+    query: str | None = None
+    position: int | None = None
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """``k`` results of a recommend/similar call (``user_id`` for recommend)."""
+
+    k: int = 10
+    user_id: str | None = None
+
+
+def _check_keys(body: Mapping[str, object], allowed: tuple[str, ...], where: str) -> None:
+    for key in body:
+        if key not in allowed:
+            raise RequestError(f"unknown field {key!r} in {where}", field=key,
+                               fix=f"allowed fields: {', '.join(allowed)}")
+
+
+def _object(body: object, where: str) -> Mapping[str, object]:
+    if not isinstance(body, dict):
+        raise RequestError(f"{where} must be a JSON object", field=where)
+    return body
+
+
+def _int(value: object, field: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"{field} must be an integer", field=field)
+    if not lo <= value <= hi:
+        raise RequestError(f"{field}={value} is outside {lo}..{hi}", field=field)
+    return value
+
+
+def _str(value: object, field: str, max_len: int, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise RequestError(f"{field} must be a string", field=field)
+    if "\x00" in value:
+        raise RequestError(f"{field} contains a NUL character", field=field)
+    if not allow_empty and not value.strip():
+        raise RequestError(f"{field} must not be empty", field=field)
+    if len(value) > max_len:
+        raise RequestError(f"{field} is longer than {max_len} characters", field=field)
+    return value
+
+
+def parse_identifier(value: object, field: str) -> str:
+    text = _str(value, field, 128)
+    if not _ID_RE.match(text):
+        raise RequestError(f"{field} must be 1-128 printable characters", field=field)
+    return text
+
+
+def _number(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RequestError(f"{field} must be a finite number", field=field)
+    return float(value)
+
+
+def parse_filters(raw: object) -> tuple[tuple[str, FilterValue], ...]:
+    """``{"brand": "nike" | ["a", "b"], "price": {"lte": 50}}`` -> sorted, typed pairs."""
+    body = _object(raw, "filters")
+    out: list[tuple[str, FilterValue]] = []
+    for name, value in sorted(body.items()):
+        field = f"filters.{name}"
+        if not _FIELD_RE.match(name):
+            raise RequestError(f"filter name {name!r} is not a field name", field=field)
+        if isinstance(value, str):
+            out.append((name, (_str(value, field, 128).strip().lower(),)))
+        elif isinstance(value, list):
+            if not 1 <= len(value) <= 50:
+                raise RequestError(f"{field} must list 1..50 values", field=field)
+            out.append((name, tuple(_str(v, field, 128).strip().lower() for v in value)))
+        elif isinstance(value, dict):
+            if not value:
+                raise RequestError(f"{field} needs one of {RANGE_OPS}", field=field)
+            _check_keys(value, RANGE_OPS, field)
+            out.append((name, {op: _number(v, f"{field}.{op}") for op, v in value.items()}))
+        else:
+            raise RequestError(f"{field} must be a string, a list of strings or a range object",
+                               field=field)
+    return tuple(out)
+
+
+def parse_search(raw: object, limits: Limits) -> SearchRequest:
+    """Validate a ``POST /v1/search`` body.
+
+    Raises:
+        RequestError: naming the first invalid field.
+    """
+    body = _object(raw, "body")
+    _check_keys(body, ("q", "user_id", "filters", "k", "page", "language"), "search request")
+    if "q" not in body:
+        raise RequestError("q is required", field="q")
+    k = _int(body.get("k", 10), "k", 1, limits.max_k)
+    page = _int(body.get("page", 1), "page", 1, limits.max_page)
+    if page * k > limits.max_depth:
+        raise RequestError(f"page * k = {page * k} is deeper than {limits.max_depth}", field="page",
+                           fix="narrow the query instead of paging deeper")
+    language = body.get("language")
+    if language is not None and language not in LANGUAGES:
+        raise RequestError(f"language must be one of {LANGUAGES}", field="language")
+    user_id = body.get("user_id")
+    return SearchRequest(
+        q=_str(body["q"], "q", limits.max_q_chars).strip(),
+        user_id=None if user_id is None else parse_identifier(user_id, "user_id"),
+        filters=parse_filters(body["filters"]) if body.get("filters") is not None else (),
+        k=k, page=page, language=language)  # type: ignore[arg-type]
+
+
+def parse_event(raw: object, where: str = "event") -> Event:
+    """Validate one event object."""
+    body = _object(raw, where)
+    _check_keys(body, tuple(Event.__dataclass_fields__), where)
+    for name in ("user_id", "item_id", "kind"):
+        if name not in body:
+            raise RequestError(f"{name} is required", field=f"{where}.{name}")
+    kind = body["kind"]
+    if kind not in EVENT_KINDS:
+        raise RequestError(f"kind must be one of {EVENT_KINDS}", field=f"{where}.kind")
+    value = None if body.get("value") is None else _number(body["value"], f"{where}.value")
+    if kind == "rating" and (value is None or not 0.0 <= value <= 10.0):
+        raise RequestError("a rating needs a value in 0..10", field=f"{where}.value")
+    ts = body.get("timestamp")
+    if ts is not None and not isinstance(ts, str):
+        ts = _number(ts, f"{where}.timestamp")
+    elif ts is not None:
+        ts = _str(ts, f"{where}.timestamp", 40)
+    pos = body.get("position")
+    return Event(
+        user_id=parse_identifier(body["user_id"], f"{where}.user_id"),
+        item_id=parse_identifier(body["item_id"], f"{where}.item_id"), kind=kind, value=value,  # type: ignore[arg-type]
+        timestamp=ts,
+        query=None if body.get("query") is None else _str(body["query"], f"{where}.query", 512, True),
+        position=None if pos is None else _int(pos, f"{where}.position", 0, 10_000),
+        session_id=None if body.get("session_id") is None else parse_identifier(body["session_id"],
+                                                                            f"{where}.session_id"))
+
+
+def parse_events(raw: object, limits: Limits) -> tuple[Event, ...]:
+    """One event object, or ``{"events": [...]}`` with 1..max_events events."""
+    body = _object(raw, "body")
+    if "events" not in body:
+        return (parse_event(body),)
+    _check_keys(body, ("events",), "event batch")
+    events = body["events"]
+    if not isinstance(events, list) or not 1 <= len(events) <= limits.max_events:
+        raise RequestError(f"events must be a list of 1..{limits.max_events} events", field="events")
+    return tuple(parse_event(e, f"events[{i}]") for i, e in enumerate(events))
+
+
+def parse_page_args(args: Mapping[str, str], limits: Limits, need_user: bool) -> PageRequest:
+    """Validate query-string args ``k`` (and ``user_id`` when ``need_user``)."""
+    allowed = ("k", "user_id") if need_user else ("k",)
+    _check_keys(args, allowed, "query string")
+    raw_k = args.get("k", "10")
+    if not re.fullmatch(r"\d{1,4}", raw_k):
+        raise RequestError("k must be an integer", field="k")
+    k = _int(int(raw_k), "k", 1, limits.max_k)
+    if not need_user:
+        return PageRequest(k=k)
+    if "user_id" not in args:
+        raise RequestError("user_id is required", field="user_id")
+    return PageRequest(k=k, user_id=parse_identifier(args["user_id"], "user_id"))

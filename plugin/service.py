@@ -1,0 +1,304 @@
+"""SearchService: the sidecar's orchestration, between the pure core and OpenSearch.
+
+search: intent (rules or LLM) -> encode (BM25 only when the encoder fails) -> one ``_msearch``
+(BM25 + kNN(meaning) + kNN(taste)) or one native ``hybrid`` query -> fuse -> CF boost ->
+explain. Every degradation is logged, counted and listed in the response. An unreachable or
+slow node is a ``NodeUnavailableError`` (503 + Retry-After); ``timed_out`` and shard failures
+are reported with the results they spoiled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+from opensearchpy import ConnectionError as OSConnectionError
+from opensearchpy import ConnectionTimeout, OpenSearch, TransportError
+
+from osreco.ingest import cf_store, events as ev_store
+from osreco.ingest.connection import connect
+from osreco.ingest.privacy import pseudonymize
+from osreco.plugin import schemas
+from osreco.plugin.config import SidecarConfig
+from osreco.plugin.errors import (NodeUnavailableError, NotFoundError, NotReadyError, PluginError,
+                                  RequestError, UpstreamError)
+from osreco.plugin.intent import IntentOptions, parse_intent
+from osreco.plugin.intent_types import FacetMatch, FieldMap, Intent, RangeFilter
+from osreco.plugin.metrics import Metrics
+from osreco.plugin.vocab import Vocabulary, vocabulary_from_response, vocabulary_request
+
+log = logging.getLogger("osreco.plugin.service")
+T = TypeVar("T")
+_VOCAB_EMBED_MAX = 1000  # embed the facet vocabulary only when it is this small
+
+
+@dataclass
+class Degradations:
+    """What went wrong but was served around; each entry is logged and counted."""
+
+    metrics: Metrics
+    items: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, kind: str, message: str) -> None:
+        log.warning("degraded (%s): %s", kind, message)
+        self.metrics.degraded(kind)
+        self.items.append({"kind": kind, "message": message})
+
+
+@dataclass(frozen=True)
+class UserContext:
+    """A known user: pseudonym, taste vector (may be None) and recent history."""
+
+    key: str
+    vector: np.ndarray | None
+    history: tuple[str, ...]
+
+
+class SearchService:
+    """Composes intent, encoder, OpenSearch, fusion and the user store (see module doc)."""
+
+    def __init__(self, config: SidecarConfig, client: OpenSearch, metrics: Metrics,
+                 encoder: Any = None, cf_model: Any = None, encoder_error: str | None = None,
+                 fields: FieldMap = FieldMap()):
+        self.config, self.client, self.metrics = config, client, metrics
+        self.encoder, self.cf_model, self.encoder_error = encoder, cf_model, encoder_error
+        self.fields = fields
+        self.store = cf_store.StoreConfig(prefix=config.prefix, item_index=config.alias)
+        self._vocab: Vocabulary | None = None
+        self._vocab_at = 0.0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: SidecarConfig, metrics: Metrics) -> "SearchService":
+        """Connect to the node, load the bundle and the CF model named by ``config``.
+
+        A bundle that fails to load does not stop the sidecar: it serves BM25 only and says
+        so (``/readyz`` reports the reason). A CF model that fails to load is a ConfigError.
+        """
+        client = connect(replace(config.opensearch, timeout_s=config.request_timeout_s),
+                         max_retries=1, retry_on_timeout=False, pool_maxsize=64)
+        encoder, error = None, None
+        if config.bundle_dir:
+            try:
+                from osreco.exporter.encoder import Encoder
+
+                encoder = Encoder(config.bundle_dir, threads=config.encoder_threads, device="cpu")
+            except Exception as e:  # noqa: BLE001 - any load failure means BM25-only, reported
+                error = f"bundle {config.bundle_dir} failed to load: {e}"
+                log.error(error)
+        else:
+            error = "no bundle configured (OSRECO_BUNDLE)"
+        cf_model = None
+        if config.cf_model_dir:
+            from osreco.ingest.cf import CFModel
+
+            cf_model = CFModel.load(config.cf_model_dir)
+        return cls(config, client, metrics, encoder=encoder, cf_model=cf_model, encoder_error=error)
+
+    # ---- node access -------------------------------------------------------------------
+
+    def node(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the node; map transport failures onto the plugin's errors.
+
+        Raises:
+            NodeUnavailableError: connection refused/reset, timeout, 429/502/503/504.
+            NotReadyError: the index (alias) does not exist.
+            UpstreamError: any other error status.
+        """
+        retry = self.config.retry_after_s
+        try:
+            return fn(*args, **kwargs)
+        except ConnectionTimeout as e:
+            raise NodeUnavailableError(f"OpenSearch did not answer {what} within "
+                                       f"{self.config.request_timeout_s}s", retry_after_s=retry,
+                                       fix="retry later; check the node's load") from e
+        except OSConnectionError as e:
+            raise NodeUnavailableError(f"OpenSearch is unreachable ({what})", retry_after_s=retry,
+                                       fix="retry later; check that the node is running") from e
+        except TransportError as e:
+            status = e.status_code if isinstance(e.status_code, int) else 0
+            if status in (429, 502, 503, 504):
+                raise NodeUnavailableError(f"OpenSearch is overloaded or unavailable ({what}: {status})",
+                                           retry_after_s=retry) from e
+            if status == 404 and "index_not_found" in str(e.error):
+                raise NotReadyError(f"index {self.config.alias!r} does not exist ({what})",
+                                    fix="ingest a catalog with `osreco ingest` first") from e
+            raise UpstreamError(f"OpenSearch refused {what}: {status} {e.error}") from e
+
+    # ---- readiness ---------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, Any]:
+        """Node reachable, alias present, bundle ``artifact_id`` equal to the index ``_meta``.
+
+        Raises:
+            NotReadyError: naming what does not match and how to fix it.
+        """
+        try:
+            self.node("ping", self.client.info)
+            mappings = self.node("readiness", self.client.indices.get_mapping, index=self.config.alias)
+        except NodeUnavailableError as e:
+            raise NotReadyError(str(e)) from e
+        if len(mappings) != 1:
+            raise NotReadyError(f"alias {self.config.alias!r} points at {len(mappings)} indexes",
+                                fix="point the alias at exactly one index")
+        index, body = next(iter(mappings.items()))
+        meta = body.get("mappings", {}).get("_meta") or {}
+        if self.encoder is None:
+            raise NotReadyError(f"the encoder is not loaded: {self.encoder_error}",
+                                fix="set OSRECO_BUNDLE to the bundle the index was built with")
+        if meta.get("artifact_id") != self.encoder.artifact_id:
+            raise NotReadyError(
+                f"bundle artifact_id {self.encoder.artifact_id} != index {index} _meta.artifact_id "
+                f"{meta.get('artifact_id')}: the query vectors would not match the item vectors",
+                fix="serve the bundle the index was built with, or re-ingest with this bundle")
+        return {"index": index, "alias": self.config.alias, "artifact_id": self.encoder.artifact_id,
+                "cf_model": self.cf_model is not None}
+
+    # ---- building blocks ---------------------------------------------------------------
+
+    def vocabulary(self) -> Vocabulary:
+        """The facet vocabulary, read by aggregation and cached for ``vocab_ttl_s``."""
+        with self._lock:
+            if self._vocab is not None and time.monotonic() - self._vocab_at < self.config.vocab_ttl_s:
+                return self._vocab
+            resp = self.node("vocabulary", self.client.search, index=self.config.alias,
+                             body=vocabulary_request(self.fields))
+            vocab = vocabulary_from_response(resp, self.fields)
+            if self.encoder is not None and 0 < len(vocab.pairs()) <= _VOCAB_EMBED_MAX:
+                try:
+                    vocab = vocab.with_vectors(self._embed_texts)
+                except Exception as e:  # noqa: BLE001 - exact/fuzzy matching still works
+                    log.warning("vocabulary embedding failed: %s", e)
+            self._vocab, self._vocab_at = vocab, time.monotonic()
+            return vocab
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode_queries(list(texts))
+
+    def parse(self, req: schemas.SearchRequest) -> Intent:
+        """The query's intent plus the request's explicit filters."""
+        vocab = self.vocabulary()
+        embed = self._embed_texts if vocab.vectors is not None else None
+        intent = self._llm_intent(req, vocab) or parse_intent(
+            req.q, vocab, req.language, options=IntentOptions(fields=self.fields), embed=embed)
+        facets, ranges = self.request_filters(req.filters)
+        if facets or ranges:
+            intent = replace(intent, filters=intent.filters + facets, ranges=intent.ranges + ranges)
+        return intent
+
+    def _llm_intent(self, req: schemas.SearchRequest, vocab: Vocabulary) -> Intent | None:
+        if not self.config.llm_url:
+            return None
+        from osreco.plugin import llm_intent  # optional backend, imported only when configured
+
+        return llm_intent.parse_with_llm(req.q, vocab, req.language, url=self.config.llm_url,
+                                         timeout_s=self.config.llm_timeout_s, fields=self.fields)
+
+    def request_filters(self, filters: tuple[tuple[str, schemas.FilterValue], ...]
+                        ) -> tuple[tuple[FacetMatch, ...], tuple[RangeFilter, ...]]:
+        """Explicit request filters as intent parts.
+
+        Raises:
+            RequestError: a filter names no facet or numeric field, or has the wrong shape.
+        """
+        facets: list[FacetMatch] = []
+        ranges: list[RangeFilter] = []
+        numeric = (*self.fields.numeric, self.fields.popularity)
+        for name, value in filters:
+            if name in self.fields.facets and isinstance(value, tuple):
+                facets.extend(FacetMatch(name, v, "request", v) for v in value)
+            elif name in numeric and isinstance(value, dict):
+                ranges.append(RangeFilter(name, **value))
+            else:
+                raise RequestError(f"filter {name!r} is not a facet {self.fields.facets} with values "
+                                   f"or a numeric field {numeric} with a range", field=f"filters.{name}")
+        return tuple(facets), tuple(ranges)
+
+    def embed_query(self, text: str, deg: Degradations) -> np.ndarray | None:
+        """The query's meaning vector, or ``None`` (BM25 only, reported) when the encoder fails."""
+        if not text:
+            return None
+        if self.encoder is None:
+            deg.add("encoder", f"BM25 only: {self.encoder_error}")
+            return None
+        try:
+            return np.asarray(self.encoder.encode_queries([text])[0], dtype=np.float32)
+        except Exception as e:  # noqa: BLE001 - any encoder failure degrades to BM25 only
+            deg.add("encoder", f"BM25 only: the encoder failed: {type(e).__name__}: {e}")
+            return None
+
+    def user(self, user_id: str | None, deg: Degradations) -> UserContext | None:
+        """The user's pseudonym, vector and history; ``None`` (reported) when the store fails."""
+        if user_id is None:
+            return None
+        key = pseudonymize(user_id, self.config.effective_hmac_key)
+        try:
+            doc = cf_store.read_user(self.client, self.store, key)
+        except (TransportError, OSError) as e:
+            deg.add("user_store", f"not personalized: the user store failed: {type(e).__name__}: {e}")
+            return None
+        vector = np.asarray(doc["cf_vector"], dtype=np.float32) if doc and doc.get("cf_vector") else None
+        if vector is None and self.cf_model is not None:
+            vector = self.cf_model.user_vector(key)
+        if vector is not None and not np.any(vector):
+            vector = None
+        return UserContext(key, vector, tuple(doc.get("history") or ()) if doc else ())
+
+    # ---- events and forgetting ---------------------------------------------------------
+
+    def record_events(self, events: tuple[schemas.Event, ...]) -> dict[str, Any]:
+        """Store events (pseudonymized) and fold the users in online so the next request sees them."""
+        deg = Degradations(self.metrics)
+        key = self.config.effective_hmac_key
+        docs = [ev_store.Event(user_key=pseudonymize(e.user_id, key), item_id=e.item_id, kind=e.kind,
+                               timestamp=_timestamp(e.timestamp),
+                               value=1.0 if e.value is None else e.value, query=e.query,
+                               position=e.position, session_id=e.session_id) for e in events]
+        with self.metrics.stage("/v1/events", "store"):
+            self.node("events", ev_store.write_events, self.client, self.store.prefix, docs,
+                      refresh="wait_for")
+        updated = 0
+        if self.cf_model is None:
+            deg.add("cf_model", "events stored; no CF model loaded, so users are not updated online")
+        else:
+            for user_key in dict.fromkeys(d.user_key for d in docs):
+                self.node("fold-in", cf_store.refresh_user_vector, self.client, self.store, self.cf_model,
+                          user_key)
+                updated += 1
+        return {"accepted": len(docs), "users_updated": updated, "degradations": deg.items}
+
+    def forget(self, user_id: str) -> dict[str, Any]:
+        """Delete the user's events and stored vector, and drop the trained vector in memory.
+
+        Only ``<prefix>-users`` and ``<prefix>-events`` are touched, never the item index.
+        """
+        key = pseudonymize(user_id, self.config.effective_hmac_key)
+        res = self.node("forget", self.client.delete_by_query, index=self.store.events_index,
+                        body={"query": {"term": {"user_key": key}}}, refresh=True, conflicts="proceed",
+                        ignore_unavailable=True)
+        gone = self.node("forget", self.client.delete, index=self.store.users_index, id=key, refresh=True,
+                         ignore=[404])
+        user_deleted = gone.get("result") == "deleted"
+        if self.cf_model is not None and self.cf_model.user_vector(key) is not None:
+            self.cf_model = self.cf_model.without_user(key)
+            user_deleted = True
+        return {"user_id": user_id, "events_deleted": int(res.get("deleted", 0)), "user_deleted": user_deleted}
+
+
+def _timestamp(value: str | float | None) -> str:
+    """ISO 8601 UTC for an event time (now when absent; epoch seconds or ISO accepted)."""
+    if value is None:
+        return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    if isinstance(value, float):
+        return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise RequestError(f"timestamp {value!r} is not ISO 8601", field="timestamp") from e
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).isoformat()
+

@@ -1,0 +1,148 @@
+"""Events index, forgetting a user everywhere, retention — against the real node."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from osreco.ingest import cf_store
+from osreco.ingest.cf_cli import cf, users
+from osreco.ingest.errors import ConfigError, InteractionError
+from osreco.ingest.events import (Event, events_index, expire_events, forget, from_ubi,
+                                  read_interactions_from_events, write_events)
+from osreco.ingest.privacy import PrivacyConfig
+
+pytestmark = pytest.mark.integration
+
+KEY = "test-key-0123456789abcdef0123456789"
+PRIVACY = PrivacyConfig.from_env(KEY)
+
+
+def _iso(days_ago: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).isoformat(timespec="seconds")
+
+
+def _seed_user(client, prefix: str, raw_id: str, items: list[str]) -> str:
+    key = PRIVACY.pseudonymize(raw_id)
+    write_events(client, prefix, [Event(key, it, "click", _iso(n), query=f"q{n}", position=n, session_id="s1")
+                                  for n, it in enumerate(items)], refresh=True)
+    store = cf_store.StoreConfig(prefix=prefix, item_index=prefix)
+    cf_store.write_user_vectors(client, store, [key], np.ones((1, 4), np.float32), {key: items})
+    return key
+
+
+def _traces(client, needle: str, skip: str | None = None) -> int:
+    """Hits for ``needle`` in every index (``_all``): as _id, as user_key, or in any field.
+
+    ``skip`` leaves out one index (the item index that deliberately holds an item with that id).
+    """
+    should = [{"ids": {"values": [needle]}}, {"term": {"user_key": needle}},
+              {"multi_match": {"query": needle, "fields": ["*"], "lenient": True, "type": "phrase"}}]
+    query: dict = {"bool": {"should": should, "minimum_should_match": 1}}
+    if skip:
+        query["bool"]["must_not"] = [{"term": {"_index": skip}}]
+    return client.search(index="_all", body={"query": query}, expand_wildcards="all")["hits"]["total"]["value"]
+
+
+def test_forget_leaves_no_trace_in_any_index(os_client, index_name):
+    alice = f"alice-{uuid.uuid4().hex[:8]}"
+    os_client.index(index=f"{index_name}-v1", id=alice, body={"title": "an item whose id is the user's id"},
+                    refresh=True)
+    key = _seed_user(os_client, index_name, alice, ["i1", "i2", "i3"])
+    bob_key = _seed_user(os_client, index_name, f"bob-{uuid.uuid4().hex[:8]}", ["i1"])
+    assert _traces(os_client, key) > 0 and _traces(os_client, alice, f"{index_name}-v1") == 0  # raw id never stored
+    report = forget(os_client, index_name, alice, PRIVACY)
+    assert report.deleted == {f"{index_name}-events": 3, f"{index_name}-users": 1}
+    assert _traces(os_client, key) == 0 and _traces(os_client, alice, f"{index_name}-v1") == 0
+    assert os_client.exists(index=f"{index_name}-v1", id=alice)  # an item that shares the id is kept
+    assert _traces(os_client, bob_key) == 2  # other users are untouched
+
+
+def test_forget_cli_also_rewrites_a_saved_model(os_client, index_name, tmp_path, monkeypatch):
+    from osreco.ingest.cf import CFConfig, CFModel, train_models
+    from osreco.ingest.interactions import Interaction
+
+    monkeypatch.setenv("OSRECO_HMAC_KEY", KEY)
+    key = _seed_user(os_client, index_name, "carol", ["i1"])
+    model = train_models([Interaction(key, "i1", 1.0, 0.0), Interaction("u_other", "i2", 1.0, 0.0)],
+                         CFConfig(factors=2, iterations=2, threads=1))
+    model.save(tmp_path)
+    result = CliRunner().invoke(users, ["forget", "carol", "--index", index_name, "--model-dir", str(tmp_path),
+                                        "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["total"] == 2
+    assert CFModel.load(tmp_path).user_vector(key) is None
+    assert _traces(os_client, key) == 0
+
+
+def test_retention_expires_only_old_events(os_client, index_name):
+    key = PRIVACY.pseudonymize("dave")
+    write_events(os_client, index_name, [Event(key, "old", "view", _iso(400)), Event(key, "new", "view", _iso(1))],
+                 refresh=True)
+    assert expire_events(os_client, index_name, days=365) == 1
+    left = [e.item_id for e in read_interactions_from_events(os_client, index_name)]
+    assert left == ["new"]
+    with pytest.raises(ConfigError):
+        expire_events(os_client, index_name, days=0)
+
+
+def test_events_feed_training_with_kind_weights(os_client, index_name):
+    key = PRIVACY.pseudonymize("erin")
+    write_events(os_client, index_name, [Event(key, "i1", "purchase", "2024-05-01T00:00:00Z"),
+                                         Event(key, "i2", "rating", "2024-05-02T00:00:00Z", value=4.5)], refresh=True)
+    rows = sorted(read_interactions_from_events(os_client, index_name), key=lambda e: e.item_id)
+    assert [(e.user_id, e.item_id, e.value, e.timestamp) for e in rows] == [
+        (key, "i1", 4.0, 1714521600.0), (key, "i2", 4.5, 1714608000.0)]
+
+
+def test_events_mapping_rejects_raw_ids_and_unknown_kinds():
+    with pytest.raises(InteractionError, match="not a pseudonym"):
+        Event("alice", "i1", "click", _iso(0))
+    with pytest.raises(InteractionError, match="kind 'like'"):
+        Event(PRIVACY.pseudonymize("a"), "i1", "like", _iso(0))
+
+
+def test_ubi_event_converts_and_is_pseudonymized():
+    ubi = {"action_name": "click", "client_id": "browser-7", "query_id": "q-1", "session_id": "s-9",
+           "timestamp": "2024-05-01T10:00:00Z", "user_query": "space movies",
+           "event_attributes": {"object": {"object_id": "m42", "object_id_field": "item_id"},
+                                "position": {"ordinal": 3}}}
+    event = from_ubi(ubi, PRIVACY)
+    assert event == Event(PRIVACY.pseudonymize("browser-7"), "m42", "click", "2024-05-01T10:00:00Z",
+                          query="space movies", query_id="q-1", position=3, session_id="s-9")
+
+
+def test_train_from_events_cli(os_client, index_name, monkeypatch):
+    from test_cf_store import GROUP_A, GROUP_B, make_item_index
+
+    monkeypatch.setenv("OSRECO_HMAC_KEY", KEY)
+    make_item_index(os_client, index_name)
+    events = []
+    for group, items in (("A", GROUP_A), ("B", GROUP_B)):
+        for u in range(6):
+            key = PRIVACY.pseudonymize(f"{group}{u}")
+            events += [Event(key, it, "click", f"2024-05-0{1 + t % 9}T00:00:00Z") for t, it in enumerate(items)
+                       if t != u]
+    write_events(os_client, index_name, events, refresh=True)
+    result = CliRunner().invoke(cf, ["train", "--from-events", "--index", index_name, "--iterations", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["read"]["source"] == events_index(index_name)
+    assert summary["users"]["written"] == 12 and summary["items"]["written"] == 21
+
+
+def test_train_from_missing_events_index_exits_2(os_client, index_name, monkeypatch):
+    from test_cf_store import make_item_index
+
+    monkeypatch.setenv("OSRECO_HMAC_KEY", KEY)
+    make_item_index(os_client, index_name)
+    result = CliRunner().invoke(cf, ["train", "--from-events", "--index", index_name])
+    assert result.exit_code == 2 and "no events index" in result.output
