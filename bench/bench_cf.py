@@ -68,6 +68,8 @@ def quality(config: CFConfig, events: list[Interaction], label: str) -> CFModel:
     model.popularity = decayed_popularity(train, items, half_life_days=1e9)
     results["popularity (all-time)"] = evaluate(model, train, test)["popularity"]
     model.popularity = pop
+    cooc = train_models(train, replace(config, max_ease_items=0, iterations=1), item_ids=items)
+    results["co-occurrence (>20k-item fallback, forced)"] = evaluate(cooc, train, test)["item-item"]
     print(f"\n### ML-100k, {label} (train {len(train)} events, test {len(test)} users, "
           f"training {seconds:.1f} s for ALS+EASE+popularity)\n")
     print(format_table(results))

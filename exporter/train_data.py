@@ -56,10 +56,11 @@ class CatalogItem:
 
     @property
     def document(self) -> str:
-        """The text the encoder embeds for this item (title, then description)."""
+        """The text the encoder embeds: ``text`` when it already starts with the title,
+        else ``title. text`` (ingest's default embed fields)."""
         if not self.text or self.text == self.title:
             return self.title
-        return f"{self.title}. {self.text}"
+        return self.text if self.text.startswith(self.title) else f"{self.title}. {self.text}"
 
 
 def is_positive(event: dict) -> bool:
@@ -177,19 +178,35 @@ def _read_tsv(path: Path) -> Iterator[dict[str, str]]:
 
 
 def movielens_catalog(ml_dir: str | Path | None = None) -> dict[str, CatalogItem]:
-    """The 1,681 MovieLens-100k movies as catalog items (the junk row 267 is skipped).
+    """The 1,681 valid MovieLens-100k movies, with the same text the item index embeds.
 
-    Args:
-        ml_dir: folder with ``ml-100k.item`` (default: the recbole wheel's).
+    Reads through ``osreco.ingest.fixtures`` (the MovieLens field map and repairs) when
+    ``ml_dir`` is None, so the trained encoder sees item texts exactly as ingest writes them
+    (``"Toy Story. animation, children's, comedy. 1995"``); a given ``ml_dir`` is read here.
     """
-    path = Path(ml_dir or movielens_dir()) / "ml-100k.item"
+    if ml_dir is None:
+        from osreco.ingest.catalog import CatalogItem as IngestItem
+        from osreco.ingest.fixtures import read_movielens_items
+
+        items = {}
+        for entry in read_movielens_items():
+            if isinstance(entry, IngestItem):
+                f = entry.fields
+                items[entry.item_id] = CatalogItem(entry.item_id, str(f["title"]), entry.embed_text,
+                                                   tuple(f.get("genres") or ()), f.get("year"))
+        return items
+    return _read_movielens_items(Path(ml_dir) / "ml-100k.item")
+
+
+def _read_movielens_items(path: Path) -> dict[str, CatalogItem]:
+    """``ml-100k.item`` read directly, texts shaped like ingest's (title. genres. year)."""
     items: dict[str, CatalogItem] = {}
     for row in _read_tsv(path):
         year = row.get("release_year", "")
         if not year.isdigit():
             continue
-        genres = tuple(g for g in row.get("class", "").split() if g != "unknown")
-        text = f"A {year} film. Genres: {', '.join(genres) or 'unknown'}."
+        genres = tuple(g.lower() for g in row.get("class", "").split() if g != "unknown")
+        text = ". ".join(p for p in (row["movie_title"], ", ".join(genres), year) if p)
         items[row["item_id"]] = CatalogItem(row["item_id"], row["movie_title"], text, genres, int(year))
     return items
 
@@ -214,14 +231,16 @@ class MovieLensConfig:
     seed: int = 13
 
 
-_ZH_GENRES = {"Action": "动作片", "Adventure": "冒险片", "Animation": "动画片",
-              "Children's": "儿童片", "Comedy": "喜剧", "Crime": "犯罪片", "Documentary": "纪录片",
-              "Drama": "剧情片", "Fantasy": "奇幻片", "Film-Noir": "黑色电影", "Horror": "恐怖片",
-              "Musical": "歌舞片", "Mystery": "悬疑片", "Romance": "爱情片", "Sci-Fi": "科幻片",
-              "Thriller": "惊悚片", "War": "战争片", "Western": "西部片"}
+_ZH_GENRES = {"action": "动作片", "adventure": "冒险片", "animation": "动画片",
+              "children's": "儿童片", "comedy": "喜剧", "crime": "犯罪片", "documentary": "纪录片",
+              "drama": "剧情片", "fantasy": "奇幻片", "film-noir": "黑色电影", "horror": "恐怖片",
+              "musical": "歌舞片", "mystery": "悬疑片", "romance": "爱情片", "sci-fi": "科幻片",
+              "thriller": "惊悚片", "war": "战争片", "western": "西部片"}
 _EN_TEMPLATES = ("a {decade} {genre}", "{genre} movies from the {decade}", "{decade} {genre} films",
-                 "a {genre} movie", "{genre} but not {other}", "a {decade} movie")
-_ZH_TEMPLATES = ("{zdecade}年代的{zgenre}", "{zgenre}", "不要{zother}的{zgenre}")
+                 "a {genre} movie", "{genre} but not {other}", "a {decade} movie",
+                 "{genre} from the {decade} without {other}")
+_ZH_TEMPLATES = ("{zdecade}年代的{zgenre}", "{zgenre}", "不要{zother}的{zgenre}",
+                 "{zdecade}年代的{zgenre}，不要{zother}")
 
 
 def _query_for(item: CatalogItem, genres: list[str], rng: random.Random) -> str:
@@ -229,9 +248,10 @@ def _query_for(item: CatalogItem, genres: list[str], rng: random.Random) -> str:
     genre = rng.choice(item.genres)
     others = [g for g in genres if g not in item.genres]
     decade = (item.year or 1990) // 10 * 10
-    values = {"genre": genre.lower(), "decade": f"{decade % 100:02d}s",
-              "other": rng.choice(others).lower(), "zgenre": _ZH_GENRES.get(genre, genre),
-              "zdecade": f"{decade % 100:02d}", "zother": _ZH_GENRES.get(rng.choice(others), "")}
+    other = rng.choice(others)
+    values = {"genre": genre, "decade": f"{decade % 100:02d}s", "other": other,
+              "zgenre": _ZH_GENRES.get(genre, genre), "zdecade": f"{decade % 100:02d}",
+              "zother": _ZH_GENRES.get(other, other)}
     template = rng.choice(_ZH_TEMPLATES if rng.random() < 0.25 else _EN_TEMPLATES)
     return template.format(**values)
 
@@ -242,7 +262,7 @@ def query_matches(query: str, item: CatalogItem) -> bool:
     names = {g: (g.lower(), _ZH_GENRES.get(g, g)) for g in _ZH_GENRES}
     decade = f"{(item.year or 0) // 10 * 10 % 100:02d}"
     for g, (en, zh) in names.items():
-        negated = f"not {en}" in q or f"不要{zh}" in query
+        negated = f"not {en}" in q or f"without {en}" in q or f"不要{zh}" in query
         mentioned = en in q or zh in query
         if negated and g in item.genres:
             return False

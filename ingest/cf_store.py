@@ -46,7 +46,7 @@ class StoreConfig:
     prefix: str
     item_index: str
     chunk_size: int = 500
-    history_len: int = 50
+    history_len: int = 500
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.prefix):

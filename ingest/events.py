@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
@@ -24,6 +25,7 @@ from osreco.ingest.errors import BulkError, ConfigError, InteractionError
 from osreco.ingest.interactions import Interaction
 from osreco.ingest.privacy import PrivacyConfig, is_pseudonym
 
+_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 EVENT_KINDS = ("view", "click", "add_to_cart", "purchase", "rating")
 # Training value of one event of each kind ("rating" uses the event's own value).
 KIND_WEIGHTS = {"view": 0.5, "click": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
@@ -188,7 +190,11 @@ def forget(client: OpenSearch, prefix: str, user_id: str, privacy: PrivacyConfig
 
     Raises:
         BulkError: a delete-by-query failed on some index.
+        ConfigError: the prefix is not a plain index name (wildcards would widen the deletion).
     """
+    if not _PREFIX_RE.match(prefix):
+        raise ConfigError(f"index prefix {prefix!r} must be lowercase letters, digits, '.', '_' or '-' "
+                          "(no wildcards)", field="prefix")
     key = privacy.pseudonymize(user_id)
     report = ForgetReport(user_key=key)
     # The raw id is matched only in ``user_key``: as an ``_id`` it could be an item's id.

@@ -32,7 +32,7 @@ TIME_COLUMNS = ("timestamp", "ts", "time", "date")
 MAX_EXAMPLES = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Interaction:
     """One event: ``user_id`` did something worth ``value`` to ``item_id`` at ``timestamp`` (epoch s)."""
 
@@ -230,7 +230,7 @@ def _timestamp(raw: object, line: int) -> float:
 def _rows_delimited(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     """CSV/TSV/.inter rows as dicts with normalized header names (``user_id:token`` -> ``user_id``)."""
     suffix = path.suffix.lower()
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: tolerate a BOM from spreadsheets
         first = fh.readline()
         if not first.strip():
             return
@@ -244,7 +244,7 @@ def _rows_delimited(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
 
 def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     """JSONL rows; a line that is not a JSON object becomes a row that fails validation."""
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         for line_no, text in enumerate(fh, start=1):
             if not text.strip():
                 continue

@@ -67,7 +67,7 @@ class WriteConfig:
         skip_unchanged: look up content hashes and skip unchanged items.
         reuse_from: another index (the previous version) whose vectors are reused when the
             content hash matches (a rebuild with the same model re-embeds nothing).
-        depth: batches in flight between embedding and writing.
+        depth: batches in flight between embedding and writing (0: no overlap, write inline).
         refresh: refresh the index at the end so the result is searchable at once.
     """
 
@@ -86,9 +86,11 @@ class WriteConfig:
     refresh: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "embed_batch_size", "depth"):
+        for name in ("batch_size", "embed_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"WriteConfig.{name} must be >= 1", field=name)
+        if self.depth < 0:
+            raise ConfigError("WriteConfig.depth must be >= 0", field="depth")
         if self.max_retries < 0 or self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:
             raise ConfigError("retries must be >= 0 and 0 <= backoff_base_s <= backoff_max_s", field="max_retries")
 
@@ -221,6 +223,11 @@ def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: I
                         progress(len(chunk))
                     continue
                 batch = _prepare(client, encoder, index, chunk, rows, seen, config, report)
+                if config.depth == 0:
+                    _write(client, index, batch, config, report, dead_letters, checkpoint)
+                    if progress:
+                        progress(len(chunk))
+                    continue
                 while len(in_flight) >= config.depth:
                     in_flight.popleft().result()
                 in_flight.append(pool.submit(_write, client, index, batch, config, report, dead_letters, checkpoint))

@@ -85,6 +85,7 @@ class SidecarConfig:
         bundle_dir: model bundle folder; ``None`` serves BM25 only (reported as a degradation).
         cf_model_dir: trained collaborative model (``osreco cf train``); ``None`` = no CF boost.
         store_prefix: prefix of the ``-users`` and ``-events`` indexes (default: the alias).
+        facets: the index's keyword facet fields (the intent parser links query words to them).
         fusion: fusion settings.
         retrieval: ``msearch`` (fusion in the sidecar) or ``hybrid`` (neural-search pipeline).
         limits: request limits.
@@ -108,6 +109,7 @@ class SidecarConfig:
     bundle_dir: str | None = None
     cf_model_dir: str | None = None
     store_prefix: str | None = None
+    facets: tuple[str, ...] = ("brand", "color", "category", "genres")
     fusion: FusionConfig = field(default_factory=FusionConfig)
     retrieval: str = "msearch"
     limits: Limits = field(default_factory=Limits)
@@ -126,6 +128,8 @@ class SidecarConfig:
         if not self.alias or self.alias != self.alias.lower() or "*" in self.alias:
             raise ConfigError(f"index alias {self.alias!r} must be a lowercase name without '*'",
                               field="OSRECO_INDEX")
+        if not self.facets or not all(f and f == f.strip() for f in self.facets):
+            raise ConfigError(f"facets {self.facets!r} must be non-empty names", field="OSRECO_FACETS")
         if self.retrieval not in RETRIEVAL_MODES:
             raise ConfigError(f"retrieval {self.retrieval!r} is not one of {RETRIEVAL_MODES}",
                               field="OSRECO_RETRIEVAL")
@@ -179,6 +183,8 @@ class SidecarConfig:
             opensearch=os_cfg, alias=env.get("OSRECO_INDEX", "osreco-items"),
             bundle_dir=env.get("OSRECO_BUNDLE") or None, cf_model_dir=env.get("OSRECO_CF_MODEL") or None,
             store_prefix=env.get("OSRECO_STORE_PREFIX") or None,
+            facets=tuple(f.strip() for f in env.get("OSRECO_FACETS", "brand,color,category,genres").split(",")
+                         if f.strip()),
             fusion=fusion, retrieval=env.get("OSRECO_RETRIEVAL", "msearch"), limits=limits,
             api_keys_file=env.get("OSRECO_API_KEYS_FILE") or None,
             dev_mode=env.get("OSRECO_DEV_MODE", "").lower() in ("1", "true", "yes"),

@@ -146,12 +146,13 @@ def split_ratings(path: Path, known_items: frozenset[str], test_fraction: float 
 
 
 def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_key: str,
-                       factors: int) -> dict[str, object]:
+                       factors: int, model_dir: Path) -> dict[str, object]:
     """Train ALS + EASE + popularity on the training part and store it where the sidecar reads it.
 
     Mirrors ``osreco cf train``: pseudonymized user keys, item factors into ``cf_vector``
     (items without interactions get a factor predicted from their embedding), user vectors
-    and full training histories into ``<alias>-users``, metadata into ``<alias>-cf-meta``.
+    and full training histories into ``<alias>-users``, metadata into ``<alias>-cf-meta``,
+    and the model into ``model_dir`` (the sidecar's ``cf_model_dir``).
 
     Returns:
         The training metadata plus write counts.
@@ -172,6 +173,8 @@ def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_ke
     client.indices.refresh(index=alias)
     meta = {**model.meta, "model": "als+ease+popularity", "source": "osreco eval (training split)",
             "items_from_content": len(cold)}
-    cf_store.write_meta(client, store, meta)
+    run_id = cf_store.write_meta(client, store, meta)
+    model.meta = {**meta, "run_id": run_id}
+    model.save(model_dir)
     return {**meta, "items_written": items.written, "users_written": users.written,
             "write_failures": len(items.failed) + len(users.failed)}

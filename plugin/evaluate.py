@@ -154,3 +154,250 @@ def _bar(total: int, desc: str) -> tqdm:
     """A progress bar on stderr (rate and ETA), silent when stderr is not a terminal."""
     return tqdm(total=total, desc=desc, unit="req", file=sys.stderr, disable=not sys.stderr.isatty(),
                 dynamic_ncols=True)
+
+
+# ---- the sidecar under test ---------------------------------------------------------------
+
+def sidecar_config(config: EvalConfig, cf_model_dir: Path) -> SidecarConfig:
+    """The base sidecar configuration the variants override (dev mode: no API keys)."""
+    return SidecarConfig(opensearch=config.opensearch, alias=config.alias, bundle_dir=str(config.bundle_dir),
+                         cf_model_dir=str(cf_model_dir), dev_mode=True, hmac_key=DEV_HMAC_KEY,
+                         encoder_threads=1, search_timeout_s=10.0, request_timeout_s=30.0)
+
+
+def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, Any]:
+    """One Flask test client per variant, all over the real ``SearchService``.
+
+    The encoder, CF model and client are loaded once and shared: only the configuration
+    differs between variants.
+
+    Raises:
+        ConfigError: a variant overrides a setting the sidecar does not have.
+    """
+    from osreco.plugin.app import create_app
+    from osreco.plugin.metrics import Metrics
+    from osreco.plugin.service import SearchService
+
+    shared = SearchService.from_config(base, Metrics())
+    if shared.encoder is None:
+        raise ConfigError(f"the bundle did not load: {shared.encoder_error}", field="--bundle")
+    clients: dict[str, Any] = {}
+    for v in variants:
+        try:
+            cfg = replace(base, fusion=replace(base.fusion, **v.fusion), **v.config)
+        except TypeError as e:
+            raise ConfigError(f"variant {v.name}: {e}", field=v.name,
+                              fix="the sidecar's config changed: update REC_VARIANTS/SEARCH_VARIANTS") from e
+        service = SearchService(cfg, shared.client, Metrics(), encoder=shared.encoder, cf_model=shared.cf_model,
+                                encoder_error=shared.encoder_error, fields=shared.fields)
+        clients[v.name] = create_app(cfg, services=service).test_client()
+    return clients
+
+
+def _item_ids(resp: Any, what: str, errors: dict[str, int], variant: str) -> list[str]:
+    """Item ids of a sidecar response; a non-200 answer counts as an error and an empty list."""
+    if resp.status_code != 200:
+        errors[variant] = errors.get(variant, 0) + 1
+        if errors[variant] <= 3:
+            log.warning("%s %s answered %s: %s", variant, what, resp.status_code, resp.get_data(as_text=True)[:300])
+        return []
+    return [str(r["item_id"]) for r in resp.get_json()["results"]]
+
+
+# ---- task 1: recommendation without a query -------------------------------------------------
+
+def run_recommendation(clients: Mapping[str, Any], split: SplitData, users: Sequence[str], k: int,
+                       catalog_size: int) -> dict[str, object]:
+    """``GET /v1/recommend`` for each test user and variant; graded by the held-out ratings.
+
+    Returns:
+        ``{"k", "users", "variants": {name: {"recall", "ndcg", "coverage"}}, "errors"}``.
+    """
+    ranked: dict[str, list[list[str]]] = {name: [] for name in clients}
+    errors: dict[str, int] = {}
+    with _bar(len(users) * len(clients), "eval recommend") as bar:
+        for user in users:
+            for name, client in clients.items():  # variants alternate: equal conditions
+                resp = client.get("/v1/recommend", query_string={"user_id": user, "k": k})
+                ranked[name].append(_item_ids(resp, "recommend", errors, name))
+                bar.update()
+    variants = {}
+    for name, lists in ranked.items():
+        grades = [split.held_out[u] for u in users]
+        variants[name] = {"recall": mean(recall_at_k(r, g, k) for r, g in zip(lists, grades)),
+                          "ndcg": mean(ndcg_at_k(r, g, k) for r, g in zip(lists, grades)),
+                          "coverage": coverage(lists, catalog_size, k)}
+    return {"k": k, "users": len(users), "variants": variants, "errors": errors}
+
+
+# ---- task 2: personalized search --------------------------------------------------------------
+
+def _search_metrics(pairs: Sequence[QueryPair], lists: Sequence[list[str]], movies: Mapping[str, Movie],
+                    k: int) -> dict[str, float]:
+    preds: list[Callable[[str], bool]] = [
+        (lambda item, c=p.query.constraints: item in movies and c.satisfied_by(movies[item])) for p in pairs]
+    return {"ndcg": mean(ndcg_at_k(r, p.grades, k) for r, p in zip(lists, pairs)),
+            "recall": mean(recall_at_k(r, p.grades, k) for r, p in zip(lists, pairs)),
+            "violation_rate": violation_rate(lists, preds, k)}
+
+
+def run_search(clients: Mapping[str, Any], pairs: Sequence[QueryPair], movies: Mapping[str, Movie],
+               k: int) -> dict[str, object]:
+    """``POST /v1/search`` for each (query, user) pair and variant.
+
+    Returns:
+        ``{"k", "queries", "pairs", "variants": {name: {"ndcg", "recall", "violation_rate"}},
+        "by_language": {lang: {...}}, "by_template": {...}, "errors"}``.
+    """
+    ranked: dict[str, list[list[str]]] = {name: [] for name in clients}
+    errors: dict[str, int] = {}
+    with _bar(len(pairs) * len(clients), "eval search") as bar:
+        for pair in pairs:
+            body = {"q": pair.query.text, "user_id": pair.user_id, "k": k}
+            for name, client in clients.items():
+                ranked[name].append(_item_ids(client.post("/v1/search", json=body), "search", errors, name))
+                bar.update()
+    out: dict[str, object] = {"k": k, "queries": len({p.query.qid for p in pairs}), "pairs": len(pairs),
+                              "variants": {n: _search_metrics(pairs, ranked[n], movies, k) for n in clients}}
+    for key, attr in (("by_language", "language"), ("by_template", "template")):
+        groups = sorted({getattr(p.query, attr) for p in pairs})
+        out[key] = {g: {n: _search_metrics([p for p in pairs if getattr(p.query, attr) == g],
+                                           [r for r, p in zip(ranked[n], pairs) if getattr(p.query, attr) == g],
+                                           movies, k) for n in clients} for g in groups}
+    out["errors"] = errors
+    return out
+
+
+def pick_queries(queries: Sequence[EvalQuery], limit: int) -> list[EvalQuery]:
+    """About ``limit`` queries spread evenly over the templates, each in both languages; all when 0.
+
+    Queries that state the same constraints (one per language) are kept or dropped together.
+    """
+    if not limit or limit >= len(queries):
+        return list(queries)
+    slots: dict[object, list[EvalQuery]] = {}
+    for q in queries:
+        slots.setdefault((q.template, q.constraints), []).append(q)
+    groups = list(slots.values())
+    n = max(1, min(len(groups), limit // 2))
+    step = len(groups) / n
+    return [q for i in range(n) for q in groups[int(i * step)]]
+
+
+# ---- task 3: intent parsing -------------------------------------------------------------------
+
+FILTER_KEYS = ("filters", "ranges", "exclude")
+
+
+def _canonical(intent: Mapping[str, object]) -> dict[str, object]:
+    """The filter part of an intent dict, order-insensitive: facet values sorted, ranges as floats."""
+    facets = {f: sorted(v) for f, v in (intent.get("filters") or {}).items() if v}
+    excluded = {f: sorted(v) for f, v in (intent.get("exclude") or {}).items() if v}
+    ranges = {f: {op: float(x) for op, x in b.items()} for f, b in (intent.get("ranges") or {}).items() if b}
+    return {"filters": facets, "ranges": ranges, "exclude": excluded}
+
+
+def run_intent(golden_path: Path, parse: Callable[[str, str | None], Mapping[str, object]]) -> dict[str, object]:
+    """Exact-match accuracy of the extracted filters (facets, ranges, exclusions) per language.
+
+    Args:
+        golden_path: JSONL, one case a line: ``{"q", "language"?, "expected": Intent.to_dict()}``
+            (``intent`` is accepted for ``expected``).
+        parse: ``(q, language) -> Intent.to_dict()`` of the parser under test.
+
+    Returns:
+        ``{"golden", "cases", "languages": {lang: {"cases", "exact", "accuracy"}}, "misses": [...]}``.
+
+    Raises:
+        ConfigError: the golden file is missing or a line is not a case.
+    """
+    from osreco.plugin.intent import detect_language
+
+    if not golden_path.is_file():
+        raise ConfigError(f"golden intent file {golden_path} does not exist", field="--golden",
+                          fix="pass --golden PATH or drop 'intent' from --tasks")
+    per_lang: dict[str, dict[str, int]] = {}
+    misses: list[dict[str, object]] = []
+    for line_no, line in enumerate(golden_path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            case = json.loads(line)
+            q = case.get("q") or case["query"]
+            expected = case.get("expected") or case["intent"]
+        except (ValueError, KeyError, AttributeError) as e:
+            raise ConfigError(f"{golden_path}:{line_no}: not a golden case ({e})", field="--golden") from e
+        lang = case.get("language") or detect_language(q)
+        got = _canonical(parse(q, case.get("language")))
+        ok = got == _canonical(expected)
+        stats = per_lang.setdefault(lang, {"cases": 0, "exact": 0})
+        stats["cases"] += 1
+        stats["exact"] += int(ok)
+        if not ok and len(misses) < 20:
+            misses.append({"line": line_no, "q": q, "expected": _canonical(expected), "got": got})
+    total = {"cases": sum(s["cases"] for s in per_lang.values()), "exact": sum(s["exact"] for s in per_lang.values())}
+    languages = {lang: {**s, "accuracy": s["exact"] / s["cases"]} for lang, s in sorted(per_lang.items())}
+    languages["all"] = {**total, "accuracy": total["exact"] / total["cases"] if total["cases"] else 0.0}
+    return {"golden": str(golden_path), "cases": total["cases"], "languages": languages, "misses": misses}
+
+
+# ---- the whole run -----------------------------------------------------------------------------
+
+def run_eval(config: EvalConfig) -> dict[str, object]:
+    """Set up (bundle, index, split, CF), then run the configured tasks.
+
+    Args:
+        config: the run's settings.
+
+    Returns:
+        The report (see :mod:`osreco.plugin.eval_report`), with ``targets``.
+
+    Raises:
+        ConfigError: bad settings or golden file; osreco.ingest / osreco.exporter errors for
+        the index, the data or the bundle; opensearch-py errors when the node fails.
+    """
+    import random
+
+    from osreco.exporter import Encoder
+
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    client = connect(config.opensearch)
+    encoder = Encoder(ensure_bundle(config.bundle_dir), threads=1, device="cpu")
+    index = ensure_item_index(client, encoder, config.alias, config.cf_factors)
+    movies = read_movies(client, config.alias)
+    split = split_ratings(config.data_dir / "ml-100k.inter", frozenset(movies), config.test_fraction)
+    cf_dir = config.bundle_dir.parent / f"cf-{config.alias}"
+    cf_meta = train_and_store_cf(client, config.alias, split, DEV_HMAC_KEY, config.cf_factors, cf_dir)
+    seconds["setup"] = time.perf_counter() - t0
+    report: dict[str, object] = {
+        "config": config.public(),
+        "dataset": {"items": len(movies), "train_events": len(split.train), "test_users": len(split.held_out),
+                    "held_out": sum(len(v) for v in split.held_out.values()), "index": index,
+                    "cf": {k: cf_meta.get(k) for k in ("users", "items", "item_coverage", "items_from_content",
+                                                       "write_failures")}}}
+    base = sidecar_config(config, cf_dir)
+    if "rec" in config.tasks:
+        t = time.perf_counter()
+        users = sorted(split.held_out, key=int)
+        if config.rec_users:
+            users = sorted(random.Random(config.seed).sample(users, min(config.rec_users, len(users))), key=int)
+        report["recommendation"] = run_recommendation(variant_apps(base, REC_VARIANTS), split, users, config.k,
+                                                      len(movies))
+        seconds["recommendation"] = time.perf_counter() - t
+    if "search" in config.tasks:
+        t = time.perf_counter()
+        queries = pick_queries(generate_queries(movies.values()), config.max_queries)
+        pairs = sample_pairs(queries, split.held_out, movies, config.users_per_query, config.seed)
+        report["search"] = run_search(variant_apps(base, SEARCH_VARIANTS), pairs, movies, config.k)
+        report["search"]["query_examples"] = [{"q": q.text, "language": q.language,
+                                               "constraints": q.constraints.as_dict()} for q in queries[:6]]
+        seconds["search"] = time.perf_counter() - t
+    if "intent" in config.tasks:
+        t = time.perf_counter()
+        report["intent"] = run_intent(config.golden_path, golden_parser())
+        seconds["intent"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t0
+    report["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    report["targets"] = compute_targets(report)
+    return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -164,11 +165,7 @@ def parse_event(raw: object, where: str = "event") -> Event:
     value = None if body.get("value") is None else _number(body["value"], f"{where}.value")
     if kind == "rating" and (value is None or not 0.0 <= value <= 10.0):
         raise RequestError("a rating needs a value in 0..10", field=f"{where}.value")
-    ts = body.get("timestamp")
-    if ts is not None and not isinstance(ts, str):
-        ts = _number(ts, f"{where}.timestamp")
-    elif ts is not None:
-        ts = _str(ts, f"{where}.timestamp", 40)
+    ts = parse_timestamp(body.get("timestamp"), f"{where}.timestamp")
     pos = body.get("position")
     return Event(
         user_id=parse_identifier(body["user_id"], f"{where}.user_id"),
@@ -178,6 +175,23 @@ def parse_event(raw: object, where: str = "event") -> Event:
         position=None if pos is None else _int(pos, f"{where}.position", 0, 10_000),
         session_id=None if body.get("session_id") is None else parse_identifier(body["session_id"],
                                                                             f"{where}.session_id"))
+
+
+def parse_timestamp(value: object, field: str) -> str | float | None:
+    """An ISO 8601 string or epoch seconds (0..1e11), unchanged; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        seconds = _number(value, field)
+        if not 0 <= seconds <= 1e11:
+            raise RequestError(f"{field} must be epoch seconds in 0..1e11", field=field)
+        return seconds
+    text = _str(value, field, 40)
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise RequestError(f"{field} {text!r} is not ISO 8601", field=field) from e
+    return text
 
 
 def parse_events(raw: object, limits: Limits) -> tuple[Event, ...]:

@@ -98,7 +98,8 @@ class SearchService:
             from osreco.ingest.cf import CFModel
 
             cf_model = CFModel.load(config.cf_model_dir)
-        return cls(config, client, metrics, encoder=encoder, cf_model=cf_model, encoder_error=error)
+        return cls(config, client, metrics, encoder=encoder, cf_model=cf_model, encoder_error=error,
+                   fields=FieldMap(facets=config.facets))
 
     # ---- node access -------------------------------------------------------------------
 
@@ -296,9 +297,6 @@ def _timestamp(value: str | float | None) -> str:
         return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     if isinstance(value, float):
         return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise RequestError(f"timestamp {value!r} is not ISO 8601", field="timestamp") from e
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))  # validated by schemas
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).isoformat()
 

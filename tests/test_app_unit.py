@@ -209,3 +209,13 @@ def test_parse_filters_exact():
         ("color", ("red",)), ("year", {"gte": 1990.0, "lt": 2000.0}))
     with pytest.raises(RequestError):
         schemas.parse_filters({"genres": []})
+
+
+def test_event_timestamps_validated():
+    ok = schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "click", "timestamp": "2026-01-02T03:04:05Z"})
+    assert ok.timestamp == "2026-01-02T03:04:05Z"
+    assert schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "view", "timestamp": 1.7e9}).timestamp == 1.7e9
+    for bad in ("yesterday", -5, True):
+        with pytest.raises(RequestError) as e:
+            schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "view", "timestamp": bad})
+        assert e.value.field == "event.timestamp"

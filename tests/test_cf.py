@@ -219,3 +219,13 @@ def test_cli_exit_codes_without_a_usable_node(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENSEARCH_URL", "http://127.0.0.1:1")
     result = CliRunner().invoke(users, ["forget", "alice", "--index", "x"])
     assert result.exit_code == 3 and result.output.startswith("error:")
+
+
+def test_cold_paths_never_error(board):
+    model, _, _ = board
+    assert len(model.recommend_cold(session_items=["unknown-item"], k=3)) == 3
+    assert len(model.recommend_cold(k=1000)) == len(model.item_ids)
+    assert not model.fold_in([]).any()
+    assert model.user_vector("never-seen") is None
+    recs = model.recommend(model.fold_in(["a1"]), exclude=["a1"], k=50)
+    assert len(recs) == len(model.item_ids) - 1 and "a1" not in {i for i, _ in recs}

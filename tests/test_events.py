@@ -146,3 +146,8 @@ def test_train_from_missing_events_index_exits_2(os_client, index_name, monkeypa
     make_item_index(os_client, index_name)
     result = CliRunner().invoke(cf, ["train", "--from-events", "--index", index_name])
     assert result.exit_code == 2 and "no events index" in result.output
+
+
+def test_forget_refuses_a_wildcard_prefix(os_client):
+    with pytest.raises(ConfigError, match="no wildcards"):
+        forget(os_client, "*", "alice", PRIVACY)

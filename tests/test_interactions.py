@@ -97,3 +97,9 @@ def test_build_matrix_sums_repeats_and_keeps_given_order():
     assert im.user_ids.tolist() == ["u1", "u2"]
     np.testing.assert_array_equal(im.matrix.toarray(), [[0, 3, 0], [1, 0, 0]])
     np.testing.assert_array_equal(im.last_seen, [1.0, 9.0, 0.0])
+
+
+def test_a_byte_order_mark_does_not_hide_the_user_column(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffuser_id,item_id\nu1,i1\n".encode("utf-8"))
+    assert read_interactions(path).interactions == [Interaction("u1", "i1", 1.0, 0.0)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -13,11 +14,13 @@ from werkzeug.serving import make_server
 
 class LoopbackProxy:
     """Forwards ``127.0.0.1:<port>`` to ``target``; ``close()`` refuses and drops every
-    connection (the node looks stopped), ``open()`` listens on the same port again."""
+    connection (the node looks stopped), ``open()`` listens on the same port again, and
+    ``stall = True`` holds traffic (the node hangs)."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
         self.port = 0
+        self.stall = False  # True: hold every byte (the node hangs without closing)
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -76,6 +79,8 @@ class LoopbackProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                while self.stall:
+                    time.sleep(0.02)
                 dst.sendall(data)
         except OSError:
             pass  # either side closed: tear both down below

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.<name>` prints markdown tables of medians and ratios."""

@@ -1,0 +1,125 @@
+"""`osreco ingest` and `osreco ingest pipeline install` against the real node: reports, exit
+codes, schema files, --rebuild and the import boundary (no torch)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from osreco.cli import cli
+from osreco.ingest.fixtures import ECOMMERCE_QUERIES, ecommerce_catalog_path
+
+pytestmark = pytest.mark.integration
+
+ECOMMERCE_FLAGS = ["--facet", "brand", "--facet", "color", "--facet", "category", "--facet", "currency",
+                   "--numeric", "price", "--numeric", "popularity", "--date", "release_date"]
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_ecommerce_catalog_loads_and_reloads(opensearch_url, os_client, index_name, tiny_bundle, tmp_path):
+    base = ["ingest", str(ecommerce_catalog_path()), "--bundle", str(tiny_bundle), "--index", index_name,
+            "--url", opensearch_url, "--threads", "1", "--checkpoint", str(tmp_path / "ck.json"),
+            "--dead-letter", str(tmp_path / "dead.jsonl"), *ECOMMERCE_FLAGS]
+    code, out = run([*base, "--json"])
+    report = json.loads(out)
+    assert (code, report["rows_read"], report["indexed"], report["dead_lettered"], report["ok"]) == (0, 50, 50, 0, True)
+    assert report["index"] == f"{index_name}-v1" and report["alias"] == index_name
+    assert not (tmp_path / "dead.jsonl").exists()
+    code, out = run(base)
+    assert code == 0 and out.startswith("50 rows: 0 indexed, 50 unchanged")
+    case = ECOMMERCE_QUERIES[0]
+    resp = os_client.search(index=index_name, body={"query": {"bool": {
+        "must": {"match": {"title": "running shoes"}},
+        "filter": [{"term": {"color": "red"}}, {"term": {"category": "running shoes"}},
+                   {"range": {"price": {"lt": 50}}}],
+        "must_not": [{"term": {"brand": "nike"}}]}}})
+    assert [h["_id"] for h in resp["hits"]["hits"]] == [case.item_id]
+    zh = os_client.search(index=index_name, body={"query": {"bool": {
+        "must": {"match": {"title.cjk": "蓝牙耳机"}}, "filter": [{"range": {"price": {"lt": 500}}},
+                                                              {"term": {"currency": "cny"}}]}}})
+    assert zh["hits"]["hits"][0]["_id"] == ECOMMERCE_QUERIES[1].item_id
+    code, out = run([*base, "--rebuild", "--json"])
+    report = json.loads(out)
+    assert (code, report["index"], report["embedded"], report["reused_vectors"]) == (0, f"{index_name}-v2", 0, 50)
+    assert list(os_client.indices.get_alias(name=index_name)) == [f"{index_name}-v2"]
+
+
+def test_schema_file_and_dead_letters_exit_1(opensearch_url, os_client, index_name, tiny_bundle, tmp_path):
+    catalog = tmp_path / "c.csv"
+    catalog.write_text("sku,name,cost,tags\na,Alpha,1.5,x|y\nb,Beta,oops,z\nc,Gamma,3,\n", encoding="utf-8")
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"id": "sku", "title": "name", "text": [], "facets": {"genres": "tags"},
+                                  "numeric": {"price": "cost"}}))
+    code, out = run(["ingest", "load", str(catalog), "--bundle", str(tiny_bundle), "--index", index_name,
+                     "--schema", str(schema), "--url", opensearch_url, "--dead-letter", str(tmp_path / "d.jsonl"),
+                     "--checkpoint", str(tmp_path / "ck.json"), "--json"])
+    report = json.loads(out)
+    assert (code, report["indexed"], report["dead_lettered"]) == (1, 2, 1)
+    dead = json.loads((tmp_path / "d.jsonl").read_text())
+    assert (dead["line"], dead["field"], dead["source"]) == (3, "cost", str(catalog))
+    assert os_client.get(index=index_name, id="a")["_source"]["genres"] == ["x", "y"]
+
+
+def test_usage_errors_exit_2(opensearch_url, index_name, tiny_bundle, tmp_path):
+    catalog = tmp_path / "c.jsonl"
+    catalog.write_text('{"item_id": "a", "title": "A"}\n')
+    bad_schema = tmp_path / "s.json"
+    bad_schema.write_text('{"identifier": "sku"}')
+    common = ["--bundle", str(tiny_bundle), "--url", opensearch_url]
+    code, out = run(["ingest", str(catalog), *common, "--index", index_name, "--schema", str(bad_schema), "--json"])
+    assert code == 2 and "unknown schema keys" in json.loads(out)["error"]
+    code, _ = run(["ingest", str(catalog), *common, "--index", "Bad Name"])
+    assert code == 2
+    code, _ = run(["ingest", str(catalog), *common, "--index", index_name, "--numeric", "price:money"])
+    assert code == 2
+
+
+def test_index_built_for_another_bundle_is_refused(opensearch_url, os_client, index_name, tiny_bundle, tmp_path):
+    catalog = tmp_path / "c.jsonl"
+    catalog.write_text('{"item_id": "a", "title": "A"}\n')
+    os_client.indices.create(index=f"{index_name}-v1", body={"aliases": {index_name: {}}, "mappings": {
+        "_meta": {"artifact_id": "sha256:other", "dim": 32}}})
+    code, out = run(["ingest", str(catalog), "--bundle", str(tiny_bundle), "--index", index_name,
+                     "--url", opensearch_url, "--checkpoint", str(tmp_path / "ck.json"), "--json"])
+    assert code == 2 and "--rebuild" in json.loads(out)["error"]
+
+
+def test_pipeline_install_normalizes_facets(opensearch_url, os_client, index_name):
+    name = f"{index_name}-pipeline"
+    try:
+        code, out = run(["ingest", "pipeline", "install", "--name", name, "--facet", "brand", "--facet", "genres",
+                         "--default", "popularity=0.5", "--url", opensearch_url, "--json"])
+        assert code == 0 and json.loads(out)["name"] == name
+        sim = os_client.ingest.simulate(id=name, body={"docs": [{"_id": "9", "_source": {
+            "title": "X", "brand": "  ACME ", "genres": [" Action", "Sci-Fi "]}}]})
+        source = sim["docs"][0]["doc"]["_source"]
+        assert (source["item_id"], source["brand"], source["genres"], source["popularity"]) == (
+            "9", "acme", ["action", "sci-fi"], 0.5)
+        assert source["indexed_at"]
+    finally:
+        os_client.ingest.delete_pipeline(id=name, ignore=[404])
+
+
+def test_ingest_never_imports_torch():
+    code = ("import sys, osreco.ingest, osreco.ingest.cli, osreco.ingest.writer, osreco.ingest.rebuild;"
+            "bad = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_help_texts():
+    code, out = run(["ingest", "--help"])
+    assert code == 0 and "osreco ingest CATALOG" in out
+    code, out = run(["ingest", "load", "--help"])
+    assert code == 0 and "--rebuild" in out and "--dead-letter" in out
+    assert Path(ecommerce_catalog_path()).exists()
