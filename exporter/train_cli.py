@@ -115,7 +115,9 @@ def train() -> None:
 @_loop_options
 @click.option("--no-next-items", is_flag=True, help="Only query -> item pairs.")
 @click.option("--no-queries", is_flag=True, help="Only item -> next item pairs.")
-def train_encoder_cmd(no_next_items: bool, no_queries: bool, **kw) -> None:
+@click.option("--max-next-per-user", type=int, default=20, show_default=True,
+              help="Cap on item -> next item pairs per user (the most recent are kept).")
+def train_encoder_cmd(no_next_items: bool, no_queries: bool, max_next_per_user: int, **kw) -> None:
     """Fine-tune a bi-encoder with in-batch negatives on query->item and item->next-item pairs.
 
     Example: osreco train encoder --events events.jsonl --catalog items.jsonl -o models/ft
@@ -124,7 +126,8 @@ def train_encoder_cmd(no_next_items: bool, no_queries: bool, **kw) -> None:
         from osreco.exporter.train import EncoderTrainConfig, PairConfig, build_pairs, split_pairs, train_encoder
 
         events, catalog = _load(kw["events"], kw["catalog"], kw["max_users"])
-        pairs = build_pairs(events, catalog, PairConfig(queries=not no_queries, next_items=not no_next_items))
+        pairs = build_pairs(events, catalog, PairConfig(queries=not no_queries, next_items=not no_next_items,
+                                                      max_next_per_user=max_next_per_user))
         train_set, dev = split_pairs(pairs, kw["dev_fraction"], kw["seed"])
         config = EncoderTrainConfig(Path(kw["base"]) if kw["base"] else _default_base(), Path(kw["out"]),
                                     _loop(kw, 2e-5), max_length=kw["max_length"] or 64)
@@ -182,7 +185,7 @@ def train_reranker_cmd(sampled_negatives: int, export_dir: str | None, quantize:
 def train_events_cmd(out: str, max_users: int | None, queries_per_user: int, seed: int, as_json: bool) -> None:
     """Write feedback events derived from MovieLens-100k (ratings, template-query clicks, skips).
 
-    Only each user's earliest 80 % of ratings are used, as `osreco eval` holds out the rest.
+    Each user's newest 20 % of ratings is left out, exactly as `osreco eval` holds it out.
     """
     def job() -> None:
         from collections import Counter
@@ -199,5 +202,72 @@ def train_events_cmd(out: str, max_users: int | None, queries_per_user: int, see
     _run(job)
 
 
-commands: list[click.Command] = [train]
+@click.command("promote")
+@click.option("--candidate", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The fine-tuned model folder (from `osreco train encoder`) or a bundle.")
+@click.option("--current", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The serving bundle.")
+@click.option("--bundles-root", required=True, type=click.Path(file_okay=False),
+              help="Where promoted bundles go (<root>/<artifact>) and <root>/current points.")
+@click.option("--alias", default=None, help="Item index alias to rebuild with the new vectors (alias swap).")
+@click.option("--catalog", default="movielens", show_default=True,
+              help="Catalog re-embedded on re-index: `movielens` or a JSONL (item_id, title, text).")
+@click.option("--quantize", type=click.Choice(["int8", "none"]), default="none", show_default=True,
+              help="Precision of the candidate's export.")
+@click.option("--evaluator", type=click.Choice(["eval", "offline"]), default="eval", show_default=True,
+              help="`eval`: osreco eval's search task through the sidecar and OpenSearch; `offline`: "
+                   "the same queries and relevance, kNN only, in memory.")
+@click.option("--variant", default="osreco", show_default=True, help="With --evaluator eval: the gating variant.")
+@click.option("--full", is_flag=True, help="With --evaluator eval: the full query set, not --quick.")
+@click.option("--max-queries", type=int, default=48, show_default=True, help="With --evaluator offline.")
+@click.option("--users-per-query", type=int, default=4, show_default=True, help="With --evaluator offline.")
+@click.option("--min-delta", type=float, default=0.0, show_default=True,
+              help="How much higher the candidate's NDCG@10 must be.")
+@click.option("--url", default=None, help="OpenSearch URL (default: OPENSEARCH_URL or the local node).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def promote_cmd(candidate: str, current: str, bundles_root: str, alias: str | None, catalog: str, quantize: str,
+                evaluator: str, variant: str, full: bool, max_queries: int, users_per_query: int,
+                min_delta: float, url: str | None, as_json: bool) -> None:
+    """Promote a candidate model only if its NDCG@10 is at least the serving model's.
+
+    Exit 0 promoted, 1 refused (both sets of numbers printed), 2 bad input, 3 environment.
+
+    Example: osreco promote --candidate models/ft --current bundles/current --bundles-root bundles
+    --alias movies
+    """
+    from osreco.exporter.promote import PromoteConfig, harness_evaluator, offline_evaluator, promote
+
+    outcome: dict = {}
+
+    def job() -> None:
+        if url:
+            os.environ["OPENSEARCH_URL"] = url
+        config = PromoteConfig(Path(candidate), Path(current), Path(bundles_root),
+                               None if quantize == "none" else quantize, alias, catalog, min_delta=min_delta)
+        evaluate = (offline_evaluator(max_queries, users_per_query) if evaluator == "offline"
+                    else harness_evaluator(variant, quick=not full))
+        result = promote(config, evaluate, _client() if alias else None,
+                         report=(lambda line: None) if as_json else click.echo)
+        outcome.update(promoted=result.promoted, summary=result.decision.summary(),
+                       candidate=result.decision.candidate, current=result.decision.current,
+                       bundle=str(result.bundle) if result.bundle else None, artifact_id=result.artifact_id,
+                       index=result.index)
+
+    _run(job)
+    if as_json:
+        click.echo(json.dumps(outcome, default=str))
+    sys.exit(0 if outcome.get("promoted") else EXIT_FAILURES)
+
+
+def _client():
+    """An opensearch-py client from OPENSEARCH_URL or the local node (exit 3 when none)."""
+    from osreco.ingest.connection import OpenSearchConfig, connect
+
+    try:
+        return connect(OpenSearchConfig.from_env())
+    except Exception as e:  # noqa: BLE001 - any connection setup failure is an environment problem
+        raise RuntimeEnvError(f"no OpenSearch node: {e}", fix="pass --url or start `osreco opensearch start`") from e
+
+
+commands: list[click.Command] = [train, promote_cmd]
 

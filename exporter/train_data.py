@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -216,15 +217,16 @@ class MovieLensConfig:
     """How search-like feedback is synthesised from MovieLens ratings.
 
     Args:
-        train_fraction: each user's earliest share of ratings used (the rest is held out,
-            as the time-ordered split of ``osreco eval`` does).
+        holdout_fraction: each user's newest share of ratings left out, computed exactly as
+            ``osreco eval``'s time-ordered split (``ceil(n * fraction)``, users with >= 5
+            ratings), so nothing the evaluation holds out is trained on.
         queries_per_user: queries synthesised per user from their highly rated items.
         skips_per_query: impressions of items that violate the query (negatives).
         max_users: cap on users (None: all 943).
         seed: random seed.
     """
 
-    train_fraction: float = 0.8
+    holdout_fraction: float = 0.2
     queries_per_user: int = 8
     skips_per_query: int = 2
     max_users: int | None = None
@@ -297,7 +299,8 @@ def movielens_events(config: MovieLensConfig = MovieLensConfig(),
     events: list[dict] = []
     for user in users:
         rows = sorted(by_user[user], key=lambda r: (float(r["timestamp"]), r["item_id"]))
-        rows = rows[: max(1, int(len(rows) * config.train_fraction))]
+        n_test = math.ceil(len(rows) * config.holdout_fraction) if len(rows) >= 5 else 0
+        rows = rows[: len(rows) - n_test]
         for r in rows:
             events.append({"user_id": user, "item_id": r["item_id"], "kind": "rating",
                            "value": float(r["rating"]), "timestamp": int(float(r["timestamp"]))})

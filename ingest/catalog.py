@@ -297,6 +297,7 @@ def read_catalog(path: str | Path, fields: FieldMap, fmt: str | None = None) -> 
         try:
             yield validate_row(row, line, fields)
         except RowError as e:
+            e.context.setdefault("item_id", _text(row.get(fields.id)) or None)  # for dead letters and --sync
             yield e
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,18 +70,24 @@ def _pair(value: str) -> tuple[str, str]:
     return name.strip(), (column or name).strip()
 
 
-def field_map_from_flags(id_field: str, title_field: str, text_fields: tuple[str, ...], facets: tuple[str, ...],
-                         numerics: tuple[str, ...], dates: tuple[str, ...], image: str | None,
-                         deleted: str | None, embed: tuple[str, ...], separator: str) -> FieldMap:
-    """Build a FieldMap from ``FIELD[=COLUMN]`` flags (numerics: ``FIELD[=COLUMN][:float|integer]``)."""
+def field_map_from_flags(flags: Mapping[str, object]) -> FieldMap:
+    """Build a FieldMap from ``FIELD[=COLUMN]`` flags (numerics: ``FIELD[=COLUMN][:float|integer]``).
+
+    Raises:
+        ConfigError: an invalid combination (for example an unknown numeric type).
+    """
     numeric = {}
-    for value in numerics:
-        spec, _, kind = value.partition(":")
+    for value in flags["numerics"]:  # type: ignore[attr-defined]
+        spec, _, kind = str(value).partition(":")
         name, column = _pair(spec)
         numeric[name] = (column, kind or ("integer" if name == "year" else "float"))
-    return FieldMap(id=id_field, title=title_field, text=text_fields, facets=dict(map(_pair, facets)),
-                    numeric=numeric, dates=dict(map(_pair, dates)), image=image, deleted=deleted,
-                    embed_fields=embed or ("title", "text"), list_separator=separator)
+    return FieldMap(id=str(flags["id_field"]), title=str(flags["title_field"]),
+                    text=tuple(flags["text_fields"] or ("text",)),  # type: ignore[arg-type]
+                    facets=dict(map(_pair, flags["facets"])), numeric=numeric,  # type: ignore[arg-type]
+                    dates=dict(map(_pair, flags["dates"])),  # type: ignore[arg-type]
+                    image=flags["image_field"] or None, deleted=flags["deleted_field"] or None,  # type: ignore[arg-type]
+                    embed_fields=tuple(flags["embed"] or ("title", "text")),  # type: ignore[arg-type]
+                    list_separator=str(flags["list_separator"]))
 
 
 @ingest.command("load")
@@ -123,31 +130,17 @@ def field_map_from_flags(id_field: str, title_field: str, text_fields: tuple[str
 @click.option("--url", default=None, help="OpenSearch URL (default: OPENSEARCH_URL or the local node).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
-def load(catalog: Path, bundle: Path, index: str, schema: Path | None, fmt: str | None, id_field: str,
-         title_field: str, text_fields: tuple[str, ...], facets: tuple[str, ...], numerics: tuple[str, ...],
-         dates: tuple[str, ...], image_field: str | None, deleted_field: str | None, embed: tuple[str, ...],
-         list_separator: str, rebuild: bool, sync: bool, forcemerge: bool, warmup: bool,
-         dead_letter: Path | None, checkpoint: Path | None, batch_size: int, threads: int | None, device: str,
-         engine: str, hnsw_m: int, ef_construction: int, cf_dim: int, replicas: int, max_retries: int,
-         backoff: float, url: str | None, progress: bool | None, as_json: bool) -> None:
+def load(catalog: Path, **flags: object) -> None:
     """Embed a catalog (JSONL, CSV, Parquet) and write it to the index behind --index.
 
     Example: osreco ingest items.jsonl --bundle bundles/minilm --index products --facet brand --numeric price
     """
+    as_json = bool(flags["as_json"])
     try:
-        fields = (FieldMap.from_file(schema) if schema else
-                  field_map_from_flags(id_field, title_field, text_fields or ("text",), facets, numerics, dates,
-                                       image_field, deleted_field, embed, list_separator))
-        write = WriteConfig(batch_size=batch_size, max_retries=max_retries, backoff_base_s=backoff,
-                            backoff_max_s=max(30.0, backoff), sync=sync and not rebuild,
-                            dead_letter=dead_letter or Path(f"{index}.dead-letter.jsonl"),
-                            checkpoint=checkpoint or Path(f".{index}.checkpoint.json"))
+        opts = load_options(catalog, flags)
     except IngestError as e:
         _fail(e, EXIT_USAGE, as_json)
-    opts = LoadOptions(catalog, bundle, index, fields, fmt, write, rebuild, forcemerge, warmup,
-                       {"engine": engine, "m": hnsw_m, "ef_construction": ef_construction, "cf_dim": cf_dim,
-                        "replicas": replicas}, threads, device, url)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = sys.stderr.isatty() if flags["progress"] is None else bool(flags["progress"])
     try:
         report = run_load(opts, show_progress=show)
     except (ConfigError, CatalogError, IndexError_) as e:
@@ -158,6 +151,29 @@ def load(catalog: Path, bundle: Path, index: str, schema: Path | None, fmt: str 
         _fail(e, EXIT_ENV, as_json)
     _print_report(report, opts, as_json)
     sys.exit(0 if report.ok else EXIT_FAILURES)
+
+
+def load_options(catalog: Path, flags: Mapping[str, object]) -> LoadOptions:
+    """Validate the flags of `osreco ingest CATALOG` into one frozen LoadOptions.
+
+    Raises:
+        ConfigError: a bad schema file, field flag or writer setting.
+    """
+    f = flags
+    index = str(f["index"])
+    fields = FieldMap.from_file(f["schema"]) if f["schema"] else field_map_from_flags(f)
+    backoff = float(f["backoff"])
+    write = WriteConfig(batch_size=int(f["batch_size"]), max_retries=int(f["max_retries"]),
+                        backoff_base_s=backoff, backoff_max_s=max(30.0, backoff),
+                        sync=bool(f["sync"]) and not f["rebuild"],
+                        dead_letter=f["dead_letter"] or Path(f"{index}.dead-letter.jsonl"),
+                        checkpoint=f["checkpoint"] or Path(f".{index}.checkpoint.json"))
+    overrides = {"engine": f["engine"], "m": f["hnsw_m"], "ef_construction": f["ef_construction"],
+                 "cf_dim": f["cf_dim"], "replicas": f["replicas"]}
+    return LoadOptions(catalog=catalog, bundle=f["bundle"], index=index, fields=fields, fmt=f["fmt"],
+                       write=write, rebuild=bool(f["rebuild"]), forcemerge=bool(f["forcemerge"]),
+                       warmup=bool(f["warmup"]), spec_overrides=overrides, threads=f["threads"],
+                       device=str(f["device"]), url=f["url"])
 
 
 def run_load(opts: LoadOptions, show_progress: bool = False) -> IngestReport:

@@ -114,6 +114,7 @@ def read_movielens_items() -> Iterator[CatalogEntry]:
         try:
             yield validate_row(repair_movielens_row(row), line, MOVIELENS_FIELDS)
         except RowError as e:
+            e.context.setdefault("item_id", str(row.get("item_id") or "") or None)
             yield e
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -111,6 +112,12 @@ class IngestReport:
     retries: int = 0
     resumed_rows: int = 0
     elapsed_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add_retry(self) -> None:
+        """Count one retry (both the embedding and the writing thread retry)."""
+        with self._lock:
+            self.retries += 1
 
     @property
     def ok(self) -> bool:
@@ -161,7 +168,7 @@ def retry_call(fn: Callable[[], T], config: WriteConfig, what: str, report: Inge
                                 fix="check that OpenSearch is reachable and healthy, then rerun "
                                     "(the checkpoint resumes the load)") from e
             if report is not None:
-                report.retries += 1
+                report.add_retry()
             delay = backoff_delay(attempt, config)
             log.warning("%s: %s; retrying in %.1fs (attempt %d)", what, e, delay, attempt + 1)
             time.sleep(delay)
@@ -216,12 +223,8 @@ def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: I
     in_flight: deque[Future[None]] = deque()
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="osreco-bulk") as pool:
-            for rows, chunk in _chunks(entries, config.batch_size):
-                if rows <= checkpoint.rows_done:
-                    _remember(chunk, seen)
-                    if progress:
-                        progress(len(chunk))
-                    continue
+            settled = _skip_settled(entries, checkpoint.rows_done, seen, progress)
+            for rows, chunk in _chunks(settled, config.batch_size, start=checkpoint.rows_done):
                 batch = _prepare(client, encoder, index, chunk, rows, seen, config, report)
                 if config.depth == 0:
                     _write(client, index, batch, config, report, dead_letters, checkpoint)
@@ -248,10 +251,25 @@ def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: I
     return report
 
 
-def _chunks(entries: Iterable[CatalogEntry], size: int) -> Iterator[tuple[int, list[CatalogEntry]]]:
-    """Yield ``(rows read so far, chunk)``."""
+def _skip_settled(entries: Iterable[CatalogEntry], rows_done: int, seen: dict[str, int],
+                  progress: Callable[[int], None] | None) -> Iterator[CatalogEntry]:
+    """Pass over the rows a checkpoint already settled (remembering their ids), yield the rest."""
+    for position, entry in enumerate(entries, start=1):
+        if position > rows_done:
+            yield entry
+            continue
+        if isinstance(entry, CatalogItem):
+            seen.setdefault(entry.item_id, entry.line)
+        elif entry.context.get("item_id"):
+            seen.setdefault(str(entry.context["item_id"]), entry.line)
+        if progress and (position % 1000 == 0 or position == rows_done):
+            progress(1000 if position % 1000 == 0 else position % 1000)
+
+
+def _chunks(entries: Iterable[CatalogEntry], size: int, start: int = 0) -> Iterator[tuple[int, list[CatalogEntry]]]:
+    """Yield ``(rows read so far, chunk)``, counting from ``start`` already-settled rows."""
     chunk: list[CatalogEntry] = []
-    rows = 0
+    rows = start
     for entry in entries:
         chunk.append(entry)
         rows += 1
@@ -262,12 +280,6 @@ def _chunks(entries: Iterable[CatalogEntry], size: int) -> Iterator[tuple[int, l
         yield rows, chunk
 
 
-def _remember(chunk: list[CatalogEntry], seen: dict[str, int]) -> None:
-    for entry in chunk:
-        if isinstance(entry, CatalogItem):
-            seen.setdefault(entry.item_id, entry.line)
-
-
 def _prepare(client: OpenSearch, encoder: EncoderLike, index: str, chunk: list[CatalogEntry], rows: int,
              seen: dict[str, int], config: WriteConfig, report: IngestReport) -> _Batch:
     """Validate duplicates, skip unchanged items, embed the rest and build the bulk actions."""
@@ -276,6 +288,8 @@ def _prepare(client: OpenSearch, encoder: EncoderLike, index: str, chunk: list[C
     for entry in chunk:
         if isinstance(entry, RowError):
             batch.dead.append(_dead_row(entry))
+            if entry.context.get("item_id"):  # a bad row still names a live item: --sync must keep it
+                seen.setdefault(str(entry.context["item_id"]), entry.line)
         elif entry.item_id in seen:
             batch.dead.append({"line": entry.line, "item_id": entry.item_id, "field": "item_id", "stage": "validate",
                                "reason": f"duplicate item id, first seen on line {seen[entry.item_id]}"})
@@ -368,7 +382,7 @@ def _send_bulk(client: OpenSearch, actions: list[tuple[dict[str, object], dict[s
                 refused.append(_dead_item(action[2], op, status, error))
         pending = retry
         if pending and attempt < config.max_retries:
-            report.retries += 1
+            report.add_retry()
             time.sleep(backoff_delay(attempt, config))
     if pending:
         raise BulkError(f"{len(pending)} items still refused after {config.max_retries} retries, first "
@@ -388,7 +402,7 @@ def _ndjson(actions: list[tuple[dict[str, object], dict[str, object] | None, Cat
 
 
 def _dead_row(error: RowError) -> dict[str, object]:
-    return {"line": error.line, "item_id": None, "field": error.field, "stage": "validate",
+    return {"line": error.line, "item_id": error.context.get("item_id"), "field": error.field, "stage": "validate",
             "reason": str(error.args[0]) if error.args else str(error), "fix": error.fix}
 
 

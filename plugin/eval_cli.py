@@ -16,7 +16,7 @@ TASKS = ("rec", "search", "intent")
 @click.option("--quick", is_flag=True, help="A small subset (few users and queries) for CI: 2-3 minutes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of markdown.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="osreco-eval", show_default=True,
-              help="Folder for eval-report.json, eval-report.md and eval-chart.png.")
+              help="Folder for eval-report.json, eval-report.md, eval-chart.png and the CF model (cf-model/).")
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False), default=None,
               help="Model bundle to evaluate (default: all-MiniLM-L6-v2 fp32, exported once into the cache).")
 @click.option("--index", "alias", default="osreco-eval-ml100k", show_default=True,
@@ -47,7 +47,8 @@ def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | Non
     try:
         config = EvalConfig.from_env(quick=quick, alias=alias, bundle_dir=bundle_dir,
                                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
-                                     golden_path=golden_path, seed=seed)
+                                     golden_path=golden_path, seed=seed,
+                                     cf_model_dir=Path(out_dir) / "cf-model")
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)

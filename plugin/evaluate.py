@@ -88,6 +88,8 @@ class EvalConfig:
         seed: seed of the user samples.
         cf_factors: ALS factors (= the index's ``cf_dim``).
         test_fraction: share of each user's newest ratings held out.
+        cf_model_dir: where the CF model trained on the split is saved (the sidecar loads it);
+            default ``<bundle_dir>/../cf-<alias>``.
 
     Raises:
         ConfigError: an unknown task or a non-positive size.
@@ -107,6 +109,7 @@ class EvalConfig:
     seed: int = 7
     cf_factors: int = 64
     test_fraction: float = 0.2
+    cf_model_dir: Path | None = None
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -140,6 +143,8 @@ class EvalConfig:
             bundle_dir=Path(bundle_dir) if bundle_dir else default_cache_dir() / "eval" / "minilm-fp32",
             golden_path=golden, **sizes)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("cf_model_dir") is not None:
+            values["cf_model_dir"] = Path(values["cf_model_dir"])
         return cls(**values)
 
     def public(self) -> dict[str, object]:
@@ -367,7 +372,7 @@ def run_eval(config: EvalConfig) -> dict[str, object]:
     index = ensure_item_index(client, encoder, config.alias, config.cf_factors)
     movies = read_movies(client, config.alias)
     split = split_ratings(config.data_dir / "ml-100k.inter", frozenset(movies), config.test_fraction)
-    cf_dir = config.bundle_dir.parent / f"cf-{config.alias}"
+    cf_dir = config.cf_model_dir or config.bundle_dir.parent / f"cf-{config.alias}"
     cf_meta = train_and_store_cf(client, config.alias, split, DEV_HMAC_KEY, config.cf_factors, cf_dir)
     seconds["setup"] = time.perf_counter() - t0
     report: dict[str, object] = {

@@ -250,6 +250,35 @@ class SearchService:
             vector = None
         return UserContext(key, vector, tuple(doc.get("history") or ()) if doc else ())
 
+    # ---- search, recommend, similar ----------------------------------------------------
+
+    def search(self, req: schemas.SearchRequest) -> dict[str, Any]:
+        """One search request end to end (see the module docstring)."""
+        ep, timings, deg = "/v1/search", {}, Degradations(self.metrics)
+        with self.metrics.stage(ep, "parse", timings):
+            intent = self.parse(req)
+        if intent.fallback_reason:
+            deg.add("llm_parser", f"rules parser used: {intent.fallback_reason}")
+        with self.metrics.stage(ep, "embed", timings):
+            qvec = self.embed_query(intent.text or intent.query, deg)
+        user = self.user(req.user_id, deg)
+        uvec = user.vector if user is not None else None
+        depth = max(self.config.fusion.candidates, req.page * req.k)
+        hybrid = self.config.retrieval == "hybrid" and qvec is not None
+        with self.metrics.stage(ep, "search", timings):
+            lists, partial = (self._hybrid(intent, qvec, uvec, depth, deg) if hybrid
+                              else self._msearch(intent, qvec, uvec, depth, deg))
+        with self.metrics.stage(ep, "fuse", timings):
+            ranked = self._fuse(lists, uvec, qvec is not None)
+        with self.metrics.stage(ep, "explain", timings):
+            page = ranked[req.offset:req.offset + req.k]
+            results = self._explain(page, intent, user)
+        return {"results": results, "k": req.k, "page": req.page, "intent": intent.describe(),
+                "parser": intent.parser, "retrieval": "hybrid" if hybrid else ("msearch" if qvec is not None
+                                                                               else "bm25"),
+                "personalized": uvec is not None, "degradations": deg.items, **partial,
+                "timings_ms": timings}
+
     # ---- events and forgetting ---------------------------------------------------------
 
     def record_events(self, events: tuple[schemas.Event, ...]) -> dict[str, Any]:

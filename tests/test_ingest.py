@@ -113,10 +113,13 @@ def test_deletes_sync_and_collaborative_vectors_survive(os_client, index_name, e
     rows = products(12)
     rows[1]["title"] = "Renamed"                          # re-embedded, keeps its cf_vector
     rows[2] = {"item_id": "p2", "deleted": True}          # marked deleted
+    rows[7]["price"] = "n/a"                              # invalid now: dead-lettered, the live doc stays
     del rows[5]                                           # missing: only --sync deletes it
     report = ingest(os_client, encoder, index_name, write_catalog(path, rows), tmp_path, sync=True)
-    assert (report.rows_read, report.indexed, report.unchanged, report.deleted, report.deleted_missing) == (11, 1, 9, 1, 1)
+    assert (report.rows_read, report.indexed, report.unchanged, report.deleted, report.dead_lettered,
+            report.deleted_missing) == (11, 1, 8, 1, 1, 1)
     assert ids_in(os_client, index_name) == sorted(f"p{i}" for i in range(12) if i not in (2, 5))
+    assert json.loads((tmp_path / "dead.jsonl").read_text())["item_id"] == "p7"
     doc = os_client.get(index=index_name, id="p1")["_source"]
     assert (doc["title"], doc["cf_vector"]) == ("Renamed", cf)
     hits = os_client.search(index=index_name, body={"size": 1, "query": {"knn": {"cf_vector": {"vector": cf, "k": 1}}}})
@@ -144,3 +147,31 @@ def test_movielens_items_load_with_the_junk_row_dead_lettered(os_client, index_n
         "must": {"match": {"title": "toy story"}}, "filter": [{"term": {"genres": "animation"}},
                                                               {"range": {"year": {"lte": 1999}}}]}}})
     assert toy["hits"]["hits"][0]["_source"]["item_id"] == "1"
+
+
+def test_interrupted_run_resumes_with_another_batch_size(os_client, index_name, encoder, tmp_path):
+    rows: list[dict | str] = products(100)
+    rows[3] = "{bad"
+    path = write_catalog(tmp_path / "c.jsonl", rows)
+    seen = [0]
+
+    def crash_midway(n: int) -> None:
+        seen[0] += n
+        if seen[0] >= 48:
+            raise KeyboardInterrupt  # stands in for an operator's Ctrl-C
+
+    spec = IndexSpec.from_encoder(encoder, index_name)
+    index = ensure_index(os_client, spec)
+    config = WriteConfig(batch_size=8, dead_letter=tmp_path / "dead.jsonl", checkpoint=tmp_path / "ck.json")
+    with pytest.raises(KeyboardInterrupt):
+        index_items(os_client, encoder, index, read_catalog(path, FIELDS), config, progress=crash_midway)
+    done = json.loads((tmp_path / "ck.json").read_text())["rows_done"]
+    assert 8 <= done < 100 and done % 8 == 0
+    embedded_before = encoder.texts
+    resumed = index_items(os_client, encoder, index, read_catalog(path, FIELDS),
+                          WriteConfig(batch_size=7, dead_letter=tmp_path / "dead.jsonl", checkpoint=tmp_path / "ck.json"))
+    assert resumed.resumed_rows == done
+    assert (resumed.rows_read, resumed.indexed + resumed.unchanged, resumed.dead_lettered) == (100, 99, 1)
+    assert encoder.texts - embedded_before <= 100 - done  # settled rows are not embedded again
+    assert len((tmp_path / "dead.jsonl").read_text().splitlines()) == 1
+    assert os_client.count(index=index_name)["count"] == 99

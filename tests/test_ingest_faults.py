@@ -221,3 +221,36 @@ def test_rebuild_swaps_alias_while_searches_keep_working(os_client, index_name, 
     settings = os_client.indices.get_settings(index=result.index)[result.index]["settings"]["index"]
     assert (settings["refresh_interval"], settings["number_of_replicas"]) == ("1s", "0")
     assert os_client.count(index=index_name)["count"] == 400
+
+
+def test_sigkilled_rebuild_resumes_into_the_same_version(os_client, opensearch_url, index_name, tiny_bundle,
+                                                         tmp_path):
+    ck = tmp_path / "ck.json"
+    base = [sys.executable, "-m", "osreco.cli", "ingest", "--bundle", str(tiny_bundle), "--index", index_name,
+            "--batch-size", "40", "--threads", "1", "--checkpoint", str(ck), "--url", opensearch_url,
+            "--dead-letter", str(tmp_path / "dead.jsonl"), "--json"]
+    small = write_products(tmp_path / "small.jsonl", 50)
+    subprocess.run([*base[:4], str(small), *base[4:]], check=True, capture_output=True, timeout=120)
+    n = 5000
+    cmd = [*base[:4], str(write_products(tmp_path / "big.jsonl", n)), *base[4:], "--rebuild"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(ck.read_text())["rows_done"] >= 400:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the rebuild finished before it could be killed"
+    assert alias_indexes(os_client, index_name) == [f"{index_name}-v1"]  # still serving the old version
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert report["index"] == f"{index_name}-v2" and report["resumed_rows"] >= 400
+    assert (report["rows_read"], report["indexed"] + report["unchanged"]) == (n, n)
+    assert alias_indexes(os_client, index_name) == [f"{index_name}-v2"]
+    assert not os_client.indices.exists(index=f"{index_name}-v1")
+    assert os_client.count(index=index_name)["count"] == n

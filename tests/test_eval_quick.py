@@ -1,0 +1,42 @@
+"""`osreco eval --quick` end to end: the real sidecar against the real node."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from osreco.plugin.eval_report import numbers_in_unit_interval
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_eval_report_structure_and_ranges(opensearch_url, os_client, index_name, minilm_bundle, tmp_path):
+    from osreco.cli import cli
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["eval", "--quick", "--json", "--out", str(out), "--index", index_name,
+                                      "--bundle", str(minilm_bundle)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report == json.loads((out / "eval-report.json").read_text(encoding="utf-8"))
+    assert (out / "eval-chart.png").read_bytes()[:4] == b"\x89PNG"
+    assert "### Personalized search" in (out / "eval-report.md").read_text(encoding="utf-8")
+
+    rec = report["recommendation"]
+    assert set(rec["variants"]) == {"popularity", "cf", "content", "blend"}
+    assert rec["users"] > 0 and rec["errors"] == {}
+    for metrics in rec["variants"].values():
+        assert set(metrics) == {"recall", "ndcg", "coverage"}
+    search = report["search"]
+    assert list(search["variants"]) == ["bm25", "knn", "hybrid", "hybrid+cf", "osreco"]
+    assert search["pairs"] > 0 and search["errors"] == {}
+    assert set(search["by_language"]) == {"en", "zh"}
+    for metrics in search["variants"].values():
+        assert set(metrics) == {"ndcg", "recall", "violation_rate"}
+    intent = report["intent"]
+    assert {"en", "zh", "all"} <= set(intent["languages"]) and intent["cases"] > 0
+    assert [t["name"] for t in report["targets"]] and all(isinstance(t["met"], bool) for t in report["targets"])
+    assert numbers_in_unit_interval(report) == []
+    assert report["dataset"]["items"] == 1681

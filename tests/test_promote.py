@@ -1,0 +1,150 @@
+"""The quality gate `osreco promote`: the decision, the refusal of a degraded model, the index swap."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from osreco.exporter.errors import ConfigError
+from osreco.exporter.promote import Decision, PromoteConfig, decide, promote, switch_current
+
+
+def test_decide_promotes_equal_or_better_and_refuses_worse():
+    assert decide({"ndcg": 0.31}, {"ndcg": 0.30}).promote
+    assert decide({"ndcg": 0.30}, {"ndcg": 0.30}).promote
+    refused = decide({"ndcg": 0.25, "recall": 0.4}, {"ndcg": 0.30, "recall": 0.5})
+    assert not refused.promote and refused.delta == pytest.approx(-0.05)
+    assert refused.summary() == ("refuse: candidate ndcg 0.2500 vs current 0.3000 "
+                                 "(delta -0.0500, needs >= +0.0000)")
+    assert refused.table().splitlines() == [
+        "| metric | current | candidate | delta |", "|---|---|---|---|",
+        "| ndcg (gate) | 0.3000 | 0.2500 | -0.0500 |", "| recall | 0.5000 | 0.4000 | -0.1000 |"]
+    assert not decide({"ndcg": 0.305}, {"ndcg": 0.30}, min_delta=0.01).promote
+
+
+def test_decide_needs_the_metric():
+    with pytest.raises(ConfigError, match="candidate"):
+        decide({"recall": 1.0}, {"ndcg": 0.3})
+    with pytest.raises(ConfigError, match="current"):
+        decide({"ndcg": 0.3}, {"ndcg": float("nan")})
+
+
+def test_switch_current_is_a_relative_symlink(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    link = switch_current(tmp_path, tmp_path / "a")
+    switch_current(tmp_path, tmp_path / "b")
+    assert link.is_symlink() and os.readlink(link) == "b" and link.resolve() == (tmp_path / "b").resolve()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "current"]
+
+
+def test_promote_config_checks_inputs(tmp_path):
+    with pytest.raises(ConfigError, match="not a bundle"):
+        PromoteConfig(tmp_path, tmp_path, tmp_path / "root")
+
+
+def degrade(bundle: Path, out: Path, noise: float = 0.2) -> Path:
+    """A copy of ``bundle`` with noise added to its word embeddings (a deliberately worse model)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from osreco.exporter.manifest import load_manifest, write_manifest
+
+    shutil.copytree(bundle, out)
+    model = onnx.load(str(out / "model.onnx"))
+    for init in model.graph.initializer:
+        if "word_embeddings" in init.name:
+            w = numpy_helper.to_array(init)
+            noisy = w + np.random.default_rng(0).normal(0, noise, w.shape).astype(w.dtype)
+            init.CopyFrom(numpy_helper.from_array(noisy, init.name))
+            break
+    else:
+        raise AssertionError("no word embedding initializer in the bundle")
+    onnx.save(model, str(out / "model.onnx"))
+    import dataclasses
+
+    write_manifest(out, dataclasses.replace(load_manifest(out, verify=False), model_name="degraded"))
+    return out
+
+
+@pytest.mark.slow
+def test_a_degraded_model_is_refused_with_both_numbers(minilm_bundle, tmp_path):
+    from osreco.exporter.promote import offline_evaluator
+
+    candidate = degrade(minilm_bundle, tmp_path / "degraded")
+    lines: list[str] = []
+    config = PromoteConfig(candidate, minilm_bundle, tmp_path / "bundles")
+    evaluator = offline_evaluator(max_queries=12, users_per_query=2, threads=1, max_items=250)
+    result = promote(config, evaluator, report=lines.append)
+    assert not result.promoted
+    cur, cand = result.decision.current["ndcg"], result.decision.candidate["ndcg"]
+    assert cand < cur
+    assert any(line.startswith("refuse:") and f"{cand:.4f}" in line and f"{cur:.4f}" in line for line in lines)
+    assert not (tmp_path / "bundles" / "current").exists()
+    assert list((tmp_path / "bundles").iterdir()) == []
+    assert candidate.is_dir()   # a bundle the caller passed is never deleted
+
+
+CATALOG_ROWS = [{"item_id": f"m{i}", "title": f"Movie {i}", "text": f"a {g} film number {i}"}
+                for i, g in enumerate(["comedy", "horror", "drama", "western"] * 5)]
+
+
+def _search_loop(os_client, alias: str, dim: int, stop: threading.Event, errors: list, counts: list) -> None:
+    """kNN searches through the alias until stopped; every failure is recorded."""
+    vector = [0.1] * dim
+    while not stop.is_set():
+        try:
+            resp = os_client.search(index=alias, body={"size": 5, "timeout": "5s", "query": {"knn": {
+                "embedding": {"vector": vector, "k": 5}}}})
+            if resp["_shards"].get("failed") or not resp["hits"]["hits"]:
+                errors.append(resp["_shards"])
+            counts.append(1)
+        except Exception as e:  # noqa: BLE001 - the test counts every kind of failure
+            errors.append(repr(e))
+
+
+
+
+@pytest.mark.integration
+def test_promotion_reindexes_and_swaps_alias_without_search_errors(os_client, index_name, tiny_bundle,
+                                                                   tmp_path):
+    from osreco.exporter import Encoder, load_manifest
+    from osreco.exporter.train_data import write_jsonl
+    from osreco.ingest.catalog import FieldMap, read_catalog
+    from osreco.ingest.index_spec import IndexSpec
+    from osreco.ingest.rebuild import alias_indexes, rebuild_index
+    from osreco.ingest.writer import WriteConfig, index_items
+
+    catalog = tmp_path / "items.jsonl"
+    write_jsonl(CATALOG_ROWS, catalog)
+    current = degrade(tiny_bundle, tmp_path / "current", noise=0.5)
+    enc = Encoder(current, threads=1)
+    spec = IndexSpec.from_encoder(enc, alias=index_name, cf_dim=8)
+    rebuild_index(os_client, spec, lambda name: index_items(os_client, enc, name,
+                                                             read_catalog(catalog, FieldMap()), WriteConfig()))
+    old_index = alias_indexes(os_client, index_name)
+    scores = {current.resolve(): 0.40, tiny_bundle.resolve(): 0.45}
+    stop, errors, counts = threading.Event(), [], []
+    loop = threading.Thread(target=_search_loop, args=(os_client, index_name, enc.dim, stop, errors, counts))
+    loop.start()
+    try:
+        result = promote(PromoteConfig(tiny_bundle, current, tmp_path / "bundles", alias=index_name,
+                                       catalog=str(catalog)),
+                         lambda b: {"ndcg": scores[Path(b).resolve()]}, client=os_client, report=lambda _: None)
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+    assert result.promoted and errors == [] and counts
+    new_index = alias_indexes(os_client, index_name)
+    assert new_index != old_index and new_index == [result.index["index"]]
+    meta = os_client.indices.get_mapping(index=new_index[0])[new_index[0]]["mappings"]["_meta"]
+    assert meta["artifact_id"] == load_manifest(tiny_bundle).artifact_id == result.artifact_id
+    assert result.index["indexed"] == len(CATALOG_ROWS)
+    served = (tmp_path / "bundles" / "current").resolve()
+    assert json.loads((served / "manifest.json").read_text())["artifact_id"] == result.artifact_id
