@@ -88,6 +88,20 @@ def url() -> None:
     click.echo(u)
 
 
+@cli.command()
+def demo() -> None:
+    """Run the main job end to end: local node, packaged model, MovieLens, CF, sidecar, queries."""
+    from osreco.demo import run_demo
+
+    try:
+        run_demo()
+    except NodeError as e:
+        _fail_node(e)
+    except OsrecoError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_ENV)
+
+
 def _fail_node(e: NodeError) -> None:
     click.echo(f"error: {e}", err=True)
     if e.log_tail:

