@@ -40,7 +40,7 @@ def quality(args: argparse.Namespace) -> None:
             continue
         t = time.perf_counter()
         m = offline_evaluator(rerank_bundle=rr, **kw)(Path(bundle))
-        rows.append([name, m["ndcg"], m["recall"], int(m["pairs"]), round(time.perf_counter() - t, 1)])
+        rows.append([name, m["ndcg"], m["recall"], int(m["pairs"]), f"{time.perf_counter() - t:.1f}"])
     base = rows[0][1]
     print(_table(["model", "NDCG@10", "Recall@10", "pairs", "seconds"], rows))
     print()

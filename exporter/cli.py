@@ -46,6 +46,11 @@ def _fail(error: ExporterError, as_json: bool) -> None:
               help="ONNX Runtime graph optimization (O2/O3 use ORT-only fused operators).")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Dynamic per-channel int8 of the weight MatMuls (avx2/avx512_vnni detected).")
+@click.option("--int8-scope", type=click.Choice(["attention", "all"]), default="attention",
+              show_default=True, help="Which MatMuls int8 quantizes: attention projections only "
+              "(FFN fp32; passes the 0.99 gate) or all (faster, lower parity).")
+@click.option("--min-cosine", type=float, default=None,
+              help="Override the min-cosine pass mark (default 0.9999 fp32, 0.99 int8/fp16).")
 @click.option("--fp16", is_flag=True, help="float16 weights and compute (for CUDA).")
 @click.option("--pooling", type=click.Choice(["mean", "cls", "max"]), default=None,
               help="Override pooling (default: sentence-transformers config, else mean).")
@@ -60,7 +65,7 @@ def _fail(error: ExporterError, as_json: bool) -> None:
               help="Also write BUNDLE_DIR/ml-commons/model.zip and register.json for OpenSearch ml-commons.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 def export_command(model_dir: Path, out_dir: Path, optimize: str | None, quantize: str | None,
-                   fp16: bool, pooling: str | None, normalize: bool | None, max_length: int | None,
+                   int8_scope: str, min_cosine: float | None, fp16: bool, pooling: str | None, normalize: bool | None, max_length: int | None,
                    opset: int | None, model_name: str | None, threads: int, overwrite: bool,
                    ml_commons: bool, as_json: bool) -> None:
     """Export a local Hugging Face model folder to a validated ONNX bundle.
@@ -80,7 +85,8 @@ def export_command(model_dir: Path, out_dir: Path, optimize: str | None, quantiz
         options = ExportOptions(optimize=optimize, quantize=quantize, fp16=fp16, pooling=pooling,
                                 normalize=normalize, max_length=max_length, opset=opset,
                                 model_name=model_name, threads=threads, overwrite=overwrite,
-                                ml_commons=ml_commons)
+                                ml_commons=ml_commons, int8_scope=int8_scope,
+                                min_cosine=min_cosine)
         manifest = export_model(model_dir, out_dir, options, report=report)
     except ExporterError as e:
         _fail(e, as_json)

@@ -51,7 +51,7 @@ def _write_tensorboard(history: list[dict], out_dir: Path, prefix: str) -> Path 
     writer = SummaryWriter(log_dir=str(tb_dir))
     try:
         for row in history:
-            step = int(row.get("epoch", 0))
+            step = int(row.get("epoch", 0) if prefix == "metrics" else row.get("step", 0))
             for key, value in row.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):
                     writer.add_scalar(f"{prefix}/{key}", float(value), step)
@@ -60,14 +60,14 @@ def _write_tensorboard(history: list[dict], out_dir: Path, prefix: str) -> Path 
     return tb_dir
 
 
-def _write_png(history: list[dict], path: Path, title: str) -> Path | None:
-    """Plot losses (left) and ranking/accuracy metrics (right) against the epoch."""
+def _write_png(history: list[dict], path: Path, title: str, x: str = "epoch") -> Path | None:
+    """Plot losses (left) and ranking/accuracy metrics (right) against ``x`` (epoch or step)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [row.get("epoch", i) for i, row in enumerate(history)]
+    epochs = [row.get(x, i) for i, row in enumerate(history)]
     cols = [c for c in _columns(history) if c not in ("epoch", "step", "seconds", "lr")]
     losses = [c for c in cols if "loss" in c]
     scores = [c for c in cols if c not in losses]
@@ -78,7 +78,7 @@ def _write_png(history: list[dict], path: Path, title: str) -> Path | None:
                       if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         if keys:
@@ -91,7 +91,7 @@ def _write_png(history: list[dict], path: Path, title: str) -> Path | None:
 
 
 def write_curves(history: list[dict], out_dir: str | Path, name: str = "metrics",
-                 title: str = "training", png: bool = True) -> CurveFiles:
+                 title: str = "training", png: bool = True, x: str = "epoch") -> CurveFiles:
     """Write the per-epoch history as ``<name>.csv``, ``<name>.json``, ``<name>.png``.
 
     Args:
@@ -100,6 +100,7 @@ def write_curves(history: list[dict], out_dir: str | Path, name: str = "metrics"
         name: file stem.
         title: the chart's title.
         png: whether to draw the PNG (matplotlib, Agg backend).
+        x: the row key on the charts' x axis (``epoch``, or ``step`` for per-step logs).
 
     Returns:
         The written paths.
@@ -113,5 +114,5 @@ def write_curves(history: list[dict], out_dir: str | Path, name: str = "metrics"
         writer.writeheader()
         writer.writerows(history)
     json_path.write_text(json.dumps(history, indent=2), encoding="utf-8")
-    png_path = _write_png(history, out / f"{name}.png", title) if png and history else None
+    png_path = _write_png(history, out / f"{name}.png", title, x) if png and history else None
     return CurveFiles(csv_path, json_path, png_path, _write_tensorboard(history, out, name))

@@ -45,6 +45,8 @@ class ExportOptions:
         min_cosine: override the pass mark for min cosine.
         threads: CPU threads for export-time validation.
         overwrite: replace an existing bundle folder.
+        int8_scope: with quantize: ``attention`` (default; FFN kept fp32, passes the gate) or
+            ``all`` (every weight MatMul; faster, usually needs a lower min_cosine).
         ml_commons: also write the ml-commons zip and register body (into BUNDLE_DIR/ml-commons).
     """
 
@@ -60,12 +62,15 @@ class ExportOptions:
     threads: int = 2
     overwrite: bool = False
     ml_commons: bool = False
+    int8_scope: str = "attention"
 
     def __post_init__(self) -> None:
         if self.optimize is not None and self.optimize not in OPT_LEVELS:
             raise ConfigError(f"optimize {self.optimize!r} not in {OPT_LEVELS}", fix="use O1, O2 or O3")
         if self.quantize not in (None, "int8"):
             raise ConfigError(f"quantize {self.quantize!r} is not supported", fix="use int8")
+        if self.int8_scope not in ("attention", "all"):
+            raise ConfigError(f"int8_scope {self.int8_scope!r} not in ('attention', 'all')")
         if self.quantize and self.fp16:
             raise ConfigError("--quantize and --fp16 exclude each other", fix="pick one precision")
         if self.pooling is not None and self.pooling not in POOLINGS:
@@ -116,7 +121,7 @@ def _build_graph(info: ModelInfo, options: ExportOptions, work: Path, bundle: Pa
         current = optimized
     if options.quantize:
         quantized = work / "int8.onnx"
-        notes["quantization"] = convert.quantize_int8(current, quantized)
+        notes["quantization"] = convert.quantize_int8(current, quantized, options.int8_scope)
         current = quantized
     elif options.fp16:
         half = work / "fp16.onnx"

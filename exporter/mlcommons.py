@@ -122,3 +122,53 @@ def check_zip(zip_path: Path) -> list[str]:
         raise MLCommonsError(f"zip must hold exactly one .onnx and tokenizer.json at its root, has {names}",
                              zip_path, "rebuild it with `osreco export --ml-commons`")
     return names
+
+
+ML_SETTINGS = {"plugins.ml_commons.allow_registering_model_via_url": True,
+               "plugins.ml_commons.only_run_on_ml_node": False,
+               "plugins.ml_commons.native_memory_threshold": 100}
+
+
+def wait_for_task(client, task_id: str, timeout_s: float = 180.0) -> dict:
+    """Poll ``_plugins/_ml/tasks/<id>`` until it leaves CREATED/RUNNING.
+
+    Args:
+        client: an opensearch-py client. task_id: the ml-commons task.
+        timeout_s: give up after this many seconds.
+    Returns:
+        The final task document (``state`` COMPLETED or FAILED, ``error`` when failed).
+    Raises:
+        MLCommonsError: the task did not finish in time.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        task = client.transport.perform_request("GET", f"/_plugins/_ml/tasks/{task_id}")
+        if task.get("state") not in ("CREATED", "RUNNING"):
+            return task
+        if time.monotonic() > deadline:
+            raise MLCommonsError(f"ml-commons task {task_id} still {task.get('state')} after {timeout_s}s",
+                                 fix="check the node's log")
+        time.sleep(1.0)
+
+
+def register_and_deploy(client, body: dict, timeout_s: float = 180.0) -> tuple[str, dict]:
+    """Register a model (body from ``register_body`` with ``url``) and deploy it.
+
+    Args:
+        client: an opensearch-py client for a node with ml-commons.
+        body: the register body including ``url``.
+    Returns:
+        (model_id, the deploy task document — check its ``state``).
+    Raises:
+        MLCommonsError: registration failed (with ml-commons' error text).
+    """
+    task = client.transport.perform_request("POST", "/_plugins/_ml/models/_register", body=body)
+    done = wait_for_task(client, task["task_id"], timeout_s)
+    if done.get("state") != "COMPLETED":
+        raise MLCommonsError(f"registration failed: {done.get('error')}", body.get("url"),
+                             "check the zip and the ml-commons settings")
+    model_id = done["model_id"]
+    deploy = client.transport.perform_request("POST", f"/_plugins/_ml/models/{model_id}/_deploy")
+    return model_id, wait_for_task(client, deploy["task_id"], timeout_s)

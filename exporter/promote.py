@@ -11,8 +11,9 @@ Flow of :func:`promote`:
    ``cf_vector`` are carried over from the serving version) and the alias swapped atomically;
 4. last, ``<bundles_root>/current`` (a symlink) is switched to the new bundle.
 
-Hot-reload signal for the sidecar: the alias's ``_meta.artifact_id`` changes at the swap,
-and ``<bundles_root>/current`` points at the bundle with that artifact id.
+Hot-reload signal for the sidecar: the alias's ``_meta.artifact_id`` changes at the swap;
+the bundle with that id is already installed at :func:`bundle_path` (before the swap), and
+``<bundles_root>/current`` points at it right after (for restarts: ``OSRECO_BUNDLE=<root>/current``).
 
 This module orchestrates the other parts (exporter, ingest, the evaluation's data) and
 imports them inside functions only.
@@ -31,7 +32,7 @@ from pathlib import Path
 from osreco.exporter.errors import ConfigError
 
 __all__ = ["Decision", "decide", "Evaluator", "offline_evaluator", "harness_evaluator", "PromoteConfig", "PromoteResult",
-           "promote", "reindex", "switch_current"]
+           "promote", "reindex", "switch_current", "bundle_path"]
 
 Evaluator = Callable[[Path], dict[str, float]]
 """A bundle folder -> its metrics (must contain the gate's metric, e.g. ``ndcg``)."""
@@ -320,7 +321,7 @@ def _install(staged: Path, config: PromoteConfig) -> tuple[Path, str]:
     from osreco.exporter import load_manifest
 
     artifact_id = load_manifest(staged).artifact_id
-    final = config.bundles_root / artifact_id.replace(":", "-")[:23]
+    final = bundle_path(config.bundles_root, artifact_id)
     if final.resolve() == staged.resolve() or final.exists():
         if staged != config.candidate and staged != final:
             shutil.rmtree(staged, ignore_errors=True)
@@ -330,6 +331,15 @@ def _install(staged: Path, config: PromoteConfig) -> tuple[Path, str]:
     else:
         staged.rename(final)
     return final, artifact_id
+
+
+def bundle_path(bundles_root: Path, artifact_id: str) -> Path:
+    """Where a promoted bundle lives: ``<bundles_root>/<first 16 hex digits of its artifact_id>``.
+
+    The sidecar can find the bundle for an index's ``_meta.artifact_id`` with this, before
+    and after the ``current`` link moves.
+    """
+    return Path(bundles_root) / artifact_id.split(":")[-1][:16]
 
 
 def switch_current(bundles_root: Path, bundle: Path) -> Path:

@@ -184,9 +184,11 @@ def train_reranker(config: RerankTrainConfig, train: list[RerankExample],
     device = resolve_device(config.loop.device)
     apply_threads(config.loop)
     model, tokenizer = load_reranker(config.base_dir, device)
+    steps: list[dict] = []
     history = run_epochs(model, train, config.loop,
                          lambda b: _example_loss(model, tokenizer, b, config.max_length, device),
-                         lambda: _dev_metrics(model, tokenizer, dev, config, device), desc="train reranker")
+                         lambda: _dev_metrics(model, tokenizer, dev, config, device), desc="train reranker",
+                         step_log=steps)
     meta = {"task": "classification", "base": str(config.base_dir), "train_examples": len(train),
             "dev_examples": len(dev), "device": device,
             "config": {**asdict(config), "base_dir": str(config.base_dir), "out_dir": str(config.out_dir)},
@@ -198,6 +200,7 @@ def train_reranker(config: RerankTrainConfig, train: list[RerankExample],
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_curves(history, tmp / "training", "metrics", "reranker fine-tuning")
+        write_curves(steps, tmp / "training", "steps", "reranker fine-tuning, per step", x="step")
         (tmp / "training" / "training.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     save_atomically(config.out_dir, write)

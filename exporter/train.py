@@ -275,14 +275,15 @@ def train_encoder(config: EncoderTrainConfig, train: list[Pair], dev: list[Pair]
     def step_loss(batch: list[Pair]):
         return pair_loss(model, tokenizer, batch, config.max_length, config.scale, device)
 
+    steps: list[dict] = []
     history = run_epochs(model, train, config.loop, step_loss,
                          lambda: _dev_metrics(model, tokenizer, dev, config, device),
-                         desc="train encoder")
+                         desc="train encoder", step_log=steps)
     meta = {"task": "embedding", "base": str(config.base_dir), "train_pairs": len(train),
             "dev_pairs": len(dev), "device": device, "config": _config_dict(config),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     save_atomically(config.out_dir, lambda tmp: _save_bi_encoder(model, tokenizer, config.base_dir,
-                                                                 tmp, history, meta))
+                                                                 tmp, history, steps, meta))
     return EncoderTrainResult(config.out_dir, history, len(train), len(dev), device)
 
 
@@ -296,7 +297,8 @@ def _config_dict(config: EncoderTrainConfig) -> dict:
 _ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
-def _save_bi_encoder(model, tokenizer, base_dir: Path, out: Path, history: list[dict], meta: dict) -> None:
+def _save_bi_encoder(model, tokenizer, base_dir: Path, out: Path, history: list[dict], steps: list[dict],
+                     meta: dict) -> None:
     """Write the model, tokenizer, sentence-transformers config and the training record."""
     from osreco.exporter.curves import write_curves
 
@@ -310,6 +312,7 @@ def _save_bi_encoder(model, tokenizer, base_dir: Path, out: Path, history: list[
     if not (out / "modules.json").is_file():
         _write_default_st_config(out, int(model.config.hidden_size))
     write_curves(history, out / "training", "metrics", "bi-encoder fine-tuning")
+    write_curves(steps, out / "training", "steps", "bi-encoder fine-tuning, per step", x="step")
     (out / "training" / "training.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 

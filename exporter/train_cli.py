@@ -253,10 +253,29 @@ def promote_cmd(candidate: str, current: str, bundles_root: str, alias: str | No
                        bundle=str(result.bundle) if result.bundle else None, artifact_id=result.artifact_id,
                        index=result.index)
 
-    _run(job)
+    _run_promote(job)
     if as_json:
         click.echo(json.dumps(outcome, default=str))
     sys.exit(0 if outcome.get("promoted") else EXIT_FAILURES)
+
+
+def _run_promote(job: Callable[[], None]) -> None:
+    """Like :func:`_run`, also mapping the ingest, evaluation and OpenSearch errors it meets."""
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+
+    from osreco.ingest.errors import BulkError, IngestError
+    from osreco.plugin.errors import PluginError
+
+    try:
+        job()
+    except ExporterError as e:
+        _fail(e)
+    except (OSConnectionError, BulkError) as e:
+        click.echo(f"error: OpenSearch: {e}", err=True)
+        sys.exit(EXIT_ENV)
+    except (IngestError, PluginError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 def _client():

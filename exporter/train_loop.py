@@ -125,7 +125,8 @@ def _schedule(optimizer, warmup: int, total: int):
 
 
 def run_epochs(model, train: Sequence[T], loop: LoopConfig, step_loss: Callable[[list[T]], object],
-               dev_metrics: Callable[[], dict], desc: str = "train") -> list[dict]:
+               dev_metrics: Callable[[], dict], desc: str = "train",
+               step_log: list[dict] | None = None) -> list[dict]:
     """Train ``model`` with AdamW; evaluate before training (epoch 0) and after each epoch.
 
     Args:
@@ -135,6 +136,8 @@ def run_epochs(model, train: Sequence[T], loop: LoopConfig, step_loss: Callable[
         step_loss: batch -> scalar loss tensor (with gradients).
         dev_metrics: () -> dict of dev numbers (the model is put back in train mode after).
         desc: the progress bar's label.
+
+        step_log: when given, receives ``{"step", "epoch", "train_loss", "lr"}`` after every step.
 
     Returns:
         One dict per epoch: epoch, step, train_loss, lr, seconds and the dev metrics.
@@ -165,6 +168,9 @@ def run_epochs(model, train: Sequence[T], loop: LoopConfig, step_loss: Callable[
             scheduler.step()
             step += 1
             losses.append(float(loss.item()))
+            if step_log is not None:
+                step_log.append({"step": step, "epoch": epoch, "train_loss": losses[-1],
+                                 "lr": scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         seconds = time.perf_counter() - started
         row = {"epoch": epoch, "step": step,

@@ -204,8 +204,11 @@ def check_parity(parity: dict, precision: str, thresholds: Thresholds, bundle_di
         if parity["max_abs_diff"] > thresholds.max_abs_diff:
             failed.append(f"max abs diff {parity['max_abs_diff']:.2e} > {thresholds.max_abs_diff}")
     if failed:
+        fix = {"int8": "use --int8-scope attention (the default), or export fp32",
+               "fp16": "export fp32 (fp16 overflows in this model)"}.get(
+            precision, "use --optimize O2 or no --optimize (O3 approximates GELU)")
         raise ParityError(f"{precision} export failed validation: " + "; ".join(failed), parity,
-                          bundle_dir, "try a milder setting (no --quantize, or --optimize O2 instead of O3)")
+                          bundle_dir, fix)
 
 
 def format_table(parity: dict, precision: str, thresholds: Thresholds) -> str:

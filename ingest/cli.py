@@ -1,6 +1,6 @@
 """Click commands that osreco.ingest contributes to the `osreco` command line.
 
-    osreco ingest CATALOG --bundle B --index NAME [--schema schema.json | field flags]
+    osreco ingest CATALOG|fixture:NAME --bundle B --index NAME [--schema schema.json | field flags]
                   [--rebuild] [--sync] [--dead-letter PATH] [--checkpoint PATH] [--json]
     osreco ingest pipeline install [--name osreco-items] [--model-id ID] [--default-for INDEX]
 
@@ -21,12 +21,16 @@ import click
 
 from osreco.ingest.catalog import FieldMap, count_rows, read_catalog
 from osreco.ingest.checkpoint import catalog_fingerprint
+from osreco.ingest.fixtures import (ECOMMERCE_FIELDS, MOVIELENS_FIELDS, ecommerce_catalog_path,
+                                    movielens_items_path, read_ecommerce_items, read_movielens_items)
 from osreco.ingest.errors import BulkError, CatalogError, ConfigError, IndexError_, IngestError
 from osreco.ingest.index_spec import DEFAULT_FACETS, IndexSpec
 from osreco.ingest.pipeline import DEFAULT_PIPELINE, install_pipeline, pipeline_body
 from osreco.ingest.writer import IngestReport, WriteConfig
 
 EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 1, 2, 3
+FIXTURES = {"movielens": (movielens_items_path, read_movielens_items, MOVIELENS_FIELDS, "atomic"),
+            "ecommerce": (ecommerce_catalog_path, read_ecommerce_items, ECOMMERCE_FIELDS, "jsonl")}
 
 
 class _IngestGroup(click.Group):
@@ -42,7 +46,8 @@ class _IngestGroup(click.Group):
 def ingest() -> None:
     """Load catalogs into OpenSearch k-NN indexes (`osreco ingest CATALOG --bundle B --index NAME`).
 
-    Run `osreco ingest load --help` for every option of a load.
+    CATALOG is a JSONL, CSV, Parquet or recbole .item file, or `fixture:movielens` /
+    `fixture:ecommerce`. Run `osreco ingest load --help` for every option of a load.
     """
 
 
@@ -51,6 +56,7 @@ class LoadOptions:
     """Everything `osreco ingest CATALOG` was asked to do (validated by its parts)."""
 
     catalog: Path
+    fixture: str | None
     bundle: Path
     index: str
     fields: FieldMap
@@ -91,7 +97,7 @@ def field_map_from_flags(flags: Mapping[str, object]) -> FieldMap:
 
 
 @ingest.command("load")
-@click.argument("catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("catalog")
 @click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Model bundle folder (model.onnx + tokenizer + manifest.json).")
 @click.option("--index", "index", required=True, help="Alias that reads go through; versions are NAME-v<N>.")
@@ -130,8 +136,11 @@ def field_map_from_flags(flags: Mapping[str, object]) -> FieldMap:
 @click.option("--url", default=None, help="OpenSearch URL (default: OPENSEARCH_URL or the local node).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
-def load(catalog: Path, **flags: object) -> None:
-    """Embed a catalog (JSONL, CSV, Parquet) and write it to the index behind --index.
+def load(catalog: str, **flags: object) -> None:
+    """Embed a catalog (JSONL, CSV, Parquet, recbole atomic) and write it to the index behind --index.
+
+    CATALOG is a file, or `fixture:movielens` / `fixture:ecommerce` for the packaged catalogs
+    (their field maps are built in; MovieLens gets its known title/year repair).
 
     Example: osreco ingest items.jsonl --bundle bundles/minilm --index products --facet brand --numeric price
     """
@@ -153,15 +162,26 @@ def load(catalog: Path, **flags: object) -> None:
     sys.exit(0 if report.ok else EXIT_FAILURES)
 
 
-def load_options(catalog: Path, flags: Mapping[str, object]) -> LoadOptions:
+def load_options(catalog: str, flags: Mapping[str, object]) -> LoadOptions:
     """Validate the flags of `osreco ingest CATALOG` into one frozen LoadOptions.
 
     Raises:
-        ConfigError: a bad schema file, field flag or writer setting.
+        ConfigError: a missing catalog, bad schema file, field flag or writer setting.
     """
     f = flags
     index = str(f["index"])
-    fields = FieldMap.from_file(f["schema"]) if f["schema"] else field_map_from_flags(f)
+    fixture = catalog.removeprefix("fixture:") if catalog.startswith("fixture:") else None
+    if fixture is not None:
+        if fixture not in FIXTURES:
+            raise ConfigError(f"unknown fixture {fixture!r}", field="CATALOG",
+                              fix=f"use one of {', '.join('fixture:' + n for n in FIXTURES)}")
+        path, _, fields, fmt = FIXTURES[fixture][0](), *FIXTURES[fixture][1:]
+    else:
+        path, fmt = Path(catalog), f["fmt"]
+        if not path.is_file():
+            raise ConfigError(f"catalog {catalog} does not exist or is not a file", field="CATALOG",
+                              fix="pass a JSONL, CSV, Parquet or .item file, or fixture:movielens")
+        fields = FieldMap.from_file(f["schema"]) if f["schema"] else field_map_from_flags(f)
     backoff = float(f["backoff"])
     write = WriteConfig(batch_size=int(f["batch_size"]), max_retries=int(f["max_retries"]),
                         backoff_base_s=backoff, backoff_max_s=max(30.0, backoff),
@@ -170,7 +190,7 @@ def load_options(catalog: Path, flags: Mapping[str, object]) -> LoadOptions:
                         checkpoint=f["checkpoint"] or Path(f".{index}.checkpoint.json"))
     overrides = {"engine": f["engine"], "m": f["hnsw_m"], "ef_construction": f["ef_construction"],
                  "cf_dim": f["cf_dim"], "replicas": f["replicas"]}
-    return LoadOptions(catalog=catalog, bundle=f["bundle"], index=index, fields=fields, fmt=f["fmt"],
+    return LoadOptions(catalog=path, bundle=f["bundle"], index=index, fields=fields, fmt=fmt, fixture=fixture,
                        write=write, rebuild=bool(f["rebuild"]), forcemerge=bool(f["forcemerge"]),
                        warmup=bool(f["warmup"]), spec_overrides=overrides, threads=f["threads"],
                        device=str(f["device"]), url=f["url"])
@@ -198,7 +218,8 @@ def run_load(opts: LoadOptions, show_progress: bool = False) -> IngestReport:
     fingerprint = catalog_fingerprint(opts.catalog)
 
     def load_into(index: str, write: WriteConfig) -> IngestReport:
-        entries = read_catalog(opts.catalog, opts.fields, opts.fmt)
+        entries = (FIXTURES[opts.fixture][1]() if opts.fixture else
+                   read_catalog(opts.catalog, opts.fields, opts.fmt))
         return index_items(client, encoder, index, entries, write, source=str(opts.catalog), progress=bar.update,
                            fingerprint=fingerprint)
 

@@ -50,7 +50,8 @@ class FusionConfig:
         bm25_weight, dense_weight: weights of the two text signals (linear fusion).
         cf_weight: strength of the collaborative boost (0 disables it).
         rrf_k: the RRF rank constant.
-        candidates: how many candidates each signal contributes.
+        candidates: how many candidates each signal contributes (more when paging deeper).
+        ef_search: HNSW candidate list size of the kNN searches (raised to ``candidates``).
         mmr_lambda: relevance/diversity trade-off for MMR; ``None`` disables MMR.
     """
 
@@ -59,7 +60,8 @@ class FusionConfig:
     dense_weight: float = 0.5
     cf_weight: float = 0.3
     rrf_k: int = 60
-    candidates: int = 100
+    candidates: int = 50
+    ef_search: int = 100
     mmr_lambda: float | None = None
 
     def __post_init__(self) -> None:
@@ -69,7 +71,7 @@ class FusionConfig:
         for name in ("bm25_weight", "dense_weight", "cf_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0", field=name)
-        if self.rrf_k < 1 or not 1 <= self.candidates <= 1000:
+        if self.rrf_k < 1 or not 1 <= self.candidates <= 1000 or self.ef_search < 1:
             raise ConfigError("rrf_k must be >= 1 and candidates in 1..1000", field="candidates")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
             raise ConfigError("mmr_lambda must be in [0, 1]", field="OSRECO_MMR_LAMBDA")
@@ -99,6 +101,7 @@ class SidecarConfig:
         retry_after_s: value of ``Retry-After`` on 503.
         encoder_threads: onnxruntime intra-op threads.
         vocab_ttl_s: how long the facet vocabulary read from the index is cached.
+        embed_vocabulary: also link query words to facet values by embedding similarity.
 
     Raises:
         ConfigError: on any invalid value, naming the setting.
@@ -123,6 +126,7 @@ class SidecarConfig:
     retry_after_s: int = 5
     encoder_threads: int = 1
     vocab_ttl_s: float = 300.0
+    embed_vocabulary: bool = True
 
     def __post_init__(self) -> None:
         if not self.alias or self.alias != self.alias.lower() or "*" in self.alias:
@@ -173,7 +177,8 @@ class SidecarConfig:
             bm25_weight=_float(env, "OSRECO_BM25_WEIGHT", 0.5),
             dense_weight=_float(env, "OSRECO_DENSE_WEIGHT", 0.5),
             cf_weight=_float(env, "OSRECO_CF_WEIGHT", 0.3),
-            candidates=_int(env, "OSRECO_CANDIDATES", 100),
+            candidates=_int(env, "OSRECO_CANDIDATES", 50),
+            ef_search=_int(env, "OSRECO_EF_SEARCH", 100),
             mmr_lambda=_float(env, "OSRECO_MMR_LAMBDA", None))
         limits = Limits(max_body_bytes=_int(env, "OSRECO_MAX_BODY_BYTES", 64 * 1024),
                         max_q_chars=_int(env, "OSRECO_MAX_Q_CHARS", 512),
@@ -192,7 +197,8 @@ class SidecarConfig:
             llm_timeout_s=_float(env, "OSRECO_LLM_TIMEOUT_S", 2.0),
             search_timeout_s=_float(env, "OSRECO_SEARCH_TIMEOUT_S", 2.0),
             request_timeout_s=_float(env, "OSRECO_REQUEST_TIMEOUT_S", 5.0),
-            encoder_threads=_int(env, "OSRECO_ENCODER_THREADS", 1))
+            encoder_threads=_int(env, "OSRECO_ENCODER_THREADS", 1),
+            embed_vocabulary=env.get("OSRECO_EMBED_VOCABULARY", "1").lower() not in ("0", "false", "no"))
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

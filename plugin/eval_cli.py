@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | Non
     except IngestError as e:  # no node configured, or the MovieLens data is missing
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_ENV)
+    # The BM25-only variant degrades on purpose on every request: keep its warnings out of the output.
+    logging.getLogger("osreco.plugin.service").setLevel(logging.ERROR)
     report = _run(run_eval, config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -83,17 +83,22 @@ def to_markdown(report: Mapping[str, object]) -> str:
                         rec["variants"], REC_METRICS, "popularity")
     search = report.get("search")
     if search:
+        singles = [s for s in SINGLE_SIGNALS if s in search["variants"]]
+        best = max(singles, key=lambda s: search["variants"][s]["ndcg"]) if singles else None
         lines += _table(f"Personalized search (k={search['k']}, {search['queries']} queries, "
-                        f"{search['pairs']} query-user pairs)", search["variants"], SEARCH_METRICS, "bm25")
+                        f"{search['pairs']} query-user pairs)", search["variants"], SEARCH_METRICS, best)
         for lang, rows in search.get("by_language", {}).items():
             lines += _table(f"Personalized search, {lang} queries only", rows, SEARCH_METRICS, None)
     intent = report.get("intent")
     if intent:
-        lines += [f"### Intent parsing: exact match of extracted filters ({intent['golden']})", "",
-                  "| language | cases | exact | accuracy |", "|---|---|---|---|"]
-        for lang, vals in intent["languages"].items():
-            lines.append(f"| {lang} | {vals['cases']} | {vals['exact']} | {vals['accuracy']:.4f} |")
-        lines.append("")
+        for section in (intent, intent.get("templated")):
+            if not section:
+                continue
+            lines += [f"### Intent parsing: exact match of extracted filters ({section['golden']})", "",
+                      "| language | cases | exact | accuracy |", "|---|---|---|---|"]
+            for lang, vals in section["languages"].items():
+                lines.append(f"| {lang} | {vals['cases']} | {vals['exact']} | {vals['accuracy']:.4f} |")
+            lines.append("")
     targets = report.get("targets") or []
     if targets:
         lines += ["### Targets", "", "| target | value | threshold | met |", "|---|---|---|---|"]

@@ -145,6 +145,31 @@ def split_ratings(path: Path, known_items: frozenset[str], test_fraction: float 
     return SplitData(train, held_out, histories)
 
 
+def write_popularity(client: OpenSearch, index: str, item_ids: list[str], scores: list[float]) -> int:
+    """Partial-update the contract's ``popularity`` field with the CF model's decayed popularity.
+
+    The sidecar's popularity listing sorts by this field; MovieLens items carry none, and
+    ``osreco cf train`` does not write it, so the evaluation sets it from the training split.
+
+    Returns:
+        Documents updated.
+
+    Raises:
+        osreco.ingest.errors.BulkError: some updates failed.
+    """
+    from opensearchpy.helpers import bulk
+
+    from osreco.ingest.errors import BulkError
+
+    actions = ({"_op_type": "update", "_index": index, "_id": i, "doc": {"popularity": float(s)}}
+               for i, s in zip(item_ids, scores))
+    ok, errors = bulk(client, actions, chunk_size=500, raise_on_error=False, max_retries=3)
+    if errors:
+        raise BulkError(f"{len(errors)} popularity updates failed, e.g. {errors[0]}", index=index,
+                        fix="check the node's health and rerun")
+    return int(ok)
+
+
 def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_key: str,
                        factors: int, model_dir: Path) -> dict[str, object]:
     """Train ALS + EASE + popularity on the training part and store it where the sidecar reads it.
@@ -152,7 +177,8 @@ def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_ke
     Mirrors ``osreco cf train``: pseudonymized user keys, item factors into ``cf_vector``
     (items without interactions get a factor predicted from their embedding), user vectors
     and full training histories into ``<alias>-users``, metadata into ``<alias>-cf-meta``,
-    and the model into ``model_dir`` (the sidecar's ``cf_model_dir``).
+    the model into ``model_dir`` (the sidecar's ``cf_model_dir``), and the decayed popularity
+    into each item's ``popularity`` field.
 
     Returns:
         The training metadata plus write counts.
@@ -168,6 +194,7 @@ def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_ke
     model = train_models(events, CFConfig(factors=factors, threads=1), item_ids=known)
     cold = model.fit_content(cf_store.read_item_embeddings(client, alias))
     items = cf_store.write_item_factors(client, store, model.item_ids.tolist(), model.item_factors)
+    write_popularity(client, alias, model.item_ids.tolist(), model.popularity.tolist())
     histories = {pseudonymize(u, hmac_key): h for u, h in split.histories.items()}
     users = cf_store.write_user_vectors(client, store, model.user_keys.tolist(), model.user_factors, histories)
     client.indices.refresh(index=alias)

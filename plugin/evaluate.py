@@ -9,7 +9,9 @@ Three tasks, each run through the sidecar's own Flask app (``create_app`` + the 
 3. intent parsing: exact match of the extracted filters on ``tests/golden/intents.jsonl``.
 
 Every variant is a configuration of the same service (:data:`REC_VARIANTS`,
-:data:`SEARCH_VARIANTS`), never a separate code path.
+:data:`SEARCH_VARIANTS`): fusion weights through ``FusionConfig``, and the three switches the
+sidecar has no setting for yet (intent filters, recommendation weights, a content signal)
+through :class:`osreco.plugin.eval_service.EvalService`, which overrides as little as possible.
 
 Example:
     >>> report = run_eval(EvalConfig.from_env(quick=True))     # doctest: +SKIP
@@ -18,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -30,10 +31,12 @@ from typing import Any
 from tqdm import tqdm
 
 from osreco.ingest.connection import OpenSearchConfig, connect
-from osreco.plugin.config import DEV_HMAC_KEY, FusionConfig, SidecarConfig
+from osreco.plugin.config import DEV_HMAC_KEY, SidecarConfig
 from osreco.plugin.errors import ConfigError
 from osreco.plugin.eval_data import EvalQuery, Movie, QueryPair, generate_queries, sample_pairs
+from osreco.plugin.eval_intent import golden_parser, run_intent, score_intents, templated_intent_cases
 from osreco.plugin.eval_report import compute_targets
+from osreco.plugin.eval_service import RecSettings
 from osreco.plugin.eval_setup import (SplitData, ensure_bundle, ensure_item_index, read_movies, split_ratings,
                                       train_and_store_cf)
 from osreco.plugin.metrics_ir import coverage, mean, ndcg_at_k, recall_at_k, violation_rate
@@ -44,28 +47,48 @@ TASKS = ("rec", "search", "intent")
 
 @dataclass(frozen=True)
 class Variant:
-    """One configuration of the sidecar: overrides of ``SidecarConfig`` and ``FusionConfig``."""
+    """One configuration of the sidecar under test.
+
+    Args:
+        name: the variant's name in the report.
+        fusion: overrides of ``FusionConfig`` (search).
+        encoder: whether the bundle is loaded (``False``: the sidecar's BM25-only mode).
+        use_intent: apply the parsed intent's filters (``False``: the query as typed).
+        personalized: send the user id (``False``: anonymous requests).
+        rec: the recommendation fusion weights (task 1).
+    """
 
     name: str
-    config: Mapping[str, object] = field(default_factory=dict)
     fusion: Mapping[str, object] = field(default_factory=dict)
+    encoder: bool = True
+    use_intent: bool = True
+    personalized: bool = True
+    rec: RecSettings | None = None
 
 
-# Recommendation without a query: the same /v1/recommend, different signal weights.
+def _rec(cf: float, popularity: float, content: float) -> RecSettings:
+    return RecSettings(method="rrf", cf_weight=cf, popularity_weight=popularity, content_weight=content,
+                       cf_mode="additive")
+
+
+# Recommendation without a query: the same GET /v1/recommend, different signal weights.
+# "cf+popularity" is the sidecar's built-in recommend weighting (cf 1.0, popularity 0.3).
 REC_VARIANTS: tuple[Variant, ...] = (
-    Variant("popularity", fusion={"cf_weight": 0.0}, config={"recommend_signals": ("popularity",)}),
-    Variant("cf", config={"recommend_signals": ("cf",)}),
-    Variant("content", config={"recommend_signals": ("content",)}),
-    Variant("blend", config={"recommend_signals": ("cf", "content", "popularity")}),
+    Variant("popularity", rec=_rec(0.0, 1.0, 0.0)),
+    Variant("cf", rec=_rec(1.0, 0.0, 0.0)),
+    Variant("content", rec=_rec(0.0, 0.0, 1.0)),
+    Variant("cf+popularity", rec=_rec(1.0, 0.3, 0.0)),
+    Variant("blend", rec=_rec(1.0, 0.3, 0.1)),
 )
 
-# Personalized search: the same /v1/search; signals and the intent filters switched by config.
+# Personalized search: the same POST /v1/search; signals and the intent filters switched.
 SEARCH_VARIANTS: tuple[Variant, ...] = (
-    Variant("bm25", config={"use_intent": False}, fusion={"dense_weight": 0.0, "cf_weight": 0.0}),
-    Variant("knn", config={"use_intent": False}, fusion={"bm25_weight": 0.0, "cf_weight": 0.0}),
-    Variant("hybrid", config={"use_intent": False}, fusion={"cf_weight": 0.0}),
-    Variant("hybrid+cf", config={"use_intent": False}),
-    Variant("osreco", config={"use_intent": True}),
+    Variant("bm25", encoder=False, use_intent=False, personalized=False, fusion={"cf_weight": 0.0}),
+    Variant("knn", use_intent=False, personalized=False, fusion={"bm25_weight": 0.0, "cf_weight": 0.0}),
+    Variant("hybrid", use_intent=False, personalized=False, fusion={"cf_weight": 0.0}),
+    Variant("hybrid+cf", use_intent=False),
+    Variant("intent+hybrid", personalized=False, fusion={"cf_weight": 0.0}),  # ablation: osreco without CF
+    Variant("osreco"),
 )
 
 
@@ -105,7 +128,7 @@ class EvalConfig:
     k: int = 10
     rec_users: int = 0
     max_queries: int = 0
-    users_per_query: int = 8
+    users_per_query: int = 6
     seed: int = 7
     cf_factors: int = 64
     test_fraction: float = 0.2
@@ -135,7 +158,7 @@ class EvalConfig:
         from osreco.node import default_cache_dir
 
         sizes = dict(rec_users=40, max_queries=16, users_per_query=2) if quick else \
-            dict(rec_users=0, max_queries=0, users_per_query=8)
+            dict(rec_users=0, max_queries=0, users_per_query=6)
         golden = Path(golden_path) if golden_path else Path(__file__).resolve().parents[1] / "tests" / "golden" / \
             "intents.jsonl"
         values: dict[str, Any] = dict(
@@ -171,15 +194,15 @@ def sidecar_config(config: EvalConfig, cf_model_dir: Path) -> SidecarConfig:
 
 
 def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, Any]:
-    """One Flask test client per variant, all over the real ``SearchService``.
+    """One Flask test client per variant, each over the real ``SearchService`` (see eval_service).
 
-    The encoder, CF model and client are loaded once and shared: only the configuration
-    differs between variants.
+    The encoder, CF model and client are loaded once and shared: only the settings differ.
 
     Raises:
-        ConfigError: a variant overrides a setting the sidecar does not have.
+        ConfigError: the bundle did not load, or a variant overrides an unknown fusion setting.
     """
     from osreco.plugin.app import create_app
+    from osreco.plugin.eval_service import EvalService
     from osreco.plugin.metrics import Metrics
     from osreco.plugin.service import SearchService
 
@@ -189,13 +212,14 @@ def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, 
     clients: dict[str, Any] = {}
     for v in variants:
         try:
-            cfg = replace(base, fusion=replace(base.fusion, **v.fusion), **v.config)
+            cfg = replace(base, fusion=replace(base.fusion, **v.fusion))
         except TypeError as e:
             raise ConfigError(f"variant {v.name}: {e}", field=v.name,
-                              fix="the sidecar's config changed: update REC_VARIANTS/SEARCH_VARIANTS") from e
-        service = SearchService(cfg, shared.client, Metrics(), encoder=shared.encoder, cf_model=shared.cf_model,
-                                encoder_error=shared.encoder_error, fields=shared.fields)
-        clients[v.name] = create_app(cfg, services=service).test_client()
+                              fix="the sidecar's FusionConfig changed: update the variants") from e
+        service = EvalService(cfg, shared.client, Metrics(), encoder=shared.encoder if v.encoder else None,
+                              cf_model=shared.cf_model, fields=shared.fields, use_intent=v.use_intent, rec=v.rec,
+                              encoder_error=None if v.encoder else "BM25-only variant: no encoder")
+        clients[v.name] = (create_app(cfg, services=service).test_client(), v)
     return clients
 
 
@@ -222,7 +246,7 @@ def run_recommendation(clients: Mapping[str, Any], split: SplitData, users: Sequ
     errors: dict[str, int] = {}
     with _bar(len(users) * len(clients), "eval recommend") as bar:
         for user in users:
-            for name, client in clients.items():  # variants alternate: equal conditions
+            for name, (client, _) in clients.items():  # variants alternate: equal conditions
                 resp = client.get("/v1/recommend", query_string={"user_id": user, "k": k})
                 ranked[name].append(_item_ids(resp, "recommend", errors, name))
                 bar.update()
@@ -258,8 +282,8 @@ def run_search(clients: Mapping[str, Any], pairs: Sequence[QueryPair], movies: M
     errors: dict[str, int] = {}
     with _bar(len(pairs) * len(clients), "eval search") as bar:
         for pair in pairs:
-            body = {"q": pair.query.text, "user_id": pair.user_id, "k": k}
-            for name, client in clients.items():
+            for name, (client, variant) in clients.items():
+                body = {"q": pair.query.text, "k": k, **({"user_id": pair.user_id} if variant.personalized else {})}
                 ranked[name].append(_item_ids(client.post("/v1/search", json=body), "search", errors, name))
                 bar.update()
     out: dict[str, object] = {"k": k, "queries": len({p.query.qid for p in pairs}), "pairs": len(pairs),
@@ -289,67 +313,42 @@ def pick_queries(queries: Sequence[EvalQuery], limit: int) -> list[EvalQuery]:
     return [q for i in range(n) for q in groups[int(i * step)]]
 
 
-# ---- task 3: intent parsing -------------------------------------------------------------------
-
-FILTER_KEYS = ("filters", "ranges", "exclude")
-
-
-def _canonical(intent: Mapping[str, object]) -> dict[str, object]:
-    """The filter part of an intent dict, order-insensitive: facet values sorted, ranges as floats."""
-    facets = {f: sorted(v) for f, v in (intent.get("filters") or {}).items() if v}
-    excluded = {f: sorted(v) for f, v in (intent.get("exclude") or {}).items() if v}
-    ranges = {f: {op: float(x) for op, x in b.items()} for f, b in (intent.get("ranges") or {}).items() if b}
-    return {"filters": facets, "ranges": ranges, "exclude": excluded}
-
-
-def run_intent(golden_path: Path, parse: Callable[[str, str | None], Mapping[str, object]]) -> dict[str, object]:
-    """Exact-match accuracy of the extracted filters (facets, ranges, exclusions) per language.
-
-    Args:
-        golden_path: JSONL, one case a line: ``{"q", "language"?, "expected": Intent.to_dict()}``
-            (``intent`` is accepted for ``expected``).
-        parse: ``(q, language) -> Intent.to_dict()`` of the parser under test.
-
-    Returns:
-        ``{"golden", "cases", "languages": {lang: {"cases", "exact", "accuracy"}}, "misses": [...]}``.
-
-    Raises:
-        ConfigError: the golden file is missing or a line is not a case.
-    """
-    from osreco.plugin.intent import detect_language
-
-    if not golden_path.is_file():
-        raise ConfigError(f"golden intent file {golden_path} does not exist", field="--golden",
-                          fix="pass --golden PATH or drop 'intent' from --tasks")
-    per_lang: dict[str, dict[str, int]] = {}
-    misses: list[dict[str, object]] = []
-    for line_no, line in enumerate(golden_path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            case = json.loads(line)
-            q = case.get("q") or case["query"]
-            expected = case.get("expected") or case["intent"]
-        except (ValueError, KeyError, AttributeError) as e:
-            raise ConfigError(f"{golden_path}:{line_no}: not a golden case ({e})", field="--golden") from e
-        lang = case.get("language") or detect_language(q)
-        got = _canonical(parse(q, case.get("language")))
-        ok = got == _canonical(expected)
-        stats = per_lang.setdefault(lang, {"cases": 0, "exact": 0})
-        stats["cases"] += 1
-        stats["exact"] += int(ok)
-        if not ok and len(misses) < 20:
-            misses.append({"line": line_no, "q": q, "expected": _canonical(expected), "got": got})
-    total = {"cases": sum(s["cases"] for s in per_lang.values()), "exact": sum(s["exact"] for s in per_lang.values())}
-    languages = {lang: {**s, "accuracy": s["exact"] / s["cases"]} for lang, s in sorted(per_lang.items())}
-    languages["all"] = {**total, "accuracy": total["exact"] / total["cases"] if total["cases"] else 0.0}
-    return {"golden": str(golden_path), "cases": total["cases"], "languages": languages, "misses": misses}
-
-
 # ---- the whole run -----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Prepared:
+    """What the setup produced: the catalog as indexed, the split, the CF model folder."""
+
+    movies: dict[str, Movie]
+    split: SplitData
+    cf_dir: Path
+    dataset: dict[str, object]
+
+
+def prepare(config: EvalConfig) -> Prepared:
+    """Bundle (exported once), item index (ingested once), split, CF trained on the split and stored.
+
+    Raises:
+        osreco.exporter / osreco.ingest errors; opensearch-py errors when the node fails.
+    """
+    from osreco.exporter import Encoder
+
+    client = connect(config.opensearch)
+    encoder = Encoder(ensure_bundle(config.bundle_dir), threads=1, device="cpu")
+    index = ensure_item_index(client, encoder, config.alias, config.cf_factors)
+    movies = read_movies(client, config.alias)
+    split = split_ratings(config.data_dir / "ml-100k.inter", frozenset(movies), config.test_fraction)
+    cf_dir = config.cf_model_dir or config.bundle_dir.parent / f"cf-{config.alias}"
+    cf_meta = train_and_store_cf(client, config.alias, split, DEV_HMAC_KEY, config.cf_factors, cf_dir)
+    dataset = {"items": len(movies), "train_events": len(split.train), "test_users": len(split.held_out),
+               "held_out": sum(len(v) for v in split.held_out.values()), "index": index,
+               "cf": {k: cf_meta.get(k) for k in ("users", "items", "item_coverage", "items_from_content",
+                                                  "write_failures")}}
+    return Prepared(movies, split, cf_dir, dataset)
+
+
 def run_eval(config: EvalConfig) -> dict[str, object]:
-    """Set up (bundle, index, split, CF), then run the configured tasks.
+    """Set up (when task 1 or 2 runs), then run the configured tasks.
 
     Args:
         config: the run's settings.
@@ -363,44 +362,37 @@ def run_eval(config: EvalConfig) -> dict[str, object]:
     """
     import random
 
-    from osreco.exporter import Encoder
-
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    client = connect(config.opensearch)
-    encoder = Encoder(ensure_bundle(config.bundle_dir), threads=1, device="cpu")
-    index = ensure_item_index(client, encoder, config.alias, config.cf_factors)
-    movies = read_movies(client, config.alias)
-    split = split_ratings(config.data_dir / "ml-100k.inter", frozenset(movies), config.test_fraction)
-    cf_dir = config.cf_model_dir or config.bundle_dir.parent / f"cf-{config.alias}"
-    cf_meta = train_and_store_cf(client, config.alias, split, DEV_HMAC_KEY, config.cf_factors, cf_dir)
-    seconds["setup"] = time.perf_counter() - t0
-    report: dict[str, object] = {
-        "config": config.public(),
-        "dataset": {"items": len(movies), "train_events": len(split.train), "test_users": len(split.held_out),
-                    "held_out": sum(len(v) for v in split.held_out.values()), "index": index,
-                    "cf": {k: cf_meta.get(k) for k in ("users", "items", "item_coverage", "items_from_content",
-                                                       "write_failures")}}}
-    base = sidecar_config(config, cf_dir)
-    if "rec" in config.tasks:
+    report: dict[str, object] = {"config": config.public()}
+    prep = prepare(config) if {"rec", "search"} & set(config.tasks) else None
+    if prep is not None:
+        report["dataset"] = prep.dataset
+        seconds["setup"] = time.perf_counter() - t0
+        base = sidecar_config(config, prep.cf_dir)
+    if prep is not None and "rec" in config.tasks:
         t = time.perf_counter()
-        users = sorted(split.held_out, key=int)
+        users = sorted(prep.split.held_out, key=int)
         if config.rec_users:
             users = sorted(random.Random(config.seed).sample(users, min(config.rec_users, len(users))), key=int)
-        report["recommendation"] = run_recommendation(variant_apps(base, REC_VARIANTS), split, users, config.k,
-                                                      len(movies))
+        report["recommendation"] = run_recommendation(variant_apps(base, REC_VARIANTS), prep.split, users,
+                                                      config.k, len(prep.movies))
         seconds["recommendation"] = time.perf_counter() - t
-    if "search" in config.tasks:
+    if prep is not None and "search" in config.tasks:
         t = time.perf_counter()
-        queries = pick_queries(generate_queries(movies.values()), config.max_queries)
-        pairs = sample_pairs(queries, split.held_out, movies, config.users_per_query, config.seed)
-        report["search"] = run_search(variant_apps(base, SEARCH_VARIANTS), pairs, movies, config.k)
+        queries = pick_queries(generate_queries(prep.movies.values()), config.max_queries)
+        pairs = sample_pairs(queries, prep.split.held_out, prep.movies, config.users_per_query, config.seed)
+        report["search"] = run_search(variant_apps(base, SEARCH_VARIANTS), pairs, prep.movies, config.k)
         report["search"]["query_examples"] = [{"q": q.text, "language": q.language,
                                                "constraints": q.constraints.as_dict()} for q in queries[:6]]
         seconds["search"] = time.perf_counter() - t
     if "intent" in config.tasks:
         t = time.perf_counter()
-        report["intent"] = run_intent(config.golden_path, golden_parser())
+        parse = golden_parser(config.golden_path.with_name("intent_vocab.json"))
+        report["intent"] = run_intent(config.golden_path, parse)
+        if prep is not None:
+            report["intent"]["templated"] = score_intents(
+                templated_intent_cases(generate_queries(prep.movies.values())), parse, "task-2 templated queries")
         seconds["intent"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     report["seconds"] = {k: round(v, 1) for k, v in seconds.items()}

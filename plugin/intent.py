@@ -25,8 +25,8 @@ import unicodedata
 from dataclasses import dataclass
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent_lexicon import (LIST_JOINERS, NEGATION_EN, NEGATION_ZH, SOFT_SORT_CUES, SORT_CUES,
-                                          STOP_EN, STOP_ZH, SYNONYMS)
+from osreco.plugin.intent_lexicon import (LIST_JOINERS, NEGATION_EN, NEGATION_ZH, REWRITES, SOFT_SORT_CUES,
+                                          SORT_CUES, STOP_EN, STOP_ZH, SYNONYMS)
 from osreco.plugin.intent_ranges import extract_ranges, merge_bounds, replace_cn_numerals
 from osreco.plugin.intent_types import FacetMatch, FieldMap, Intent, SortKey
 from osreco.plugin.vocab import Embed, Vocabulary, normalize_key
@@ -77,6 +77,8 @@ def normalize_query(q: str) -> str:
     """NFKC, lowercase, "1,000" -> "1000", Chinese amount numerals -> digits."""
     s = unicodedata.normalize("NFKC", q).lower().replace("\u2019", "'")
     s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)
+    for old, new in REWRITES.items():
+        s = s.replace(old, new)
     return replace_cn_numerals(s)
 
 
@@ -206,8 +208,7 @@ def _longest_phrase(tokens, i: int, s: str, vocab: Vocabulary, max_n: int) -> tu
 
 def _scan_cjk(run: str, offset: int, vocab: Vocabulary) -> list[_Span]:
     """Facet phrases inside a run of CJK characters, longest match at each position."""
-    keys = _CJK_SYN + sorted({v for _, v in vocab.pairs() if _CJK.search(v)}, key=len, reverse=True)
-    keys.sort(key=len, reverse=True)
+    keys = sorted(_CJK_SYN + vocab.cjk_values(), key=len, reverse=True)
     out, pos = [], 0
     while pos < len(run):
         for key in keys:
@@ -273,6 +274,7 @@ def _continues(between: str, prev: _Span, sp: _Span) -> bool:
     "or", "/", "、", "或" always continue it; "and", ",", "和" or nothing only for the same facet
     ("not nike, red" keeps red; "no horror, comedy" excludes both).
     """
+    between = between.lstrip().removeprefix("片")  # "恐怖片和喜剧": the genre suffix is not a joiner
     if not _JOINER.match(between):
         return False
     word = between.strip()

@@ -33,7 +33,7 @@ SYNONYMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "白色": ("color", ("white",)), "绿色": ("color", ("green",)), "黄色": ("color", ("yellow",)),
     "粉色": ("color", ("pink",)), "粉红色": ("color", ("pink",)), "灰色": ("color", ("grey", "gray")),
     "紫色": ("color", ("purple",)), "橙色": ("color", ("orange",)), "棕色": ("color", ("brown",)),
-    "咖啡色": ("color", ("brown",)), "银色": ("color", ("silver",)), "金色": ("color", ("gold",)),
+    "咖啡色": ("color", ("brown",)), "多色": ("color", ("multicolor",)), "彩色": ("color", ("multicolor",)), "银色": ("color", ("silver",)), "金色": ("color", ("gold",)),
     "gray": ("color", ("grey", "gray")), "grey": ("color", ("grey", "gray")),
     # categories
     "蓝牙耳机": ("category", ("headphones", "earbuds", "earphones")),
@@ -53,7 +53,11 @@ SYNONYMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "夹克": ("category", ("jackets",)), "外套": ("category", ("jackets",)),
     "音箱": ("category", ("speakers",)), "蓝牙音箱": ("category", ("speakers",)),
     "键盘": ("category", ("keyboards",)), "鼠标": ("category", ("mice", "mouse")),
-    "相机": ("category", ("cameras",)), "t恤": ("category", ("t-shirts",)),
+    "相机": ("category", ("cameras",)), "登山鞋": ("category", ("hiking boots",)),
+    "徒步鞋": ("category", ("hiking boots",)), "咖啡机": ("category", ("coffee makers",)),
+    "图书": ("category", ("books",)), "书籍": ("category", ("books",)), "玩具": ("category", ("toys",)),
+    "连衣裙": ("category", ("dresses",)), "裙子": ("category", ("dresses",)), "袜子": ("category", ("socks",)),
+    "瑜伽": ("category", ("yoga",)), "书包": ("category", ("backpacks", "bags")),
     # brands, Chinese names
     "耐克": ("brand", ("nike",)), "阿迪达斯": ("brand", ("adidas",)), "阿迪": ("brand", ("adidas",)),
     "彪马": ("brand", ("puma",)), "新百伦": ("brand", ("new balance",)), "李宁": ("brand", ("li-ning", "li ning")),
@@ -109,6 +113,9 @@ NEGATION_EN = ("anything but", "but not", "excluding", "except", "without", "not
 NEGATION_ZH = ("不想要", "不想看", "不要", "不含", "不是", "除了", "排除", "别", "非")
 # Words that continue a negated list ("no horror or comedy", "不要恐怖片和喜剧").
 LIST_JOINERS = ("or", "nor", "and", "/", ",", "、", "，", "和", "或者", "或", "及", "也不要", "还有")
+
+# Mixed-script words rewritten before tokenizing (the tokenizer splits Latin from CJK).
+REWRITES = {"t恤": " t-shirts ", "tee恤": " t-shirts "}
 
 DECADE_WORDS = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950,
                 "sixties": 1960, "seventies": 1970, "eighties": 1980, "nineties": 1990}

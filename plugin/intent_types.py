@@ -67,7 +67,7 @@ class FieldMap:
 
     def source_fields(self) -> list[str]:
         """Fields worth returning in ``_source``: what explanations and the API show."""
-        out = [self.item_id, self.title, *self.facets, self.price, self.year, self.popularity]
+        out = [self.item_id, self.title, *self.facets, self.price, self.year, self.popularity, self.release_date]
         if self.rating:
             out.append(self.rating)
         return out

@@ -1,4 +1,4 @@
-"""API keys hashed at rest, and the request limits checked before any work.
+"""API keys hashed at rest (request limits live in ``schemas`` and the app's body cap).
 
 A key looks like ``osr_<key_id>_<secret>``: ``key_id`` finds the record, the secret is
 checked against ``sha256(salt || secret)`` in constant time. The secrets are 32 random

@@ -5,6 +5,11 @@ search: intent (rules or LLM) -> encode (BM25 only when the encoder fails) -> on
 explain. Every degradation is logged, counted and listed in the response. An unreachable or
 slow node is a ``NodeUnavailableError`` (503 + Retry-After); ``timed_out`` and shard failures
 are reported with the results they spoiled.
+
+Choices: the CF boost uses ``user . item_factor`` from the loaded CF model for every
+candidate (the ``cf`` kNN list's scores when no model is loaded); a query with no free text
+left (a filtered listing) is ordered by taste for a known user (additive boost); MMR uses the
+CF item factors as item vectors; ``forget`` touches only ``<prefix>-users``/``-events``.
 """
 
 from __future__ import annotations
@@ -25,11 +30,15 @@ from osreco.ingest.connection import connect
 from osreco.ingest.privacy import pseudonymize
 from osreco.plugin import schemas
 from osreco.plugin.config import SidecarConfig
-from osreco.plugin.errors import (NodeUnavailableError, NotFoundError, NotReadyError, PluginError,
+from osreco.plugin.errors import (NodeUnavailableError, NotFoundError, NotReadyError,
                                   RequestError, UpstreamError)
+from osreco.plugin.explain import HistoryItem, explain
+from osreco.plugin.fusion import (Candidate, FusionOptions, SignalResult, apply_sort, candidates_from_hybrid,
+                                  fuse, mmr, read_msearch)
 from osreco.plugin.intent import IntentOptions, parse_intent
 from osreco.plugin.intent_types import FacetMatch, FieldMap, Intent, RangeFilter
 from osreco.plugin.metrics import Metrics
+from osreco.plugin.query import QueryOptions, build_hybrid_search, build_msearch, build_recommend, build_similar
 from osreco.plugin.vocab import Vocabulary, vocabulary_from_response, vocabulary_request
 
 log = logging.getLogger("osreco.plugin.service")
@@ -72,6 +81,7 @@ class SearchService:
         self._vocab: Vocabulary | None = None
         self._vocab_at = 0.0
         self._lock = threading.Lock()
+        self._pipelines: set[str] = set()
 
     @classmethod
     def from_config(cls, config: SidecarConfig, metrics: Metrics) -> "SearchService":
@@ -157,6 +167,9 @@ class SearchService:
                 f"bundle artifact_id {self.encoder.artifact_id} != index {index} _meta.artifact_id "
                 f"{meta.get('artifact_id')}: the query vectors would not match the item vectors",
                 fix="serve the bundle the index was built with, or re-ingest with this bundle")
+        if self.cf_model is not None and meta.get("cf_dim") not in (None, self.cf_model.dim):
+            raise NotReadyError(f"CF model dim {self.cf_model.dim} != index {index} _meta.cf_dim "
+                                f"{meta.get('cf_dim')}", fix="train the CF model with --factors <cf_dim>")
         return {"index": index, "alias": self.config.alias, "artifact_id": self.encoder.artifact_id,
                 "cf_model": self.cf_model is not None}
 
@@ -170,7 +183,8 @@ class SearchService:
             resp = self.node("vocabulary", self.client.search, index=self.config.alias,
                              body=vocabulary_request(self.fields))
             vocab = vocabulary_from_response(resp, self.fields)
-            if self.encoder is not None and 0 < len(vocab.pairs()) <= _VOCAB_EMBED_MAX:
+            if (self.config.embed_vocabulary and self.encoder is not None
+                    and 0 < len(vocab.pairs()) <= _VOCAB_EMBED_MAX):
                 try:
                     vocab = vocab.with_vectors(self._embed_texts)
                 except Exception as e:  # noqa: BLE001 - exact/fuzzy matching still works
@@ -260,24 +274,192 @@ class SearchService:
         if intent.fallback_reason:
             deg.add("llm_parser", f"rules parser used: {intent.fallback_reason}")
         with self.metrics.stage(ep, "embed", timings):
-            qvec = self.embed_query(intent.text or intent.query, deg)
+            qvec = self.embed_query(intent.text, deg)
         user = self.user(req.user_id, deg)
         uvec = user.vector if user is not None else None
+        user = user if uvec is not None else None
         depth = max(self.config.fusion.candidates, req.page * req.k)
         hybrid = self.config.retrieval == "hybrid" and qvec is not None
         with self.metrics.stage(ep, "search", timings):
-            lists, partial = (self._hybrid(intent, qvec, uvec, depth, deg) if hybrid
-                              else self._msearch(intent, qvec, uvec, depth, deg))
+            if hybrid:
+                fused, lists, partial = self._hybrid(intent, qvec, user, depth, deg)
+            else:
+                lists, partial = self._msearch(intent, qvec, user, depth, deg)
         with self.metrics.stage(ep, "fuse", timings):
-            ranked = self._fuse(lists, uvec, qvec is not None)
+            if hybrid:
+                affinity = self.affinity(user, {c.item_id for c in fused})
+                ranked = apply_sort(fused, intent.sort, self.fields)
+            else:
+                ranked, affinity = self.rank(lists, user, intent, self._settings(intent, user))
         with self.metrics.stage(ep, "explain", timings):
-            page = ranked[req.offset:req.offset + req.k]
-            results = self._explain(page, intent, user)
+            results = self.present(ranked[req.offset:req.offset + req.k], intent, user,
+                                   lists.get("history"), affinity, req.offset)
         return {"results": results, "k": req.k, "page": req.page, "intent": intent.describe(),
-                "parser": intent.parser, "retrieval": "hybrid" if hybrid else ("msearch" if qvec is not None
-                                                                               else "bm25"),
-                "personalized": uvec is not None, "degradations": deg.items, **partial,
+                "parser": intent.parser, "retrieval": "hybrid" if hybrid else "msearch",
+                "personalized": user is not None, "degradations": deg.items, **partial,
                 "timings_ms": timings}
+
+    def options(self, size: int) -> QueryOptions:
+        """Query options for ``size`` candidates per signal."""
+        return QueryOptions(index=self.config.alias, fields=self.fields, size=size,
+                            ef_search=max(self.config.fusion.ef_search, size),
+                            timeout=f"{int(self.config.search_timeout_s * 1000)}ms")
+
+    def _msearch(self, intent: Intent, qvec: np.ndarray | None, user: UserContext | None, depth: int,
+                 deg: Degradations) -> tuple[dict[str, SignalResult], dict[str, Any]]:
+        """One ``_msearch``: the plan's signals plus, for a user, the titles of their history."""
+        plan = build_msearch(intent, self.options(depth), qvec, user.vector if user else None)
+        lines, signals = list(plan.lines), list(plan.signals)
+        if user is not None and user.history:
+            lines += [{"index": self.config.alias}, {"size": len(user.history), "_source": [self.fields.title],
+                                                     "query": {"ids": {"values": list(user.history)}}}]
+            signals.append("history")
+        resp = self.node("search", self.client.msearch, body=lines)
+        return self._read(signals, resp["responses"], deg)
+
+    def _read(self, signals: list[str], responses: list[dict], deg: Degradations
+              ) -> tuple[dict[str, SignalResult], dict[str, Any]]:
+        """Per-signal results; errors, ``timed_out`` and shard failures reported, not hidden.
+
+        Raises:
+            NodeUnavailableError: every sub-search failed with an overload/unavailable status.
+        """
+        read = read_msearch(signals, responses)
+        errors = [r for r in read.values() if r.error]
+        if errors and len(errors) == len(read) and all(str(r.error)[:3] in ("429", "503", "504")
+                                                       for r in errors):
+            raise NodeUnavailableError(f"OpenSearch refused every sub-search: {errors[0].error}",
+                                       retry_after_s=self.config.retry_after_s)
+        failures = [{"signal": r.signal, "error": r.error} if r.error else
+                    {"signal": r.signal, "failed_shards": r.failed_shards}
+                    for r in read.values() if r.error or r.failed_shards]
+        timed_out = any(r.timed_out for r in read.values())
+        if failures:
+            self.metrics.shard_failures.labels("shards").inc()
+            deg.add("shard_failures", f"partial results: {failures}")
+        if timed_out:
+            self.metrics.shard_failures.labels("timed_out").inc()
+            deg.add("timed_out", f"OpenSearch hit the {self.config.search_timeout_s}s budget: partial results")
+        return read, {"timed_out": timed_out, "shard_failures": failures}
+
+    def _hybrid(self, intent: Intent, qvec: np.ndarray | None, user: UserContext | None, depth: int,
+                deg: Degradations) -> tuple[list[Candidate], dict[str, SignalResult], dict[str, Any]]:
+        """The native neural-search ``hybrid`` query through its search pipeline (created once)."""
+        f = self.config.fusion
+        hs = build_hybrid_search(intent, self.options(depth), qvec, user.vector if user else None,
+                                 weights={"bm25": f.bm25_weight, "dense": f.dense_weight, "cf": f.cf_weight})
+        if hs.pipeline_id not in self._pipelines:
+            self.node("pipeline", self.client.search_pipeline.put, id=hs.pipeline_id, body=hs.pipeline_body)
+            self._pipelines.add(hs.pipeline_id)
+        resp = self.node("search", self.client.search, index=self.config.alias, body=hs.body,
+                         params={"search_pipeline": hs.pipeline_id, "explain": "true"})
+        weights = hs.pipeline_body["phase_results_processors"][0]["normalization-processor"][
+            "combination"]["parameters"]["weights"]
+        history: dict[str, SignalResult] = {}
+        if user is not None and user.history:
+            history, _ = self._read(["history"], [self.node("history", self.client.search,
+                index=self.config.alias, body={"size": len(user.history), "_source": [self.fields.title],
+                                               "query": {"ids": {"values": list(user.history)}}})], deg)
+        _, partial = self._read(["hybrid"], [resp], deg)
+        return candidates_from_hybrid(resp, hs.signals, weights, f), history, partial
+
+    def _settings(self, intent: Intent, user: UserContext | None) -> Any:
+        """The configured fusion; a text-less listing for a known user is ordered by taste
+        (additive boost, weight >= 1): its listing order carries no relevance to protect."""
+        f = self.config.fusion
+        if intent.text or user is None:
+            return f
+        return FusionOptions(method=f.method, bm25_weight=f.bm25_weight, dense_weight=f.dense_weight,
+                             cf_weight=max(1.0, f.cf_weight), rrf_k=f.rrf_k, cf_mode="additive")
+
+    def rank(self, lists: dict[str, SignalResult], user: UserContext | None, intent: Intent,
+             settings: Any) -> tuple[list[Candidate], dict[str, float]]:
+        """Fuse, boost by taste (affinity from the CF model when loaded), sort cue, optional MMR."""
+        lists = {s: r for s, r in lists.items() if s != "history"}
+        affinity = self.affinity(user, {str(h["_id"]) for r in lists.values() for h in r.hits})
+        ranked = fuse(lists, settings, affinity or None)
+        ranked = apply_sort(ranked, intent.sort, self.fields)
+        if self.config.fusion.mmr_lambda is not None and self.cf_model is not None:
+            ranked = mmr(ranked, self._factors([c.item_id for c in ranked]), self.config.fusion.mmr_lambda)
+        return ranked, affinity
+
+    def affinity(self, user: UserContext | None, item_ids: set[str]) -> dict[str, float]:
+        """``user . item_factor`` for every candidate the CF model knows (empty without either)."""
+        if user is None or user.vector is None or self.cf_model is None:
+            return {}
+        factors = self._factors(sorted(item_ids))
+        return {i: float(np.dot(user.vector, v)) for i, v in factors.items()}
+
+    def _factors(self, item_ids: list[str]) -> dict[str, np.ndarray]:
+        if self.cf_model is None:
+            return {}
+        pos = self.cf_model.item_positions(item_ids)
+        known = [i for i in item_ids if self.cf_model.item_positions([i])]
+        return {i: self.cf_model.item_factors[p] for i, p in zip(known, pos)}
+
+    def present(self, ranked: list[Candidate], intent: Intent | None, user: UserContext | None,
+                history: SignalResult | None, affinity: dict[str, float], offset: int = 0) -> list[dict[str, Any]]:
+        """Results with scores and explanations (filters satisfied, "because you liked")."""
+        items = []
+        liked = self._history_items(user, history)
+        factors = self._factors([c.item_id for c in ranked]) if liked else {}
+        blank = intent or Intent(query="", text="")
+        for rank, c in enumerate(ranked, offset + 1):
+            e = explain(c, blank, item_vector=factors.get(c.item_id), history=liked)
+            items.append({"item_id": c.item_id, "rank": rank, "score": round(c.score, 6),
+                          "bm25_score": c.bm25_score, "dense_score": c.dense_score,
+                          "cf_score": affinity.get(c.item_id, c.cf_score),
+                          "title": c.source.get(self.fields.title),
+                          "filters_satisfied": list(e.satisfied), "filters_unsatisfied": list(e.unsatisfied),
+                          "contributions": e.to_dict()["contributions"],
+                          "because_you_liked": e.to_dict()["because_you_liked"], "source": dict(c.source)})
+        return items
+
+    def _history_items(self, user: UserContext | None, history: SignalResult | None) -> list[HistoryItem]:
+        if user is None or not user.history or self.cf_model is None:
+            return []
+        titles = {str(h["_id"]): (h.get("_source") or {}).get(self.fields.title, "") for h in
+                  (history.hits if history else [])}
+        factors = self._factors(list(user.history))
+        return [HistoryItem(i, titles.get(i, i), factors.get(i)) for i in user.history]
+
+    def recommend(self, req: schemas.PageRequest) -> dict[str, Any]:
+        """Taste (kNN on ``cf_vector``) plus popularity, the user's seen items excluded."""
+        deg = Degradations(self.metrics)
+        user = self.user(req.user_id, deg)
+        vector = user.vector if user else None
+        seen = list(user.history) if user else []
+        plan = build_recommend(vector, seen, self.options(max(req.k, 50)))
+        signals = list(plan.signals) + (["history"] if seen else [])
+        lines = list(plan.lines) + ([{"index": self.config.alias}, {"size": len(seen), "_source": [
+            self.fields.title], "query": {"ids": {"values": seen}}}] if seen else [])
+        with self.metrics.stage("/v1/recommend", "search"):
+            read, partial = self._read(signals, self.node("recommend", self.client.msearch, body=lines)[
+                "responses"], deg)
+        settings = FusionOptions(method="rrf", cf_weight=1.0, popularity_weight=0.3, cf_mode="additive")
+        ranked, affinity = self.rank(read, user, Intent(query="", text=""), settings)
+        results = self.present(ranked[:req.k], None, user, read.get("history"), affinity)
+        return {"results": results, "personalized": vector is not None, "degradations": deg.items, **partial}
+
+    def similar(self, item_id: str, req: schemas.PageRequest) -> dict[str, Any]:
+        """The items nearest to ``item_id``'s embedding (the item itself excluded).
+
+        Raises:
+            NotFoundError: no such item, or it has no embedding.
+        """
+        deg = Degradations(self.metrics)
+        doc = self.node("item", self.client.get, index=self.config.alias, id=item_id,
+                        _source=[self.fields.embedding], ignore=[404])
+        vector = (doc.get("_source") or {}).get(self.fields.embedding) if doc.get("found") else None
+        if vector is None:
+            raise NotFoundError(f"item {item_id!r} is not in {self.config.alias} (or has no embedding)",
+                                item_id=item_id)
+        body = build_similar(item_id, vector, self.options(req.k))
+        read, partial = self._read(["dense"], [self.node("similar", self.client.search,
+                                                         index=self.config.alias, body=body)], deg)
+        ranked = fuse({"dense": read["dense"]}, FusionOptions(dense_weight=1.0))[:req.k]
+        return {"item_id": item_id, "results": self.present(ranked, None, None, None, {}),
+                "degradations": deg.items, **partial}
 
     # ---- events and forgetting ---------------------------------------------------------
 

@@ -27,6 +27,7 @@ Embed = Callable[[Sequence[str]], np.ndarray]
 """Maps texts to an (n, dim) array of unit vectors (e.g. ``Encoder.encode_queries``)."""
 
 _WORD = re.compile(r"[0-9a-z]+|[\u3400-\u9fff]+")
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
 
 
 def _stem(word: str) -> str:
@@ -79,6 +80,13 @@ def edit_distance(a: str, b: str, limit: int) -> int:
     return prev[-1] if prev[-1] <= limit else limit + 1
 
 
+def _thirds(key: str) -> tuple[str, ...]:
+    """``key`` cut into three nearly equal, non-empty chunks (fewer for very short keys)."""
+    n = len(key)
+    a, b = n // 3, 2 * n // 3
+    return tuple(c for c in (key[:a], key[a:b], key[b:]) if c)
+
+
 def max_typos(key: str) -> int:
     """Edits allowed for a key of this length: 0 below 5 chars, 1 up to 7, 2 from 8."""
     return 0 if len(key) < 5 else 1 if len(key) < 8 else 2
@@ -97,6 +105,8 @@ class Vocabulary:
     vectors: np.ndarray | None = field(default=None, compare=False, repr=False)
     _index: dict[str, list[tuple[str, str]]] = field(default_factory=dict, compare=False, repr=False)
     _raw: dict[str, tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
+    _chunks: dict[str, list[str]] = field(default_factory=dict, compare=False, repr=False)
+    _cjk: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for f, vals in self.values.items():
@@ -104,7 +114,12 @@ class Vocabulary:
                 key = normalize_key(v)
                 if key:
                     self._index.setdefault(key, []).append((f, v))
-                    self._raw.setdefault(normalize_key(v, stem=False), (f, v))
+                    raw = normalize_key(v, stem=False)
+                    if raw not in self._raw:
+                        self._raw[raw] = (f, v)
+                        for chunk in _thirds(raw):
+                            self._chunks.setdefault(chunk, []).append(raw)
+        self._cjk.extend(sorted({v for _, v in self.pairs() if _CJK_CHAR.search(v)}, key=len, reverse=True))
         if self.vectors is not None and len(self.vectors) != len(self.pairs()):
             raise ConfigError("vocabulary vectors do not match its values", field="vectors",
                               fix="build them with Vocabulary.with_vectors(embed)")
@@ -145,16 +160,34 @@ class Vocabulary:
         limit = max_typos(key)
         if limit == 0 or not key.isascii() or key.isdigit():
             return None
-        best: tuple[int, str, str] | None = None
-        for vkey, (f, v) in self._raw.items():
+        best: tuple[int, int, str, str] | None = None
+        order = {k: i for i, k in enumerate(self._candidates(key))}
+        for vkey, i in order.items():
             if vkey[0] != key[0] or len(vkey) < 4:
                 continue
             d = edit_distance(key, vkey, limit)
-            if d <= limit and (best is None or d < best[0]):
-                best = (d, f, v)
+            if d <= limit and (best is None or (d, i) < best[:2]):
+                best = (d, i, *self._raw[vkey])
         if best is None:
             return None
-        return FacetMatch(best[1], best[2], "fuzzy", phrase, round(1.0 - best[0] / max(len(key), 1), 4))
+        return FacetMatch(best[2], best[3], "fuzzy", phrase, round(1.0 - best[0] / max(len(key), 1), 4))
+
+    def _candidates(self, key: str) -> list[str]:
+        """Keys that may be within 2 edits of ``key``, in vocabulary order.
+
+        Pigeonhole: two edits leave at least one of a key's three chunks intact, so only keys
+        with a chunk that occurs in ``key`` are compared (keeps fuzzy lookup fast on big
+        vocabularies).
+        """
+        found: set[str] = set()
+        for i in range(len(key)):
+            for j in range(i + 1, len(key) + 1):
+                found.update(self._chunks.get(key[i:j], ()))
+        return [k for k in self._raw if k in found]
+
+    def cjk_values(self) -> list[str]:
+        """Values written in CJK characters, longest first (scanned for inside Chinese text)."""
+        return list(self._cjk)
 
     def with_vectors(self, embed: Embed) -> "Vocabulary":
         """A copy with every value embedded once (cache it with the vocabulary)."""

@@ -219,3 +219,27 @@ def test_event_timestamps_validated():
         with pytest.raises(RequestError) as e:
             schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "view", "timestamp": bad})
         assert e.value.field == "event.timestamp"
+
+
+def test_sidecar_import_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, osreco.plugin.app, osreco.plugin.service, osreco.plugin.cli; "
+            "heavy = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_apikey_cli_creates_hashed_key(tmp_path):
+    from click.testing import CliRunner
+
+    from osreco.plugin.cli import apikey
+
+    path = tmp_path / "keys.json"
+    res = CliRunner().invoke(apikey, ["create", "--file", str(path), "--name", "web", "--json"])
+    assert res.exit_code == 0, res.output
+    key = json.loads(res.output)["key"]
+    assert key not in path.read_text()
+    assert KeyChecker(load_keys(path)).check(key).name == "web"

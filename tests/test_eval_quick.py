@@ -25,12 +25,12 @@ def test_quick_eval_report_structure_and_ranges(opensearch_url, os_client, index
     assert "### Personalized search" in (out / "eval-report.md").read_text(encoding="utf-8")
 
     rec = report["recommendation"]
-    assert set(rec["variants"]) == {"popularity", "cf", "content", "blend"}
+    assert list(rec["variants"]) == ["popularity", "cf", "content", "cf+popularity", "blend"]
     assert rec["users"] > 0 and rec["errors"] == {}
     for metrics in rec["variants"].values():
         assert set(metrics) == {"recall", "ndcg", "coverage"}
     search = report["search"]
-    assert list(search["variants"]) == ["bm25", "knn", "hybrid", "hybrid+cf", "osreco"]
+    assert list(search["variants"]) == ["bm25", "knn", "hybrid", "hybrid+cf", "intent+hybrid", "osreco"]
     assert search["pairs"] > 0 and search["errors"] == {}
     assert set(search["by_language"]) == {"en", "zh"}
     for metrics in search["variants"].values():

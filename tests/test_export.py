@@ -144,3 +144,11 @@ def test_cli_bad_input_exit_codes(tiny_model_factory, tmp_path):
     assert not (tmp_path / "b").exists()
     bad_bundle = _cli(["verify-bundle", str(tmp_path)])
     assert bad_bundle.exit_code == 2 and "manifest.json" in bad_bundle.stderr
+
+
+@pytest.mark.parametrize("options", [ExportOptions(optimize="O2"), ExportOptions(optimize="O1"),
+                                     ExportOptions(fp16=True)])
+def test_optimize_and_fp16_pass_their_gates(options, tiny_model_factory, tmp_path):
+    m = export_model(tiny_model_factory("bert"), tmp_path / "b", options)
+    assert (m.optimize, m.precision) == (options.optimize, options.precision)
+    assert m.parity["min_cosine"] >= (0.9999 if options.precision == "fp32" else 0.99)

@@ -82,7 +82,7 @@ def test_artifact_id_is_order_independent_content_hash():
 @pytest.mark.parametrize("kwargs", [{"optimize": "O4"}, {"quantize": "int4"},
                                     {"quantize": "int8", "fp16": True}, {"pooling": "sum"},
                                     {"max_length": 1}, {"min_cosine": 1.5}, {"threads": 0},
-                                    {"ml_commons": True, "optimize": "O2"}])
+                                    {"ml_commons": True, "optimize": "O2"}, {"int8_scope": "ffn"}])
 def test_export_options_reject_bad_values(kwargs):
     with pytest.raises(ConfigError):
         ExportOptions(**kwargs)

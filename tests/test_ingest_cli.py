@@ -81,6 +81,21 @@ def test_usage_errors_exit_2(opensearch_url, index_name, tiny_bundle, tmp_path):
     assert code == 2
     code, _ = run(["ingest", str(catalog), *common, "--index", index_name, "--numeric", "price:money"])
     assert code == 2
+    code, out = run(["ingest", str(tmp_path / "missing.jsonl"), *common, "--index", index_name, "--json"])
+    assert code == 2 and "does not exist" in json.loads(out)["error"]
+    code, out = run(["ingest", "fixture:netflix", *common, "--index", index_name, "--json"])
+    assert code == 2 and "fixture:movielens" in json.loads(out)["error"]
+
+
+def test_movielens_fixture_through_the_cli(opensearch_url, os_client, index_name, tiny_bundle, tmp_path):
+    code, out = run(["ingest", "fixture:movielens", "--bundle", str(tiny_bundle), "--index", index_name,
+                     "--url", opensearch_url, "--dead-letter", str(tmp_path / "d.jsonl"),
+                     "--checkpoint", str(tmp_path / "ck.json"), "--json"])
+    report = json.loads(out)
+    assert (code, report["rows_read"], report["indexed"], report["dead_lettered"]) == (1, 1682, 1681, 1)
+    dead = json.loads((tmp_path / "d.jsonl").read_text())
+    assert (dead["line"], dead["item_id"], dead["field"]) == (268, "267", "release_year")
+    assert os_client.get(index=index_name, id="1412")["_source"]["year"] == 1995  # repaired, not dead-lettered
 
 
 def test_index_built_for_another_bundle_is_refused(opensearch_url, os_client, index_name, tiny_bundle, tmp_path):
@@ -123,3 +138,26 @@ def test_help_texts():
     code, out = run(["ingest", "load", "--help"])
     assert code == 0 and "--rebuild" in out and "--dead-letter" in out
     assert Path(ecommerce_catalog_path()).exists()
+
+
+def test_pipeline_with_text_embedding_is_accepted_by_neural_search(opensearch_url, os_client, index_name):
+    """The node accepts the text_embedding processor; documents that bring a vector skip it.
+
+    (Deploying a local model cannot be exercised offline: ml-commons 3.6's DJL runtime tries to
+    download libtorch, see tests/test_mlcommons.py.)"""
+    name = f"{index_name}-embed"
+    try:
+        code, out = run(["ingest", "pipeline", "install", "--name", name, "--model-id", "not-deployed-model",
+                         "--url", opensearch_url, "--json"])
+        assert code == 0, out
+        processors = os_client.ingest.get_pipeline(id=name)[name]["processors"]
+        assert {"text_embedding"} <= {next(iter(p)) for p in processors}
+        sim = os_client.ingest.simulate(id=name, body={"docs": [{"_id": "1", "_source": {
+            "title": "Toy Story", "brand": "Pixar ", "embedding": [0.1, 0.2]}}]})
+        source = sim["docs"][0]["doc"]["_source"]
+        assert (source["embedding"], source["brand"]) == ([0.1, 0.2], "pixar")
+        assert "_osreco_embed_text" not in source
+        missing = os_client.ingest.simulate(id=name, body={"docs": [{"_id": "2", "_source": {"title": "Up"}}]})
+        assert "not-deployed-model" in json.dumps(missing["docs"][0])  # without a vector the model is called
+    finally:
+        os_client.ingest.delete_pipeline(id=name, ignore=[404])

@@ -30,7 +30,8 @@ def test_fuzz_every_operation_finds_no_server_errors(shop, opensearch_url, tmp_p
                            api_keys_file=str(tmp_path / "keys.json"), hmac_key="k" * 32)
     schema = schemathesis.openapi.from_wsgi("/openapi.json", create_app(config))
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert {op.label for op in operations} >= {"POST /v1/search", "GET /v1/recommend", "POST /v1/events",
+                                               "DELETE /v1/users/{user_id}", "GET /readyz"}
     for op in operations:
         @given(case=op.as_strategy())
         @settings(max_examples=8, deadline=None, database=None, suppress_health_check=list(HealthCheck))

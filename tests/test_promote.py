@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from osreco.exporter.errors import ConfigError
-from osreco.exporter.promote import Decision, PromoteConfig, decide, promote, switch_current
+from osreco.exporter.promote import PromoteConfig, bundle_path, decide, promote, switch_current
 
 
 def test_decide_promotes_equal_or_better_and_refuses_worse():
@@ -147,4 +147,18 @@ def test_promotion_reindexes_and_swaps_alias_without_search_errors(os_client, in
     assert meta["artifact_id"] == load_manifest(tiny_bundle).artifact_id == result.artifact_id
     assert result.index["indexed"] == len(CATALOG_ROWS)
     served = (tmp_path / "bundles" / "current").resolve()
+    assert served == bundle_path(tmp_path / "bundles", result.artifact_id).resolve()
     assert json.loads((served / "manifest.json").read_text())["artifact_id"] == result.artifact_id
+
+
+def test_cli_promote_bad_input_exits_2(tmp_path):
+    from click.testing import CliRunner
+
+    from osreco.cli import cli
+
+    (tmp_path / "cand").mkdir()
+    (tmp_path / "cur").mkdir()
+    res = CliRunner().invoke(cli, ["promote", "--candidate", str(tmp_path / "cand"), "--current",
+                                   str(tmp_path / "cur"), "--bundles-root", str(tmp_path / "root"),
+                                   "--evaluator", "offline"])
+    assert res.exit_code == 2 and "not a bundle" in res.output

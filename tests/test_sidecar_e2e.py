@@ -6,6 +6,7 @@ collaborative signal carry these tests, not the meaning vector) and deleted afte
 
 from __future__ import annotations
 
+import json
 import uuid
 from types import SimpleNamespace
 
@@ -69,9 +70,11 @@ def movies(os_client, tiny_bundle, tmp_path_factory):
 
 
 def make_app(env, url: str, facets=("brand", "color", "category", "genres"), **overrides):
+    """The real app on ``env``'s index; the tiny bundle's random vectors would link query words
+    to arbitrary facet values, so embedding matching of the vocabulary is off here."""
     config = SidecarConfig(opensearch=OpenSearchConfig(url=url), alias=env.alias, bundle_dir=env.bundle,
                            store_prefix=env.prefix, cf_model_dir=getattr(env, "cf_dir", None),
-                           dev_mode=True, facets=facets, **overrides)
+                           dev_mode=True, facets=facets, embed_vocabulary=False, **overrides)
     return create_app(config)
 
 
@@ -121,8 +124,8 @@ def test_explicit_filters_and_paging(shop, opensearch_url):
                                               "filters": {"color": "red"}}).get_json()
     ids1, ids2 = [h["item_id"] for h in first["results"]], [h["item_id"] for h in second["results"]]
     assert len(ids1) == 2 and ids2 and not set(ids1) & set(ids2)
-    assert all(h["source"]["color"] == "red" for h in first["results"] + second["results"])
-    assert all("color=red" in h["filters_satisfied"] for h in first["results"])
+    assert all(satisfies(h["source"], {"filters": {"color": ["red"]}}) for h in first["results"] + second["results"])
+    assert all("color = red" in h["filters_satisfied"] for h in first["results"])
     bad = client.post("/v1/search", json={"q": "shoes", "filters": {"flavour": "x"}})
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "filters.flavour"
 
@@ -163,7 +166,7 @@ def test_missing_bundle_file_serves_bm25_and_is_not_ready(shop, opensearch_url, 
     (broken / "manifest.json").write_text("{}")
     env = SimpleNamespace(alias=shop.alias, bundle=str(broken), prefix=shop.prefix)
     client = make_app(env, opensearch_url, facets=SHOP_FACETS).test_client()
-    body = client.post("/v1/search", json={"q": "red dress"}).get_json()
+    body = client.post("/v1/search", json={"q": "waterproof hiking"}).get_json()
     assert body["results"] and body["degradations"][0]["kind"] == "encoder"
     assert client.get("/readyz").status_code == 503
 
@@ -204,6 +207,8 @@ def test_scifi_fan_gets_scifi_ranked_higher(movies, opensearch_url):
 
 def test_events_change_the_next_response(movies, opensearch_url):
     client = make_app(movies, opensearch_url).test_client()
+    ready = client.get("/readyz").get_json()
+    assert ready["status"] == "ready" and ready["cf_model"] is True  # bundle and cf_dim both match
     user = f"new-{uuid.uuid4().hex[:6]}"
     before = client.get(f"/v1/recommend?user_id={user}&k=10").get_json()
     assert not before["personalized"]
@@ -246,3 +251,85 @@ def test_forget_deletes_events_and_vector(movies, opensearch_url, os_client):
     assert resp["events_deleted"] == 3 and resp["user_deleted"] is True
     assert not client.get(f"/v1/recommend?user_id={user}").get_json()["personalized"]
     assert os_client.count(index=movies.alias)["count"] == 1681, "the item index is untouched"
+
+
+def test_native_hybrid_path_same_shape(shop, opensearch_url):
+    msearch = make_app(shop, opensearch_url, facets=SHOP_FACETS).test_client()
+    hybrid = make_app(shop, opensearch_url, facets=SHOP_FACETS, retrieval="hybrid").test_client()
+    native = 0
+    for case in ECOMMERCE_QUERIES:
+        a = msearch.post("/v1/search", json={"q": case.query, "k": 5}).get_json()
+        b = hybrid.post("/v1/search", json={"q": case.query, "k": 5}).get_json()
+        assert a["retrieval"] == "msearch"
+        assert b["retrieval"] == ("hybrid" if b["intent"]["text"] else "msearch")  # no text, no vector
+        assert set(a) == set(b) and b["degradations"] == [] and b["results"]
+        assert all(set(h) == set(a["results"][0]) for h in b["results"])
+        assert all(satisfies(h["source"], b["intent"]) for h in b["results"])
+        assert case.item_id in [h["item_id"] for h in b["results"][:3]]
+        native += b["retrieval"] == "hybrid"
+    assert native >= 1
+    body = hybrid.post("/v1/search", json={"q": "lightweight cushioned running shoe", "k": 5}).get_json()
+    assert body["retrieval"] == "hybrid" and body["results"] and body["degradations"] == []
+    assert any(h["bm25_score"] is not None for h in body["results"])
+
+
+class _LLMStub:
+    """A local OpenAI-compatible chat endpoint with a canned reply (the LLM, not OpenSearch)."""
+
+    def __init__(self, content: str):
+        import http.server
+        import threading
+
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass  # keep test output quiet
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+
+
+def test_llm_parser_used_and_fallback_reported(shop, opensearch_url):
+    good = _LLMStub(json.dumps({"text": "running shoes", "filters": {"color": ["red"]},
+                                "ranges": {"price": {"lt": 50}}, "exclude": {"brand": ["nike"]}, "sort": None}))
+    bad = _LLMStub("I think you want shoes!")
+    try:
+        q = {"q": "cheap red running shoes under $50, not Nike", "k": 3}
+        body = make_app(shop, opensearch_url, facets=SHOP_FACETS, llm_url=good.url).test_client() \
+            .post("/v1/search", json=q).get_json()
+        assert body["parser"] == "llm" and body["degradations"] == []
+        assert body["results"][0]["item_id"] == "shoe-asics-jolt-red"
+        body = make_app(shop, opensearch_url, facets=SHOP_FACETS, llm_url=bad.url).test_client() \
+            .post("/v1/search", json=q).get_json()
+        assert body["parser"] == "rules" and [d["kind"] for d in body["degradations"]] == ["llm_parser"]
+        assert body["results"][0]["item_id"] == "shoe-asics-jolt-red"
+    finally:
+        good.server.shutdown()
+        bad.server.shutdown()
+
+
+def test_shard_failures_are_reported_with_partial_results(shop, opensearch_url, os_client):
+    """An alias over the good index and one whose ``embedding`` is not a vector: the node fails
+    that index's shard for the kNN sub-search and the sidecar reports it next to the results."""
+    broken, both = f"{shop.alias}-broken", f"{shop.alias}-both"
+    os_client.indices.create(index=broken, body={"mappings": {"properties": {
+        "title": {"type": "text"}, "embedding": {"type": "keyword"}, "color": {"type": "keyword"}}}})
+    os_client.index(index=broken, id="x1", body={"title": "hiking jacket", "color": "blue"}, refresh=True)
+    os_client.indices.update_aliases(body={"actions": [{"add": {"index": f"{shop.alias}-v1", "alias": both}},
+                                                       {"add": {"index": broken, "alias": both}}]})
+    env = SimpleNamespace(alias=both, bundle=shop.bundle, prefix=shop.prefix)
+    body = make_app(env, opensearch_url, facets=SHOP_FACETS).test_client() \
+        .post("/v1/search", json={"q": "waterproof hiking jacket"}).get_json()
+    assert body["results"]
+    assert "shard_failures" in [d["kind"] for d in body["degradations"]]
+    assert body["shard_failures"] and body["shard_failures"][0]["signal"] == "dense"

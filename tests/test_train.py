@@ -169,9 +169,11 @@ def test_a_few_steps_lower_the_loss(tiny_encoder_dir, ml_pairs, tmp_path):
     out = result.out_dir
     for name in ("config.json", "model.safetensors", "tokenizer.json", "modules.json", "1_Pooling/config.json",
                  "training/metrics.csv", "training/metrics.json", "training/metrics.png",
-                 "training/training.json"):
+                 "training/training.json", "training/steps.csv", "training/steps.png"):
         assert (out / name).is_file(), name
     assert not list(tmp_path.glob(".ft.tmp-*"))
+    steps = json.loads((out / "training" / "steps.json").read_text())
+    assert [s["step"] for s in steps] == [1, 2, 3, 4, 5, 6]
 
 
 def test_saved_model_loads_in_sentence_transformers_like_our_pooling(tiny_encoder_dir, ml_pairs, tmp_path):

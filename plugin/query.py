@@ -1,0 +1,315 @@
+"""Intent -> OpenSearch query DSL (pure): one ``_msearch``, the native ``hybrid`` query and its
+search pipeline, "similar items" and "recommend for a user".
+
+Rules every body follows:
+
+* user text only ever goes into a ``multi_match`` ``query`` string — never ``query_string``,
+  DSL keys or script source; facet values and numbers come from the typed :class:`Intent`;
+* filters: one ``terms`` per facet field (values of a field are alternatives), except the
+  multi-valued fields in ``QueryOptions.all_of`` (``genres``) where every value is required
+  ("romantic comedies" = romance AND comedy); ranges are ``range`` clauses; exclusions go to
+  ``must_not``. In kNN queries the same clauses sit *inside* the knn ``filter`` (efficient
+  filtering: the graph search honours them, so k results still come back);
+* every body has ``timeout``, ``track_total_hits: false`` and a ``_source`` limited to what
+  explanations and the API show (never the vectors);
+* sort cues: with free text left, the sort is a *re-rank key* applied after fusion
+  (:func:`osreco.plugin.fusion.apply_sort`) so relevance still decides which items qualify;
+  with no free text, the lexical sub-search becomes a filtered listing sorted by the key
+  (by popularity when there is no cue) and the kNN on meaning is skipped (no text, no vector).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from osreco.plugin.errors import ConfigError
+from osreco.plugin.intent_types import FieldMap, Intent
+
+Vector = Sequence[float] | np.ndarray
+SIGNALS = ("bm25", "dense", "cf", "popularity")
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """How queries are built.
+
+    Args:
+        index: the index or alias searched.
+        fields: index field names.
+        size: candidates each signal returns (kNN ``k`` too).
+        ef_search: HNSW candidate list size (``method_parameters.ef_search``; the "num_candidates").
+        timeout: OpenSearch time budget per search, e.g. ``"2s"``.
+        all_of: facet fields whose values are all required (multi-valued fields).
+        title_boost: weight of ``title`` against ``text`` in BM25.
+
+    Raises:
+        ConfigError: on an invalid value.
+    """
+
+    index: str
+    fields: FieldMap = FieldMap()
+    size: int = 100
+    ef_search: int = 200
+    timeout: str = "2s"
+    all_of: tuple[str, ...] = ("genres",)
+    title_boost: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.index or "," in self.index:
+            raise ConfigError(f"index {self.index!r} must be one index or alias name", field="index")
+        if not 1 <= self.size <= 10_000:
+            raise ConfigError("size must be in 1..10000", field="size")
+        if self.ef_search < self.size:
+            raise ConfigError("ef_search must be >= size (HNSW needs at least k candidates)",
+                              field="ef_search", fix=f"set ef_search >= {self.size}")
+        if not self.timeout or not self.timeout[:-1].replace("m", "").isdigit():
+            raise ConfigError(f"timeout {self.timeout!r} is not like '2s' or '500ms'", field="timeout")
+
+    def text_fields(self) -> list[str]:
+        """The BM25 fields with boosts: title^2, text, title.cjk, text.cjk."""
+        f, boost = self.fields, f"{self.title_boost:g}"
+        return [f"{f.title}^{boost}", f.text, f"{f.title}{f.cjk_suffix}", f"{f.text}{f.cjk_suffix}"]
+
+
+@dataclass(frozen=True)
+class MsearchPlan:
+    """The lines of one ``_msearch`` (header, body, header, body, ...) and what each answers.
+
+    ``signals[i]`` names the i-th response: ``bm25``, ``dense``, ``cf`` or ``popularity``.
+    """
+
+    lines: list[dict]
+    signals: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HybridSearch:
+    """A native neural-search ``hybrid`` request.
+
+    Args:
+        body: the search body (top-level ``hybrid`` query, <= 5 sub-queries).
+        signals: the signal of each sub-query, in order.
+        pipeline_id: the search pipeline to pass as ``search_pipeline`` (create it once with
+            ``PUT _search/pipeline/<id>`` and ``pipeline_body``).
+        pipeline_body: normalization (min_max) + combination (arithmetic_mean, weights).
+    """
+
+    body: dict
+    signals: tuple[str, ...]
+    pipeline_id: str
+    pipeline_body: dict
+
+
+def filter_clauses(intent: Intent, options: QueryOptions) -> tuple[list[dict], list[dict]]:
+    """The intent's constraints as ``(filter, must_not)`` clause lists, in a fixed order.
+
+    Args:
+        intent: the parsed intent.
+        options: query options (``all_of`` decides AND vs OR within a field).
+
+    Returns:
+        facet clauses (in the intent's field order), then range clauses; exclusions per field.
+    """
+    filters: list[dict] = []
+    for name, values in intent.terms().items():
+        if name in options.all_of:
+            filters.extend({"term": {name: v}} for v in values)
+        else:
+            filters.append({"terms": {name: list(values)}})
+    filters.extend({"range": {r.field: r.bounds()}} for r in intent.ranges if r.bounds())
+    must_not = [{"terms": {name: list(values)}} for name, values in intent.excluded_terms().items()]
+    return filters, must_not
+
+
+def _bool(filters: list[dict], must_not: list[dict], extra_not: Sequence[dict] = ()) -> dict:
+    out: dict = {}
+    if filters:
+        out["filter"] = filters
+    if must_not or extra_not:
+        out["must_not"] = [*must_not, *extra_not]
+    return {"bool": out}
+
+
+def _base(options: QueryOptions, size: int) -> dict:
+    return {"size": size, "timeout": options.timeout, "track_total_hits": False,
+            "_source": options.fields.source_fields()}
+
+
+def _vector(v: Vector) -> list[float]:
+    return [float(x) for x in np.asarray(v, dtype=np.float32).ravel()]
+
+
+def lexical_query(intent: Intent, options: QueryOptions) -> dict:
+    """The BM25 query: ``multi_match`` of the remaining text under the intent's filters.
+
+    With no remaining text it is a filtered ``match_all`` (see :func:`listing_sort`).
+    """
+    filters, must_not = filter_clauses(intent, options)
+    q = _bool(filters, must_not)
+    if intent.text:
+        q["bool"]["must"] = [{"multi_match": {"query": intent.text, "fields": options.text_fields(),
+                                              "type": "best_fields", "tie_breaker": 0.3}}]
+    else:
+        q["bool"]["must"] = [{"match_all": {}}]
+    return q
+
+
+def listing_sort(intent: Intent, fields: FieldMap) -> list:
+    """Sort of a text-less listing: the sort cue's field (``year`` then ``release_date`` for
+    "newest", so catalogs with only dates sort too), else popularity; ties by ``item_id``."""
+    key, order = (intent.sort.key, intent.sort.order) if intent.sort else ("popularity", "desc")
+    out: list = [{fields.sort_field(key): {"order": order, "missing": "_last"}}]
+    if key == "year":
+        out.append({fields.release_date: {"order": order, "missing": "_last"}})
+    return out + [{fields.item_id: "asc"}]
+
+
+def knn_query(field: str, vector: Vector, k: int, options: QueryOptions, filter_bool: dict | None) -> dict:
+    """A k-NN query on ``field`` with an optional efficient ``filter`` (a ``bool`` query)."""
+    body: dict = {"vector": _vector(vector), "k": k, "method_parameters": {"ef_search": options.ef_search}}
+    if filter_bool and filter_bool["bool"]:
+        body["filter"] = filter_bool
+    return {"knn": {field: body}}
+
+
+def _signal_bodies(intent: Intent, options: QueryOptions, query_vector: Vector | None,
+                   user_vector: Vector | None) -> list[tuple[str, dict]]:
+    filters, must_not = filter_clauses(intent, options)
+    fb = _bool(filters, must_not)
+    out = [("bm25", lexical_query(intent, options))]
+    if query_vector is not None and intent.text:
+        out.append(("dense", knn_query(options.fields.embedding, query_vector, options.size, options, fb)))
+    if user_vector is not None:
+        out.append(("cf", knn_query(options.fields.cf_vector, user_vector, options.size, options, fb)))
+    return out
+
+
+def build_msearch(intent: Intent, options: QueryOptions, query_vector: Vector | None = None,
+                  user_vector: Vector | None = None) -> MsearchPlan:
+    """The ``_msearch`` of a search: BM25, kNN on meaning (with text), kNN on taste (with a user).
+
+    Args:
+        intent: the parsed intent.
+        options: index, fields, sizes, timeout.
+        query_vector: the meaning vector of ``intent.text`` (``None``: BM25 only).
+        user_vector: the user's collaborative vector (``None``: not personalized).
+
+    Returns:
+        the plan; send ``plan.lines`` as the ``_msearch`` body.
+
+    Example:
+        >>> plan = build_msearch(intent, QueryOptions("items"), qvec, uvec)
+        >>> responses = client.msearch(body=plan.lines)["responses"]
+    """
+    lines: list[dict] = []
+    signals = []
+    for signal, query in _signal_bodies(intent, options, query_vector, user_vector):
+        body = _base(options, options.size)
+        body["query"] = query
+        if signal == "bm25" and not intent.text:
+            body["sort"] = listing_sort(intent, options.fields)
+        lines += [{"index": options.index}, body]
+        signals.append(signal)
+    return MsearchPlan(lines, tuple(signals))
+
+
+def _weights(signals: Sequence[str], weights: Mapping[str, float]) -> list[float]:
+    raw = [float(weights.get(s, 0.0)) for s in signals]
+    if any(w < 0 for w in raw) or sum(raw) <= 0:
+        raise ConfigError(f"hybrid weights {dict(weights)} must be >= 0 with a positive sum over {signals}",
+                          field="weights")
+    total = sum(raw)
+    return [round(w / total, 4) for w in raw]
+
+
+def build_hybrid_search(intent: Intent, options: QueryOptions, query_vector: Vector | None = None,
+                        user_vector: Vector | None = None,
+                        weights: Mapping[str, float] | None = None) -> HybridSearch:
+    """The same retrieval as :func:`build_msearch` as one native ``hybrid`` query.
+
+    Every sub-query carries the intent's filters itself (the knn ones inside their ``filter``),
+    so results are identical in what they allow. The pipeline min-max normalizes each
+    sub-query's scores and takes their weighted arithmetic mean; its
+    ``hybrid_score_explanation`` processor returns the per-signal scores when searched with
+    ``explain=true`` (see :func:`osreco.plugin.fusion.hybrid_signal_scores`).
+
+    Args:
+        intent, options, query_vector, user_vector: as in :func:`build_msearch`.
+        weights: signal -> weight (normalized to sum 1); default bm25 0.4, dense 0.4, cf 0.2.
+
+    Returns:
+        the body, its signals, and the search pipeline (id and body).
+
+    Raises:
+        ConfigError: weights are negative or all zero for the signals present.
+    """
+    parts = _signal_bodies(intent, options, query_vector, user_vector)
+    signals = tuple(s for s, _ in parts)
+    w = _weights(signals, weights or {"bm25": 0.4, "dense": 0.4, "cf": 0.2})
+    body = _base(options, options.size)
+    body["query"] = {"hybrid": {"queries": [q for _, q in parts]}}
+    pipeline_id = "osreco-hybrid-" + "-".join(f"{s}{round(x * 100)}" for s, x in zip(signals, w))
+    pipeline = {
+        "description": f"osreco hybrid: min_max + arithmetic_mean over {', '.join(signals)}",
+        "phase_results_processors": [{"normalization-processor": {
+            "normalization": {"technique": "min_max"},
+            "combination": {"technique": "arithmetic_mean", "parameters": {"weights": w}}}}],
+        "response_processors": [{"hybrid_score_explanation": {}}],
+    }
+    return HybridSearch(body, signals, pipeline_id, pipeline)
+
+
+def build_similar(item_id: str, item_vector: Vector, options: QueryOptions,
+                  intent: Intent | None = None) -> dict:
+    """Items nearest to one item's ``embedding``, the item itself excluded.
+
+    Args:
+        item_id: the item (its ``_id``).
+        item_vector: its ``embedding`` (read it first with a GET of the item).
+        options: query options; ``size`` is k.
+        intent: optional constraints to honour as well.
+
+    Returns:
+        a search body.
+    """
+    filters, must_not = filter_clauses(intent, options) if intent else ([], [])
+    body = _base(options, options.size)
+    body["query"] = knn_query(options.fields.embedding, item_vector, options.size + 1, options,
+                              _bool(filters, must_not, [{"ids": {"values": [item_id]}}]))
+    return body
+
+
+def build_recommend(user_vector: Vector | None, seen_item_ids: Sequence[str],
+                    options: QueryOptions) -> MsearchPlan:
+    """A user's recommendations: kNN on ``cf_vector`` (taste) and a popularity listing.
+
+    Both exclude the items the user has seen; without a user vector only popularity is asked
+    (cold start). Fuse them with ``cf_mode="additive"`` so taste-only items still rank.
+
+    Args:
+        user_vector: the user's collaborative vector, or ``None``.
+        seen_item_ids: items to leave out.
+        options: query options.
+
+    Returns:
+        the plan with signals ``("cf", "popularity")`` or ``("popularity",)``.
+    """
+    seen = [{"ids": {"values": list(dict.fromkeys(seen_item_ids))}}] if seen_item_ids else []
+    lines: list[dict] = []
+    signals = []
+    if user_vector is not None:
+        body = _base(options, options.size)
+        body["query"] = knn_query(options.fields.cf_vector, user_vector, options.size, options,
+                                  _bool([], [], seen))
+        lines += [{"index": options.index}, body]
+        signals.append("cf")
+    body = _base(options, options.size)
+    body["query"] = {"bool": {"must": [{"match_all": {}}], **({"must_not": seen} if seen else {})}}
+    body["sort"] = [{options.fields.popularity: {"order": "desc", "missing": "_last"}},
+                    {options.fields.item_id: "asc"}]
+    lines += [{"index": options.index}, body]
+    signals.append("popularity")
+    return MsearchPlan(lines, tuple(signals))
