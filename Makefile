@@ -30,7 +30,7 @@ test: setup  ## every test, against a real node this target starts and stops
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 eval: setup node
-	osreco eval
+	osreco eval --out osreco-eval
 
 bench: setup node
 	$(PYTHON) -m bench.run_all
