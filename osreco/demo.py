@@ -50,9 +50,6 @@ class DemoPaths:
     def cf_model(self) -> Path:
         return self.root / "cf-model"
 
-    @property
-    def schema(self) -> Path:
-        return self.root / "movielens-schema.json"
 
 
 def _step(title: str) -> None:
@@ -109,21 +106,18 @@ def prepare(paths: DemoPaths, opensearch_url: str) -> None:
           f"min cosine vs PyTorch={manifest.get('parity', {}).get('min_cosine')}")
 
     _step("2. ingest MovieLens-100k items (title, year, genres) into a k-NN index")
-    paths.schema.write_text(json.dumps({
-        "id": "item_id", "title": "movie_title", "text": [], "facets": {"genres": "class"},
-        "numeric": {"year": ["release_year", "integer"]}, "embed_fields": ["title", "genres", "year"]}))
     ml = _ml100k_dir()
-    out = _osreco("ingest", "load", str(ml / "ml-100k.item"), "--format", "atomic", "--schema",
-                  str(paths.schema), "--bundle", str(paths.bundle), "--index", ALIAS, "--no-progress",
-                  "--dead-letter", str(paths.root / "movies.dead-letter.jsonl"),
+    dead = paths.root / "movies.dead-letter.jsonl"
+    out = _osreco("ingest", "fixture:movielens", "--bundle", str(paths.bundle), "--index", ALIAS,
+                  "--no-progress", "--dead-letter", str(dead),
                   "--checkpoint", str(paths.root / "movies.checkpoint.json"), "--json",
                   ok_codes=(0, 1), env=env)
     report = json.loads(out)
     print(f"read={report.get('rows_read')} indexed={report.get('indexed')} unchanged={report.get('unchanged')} "
           f"dead-lettered={report.get('dead_lettered')}")
-    for line in (paths.root / "movies.dead-letter.jsonl").read_text().splitlines()[:5]:
-        dead = json.loads(line)
-        print(f"   dead letter: line {dead.get('line')} item {dead.get('item_id')}: {dead.get('reason')}")
+    for line in (dead.read_text().splitlines() if dead.exists() else [])[:5]:
+        row = json.loads(line)
+        print(f"   dead letter: line {row.get('line')} item {row.get('item_id')}: {row.get('reason')}")
 
     _step("3. train collaborative filtering on 100,000 ratings (ALS, EASE, popularity)")
     out = _osreco("cf", "train", str(ml / "ml-100k.inter"), "--index", ALIAS, "--model-dir",
@@ -161,9 +155,12 @@ def _print_results(resp: dict, limit: int = 5) -> None:
     if meta.get("degradations"):
         print("   degradations:", meta["degradations"])
     for i, hit in enumerate(resp.get("results", [])[:limit], 1):
-        src = hit.get("item") or hit.get("source") or {}
-        title = src.get("title", hit.get("item_id"))
-        why = hit.get("explanation") or hit.get("why") or {}
+        src = hit.get("source") or {}
+        title = hit.get("title") or src.get("title", hit.get("item_id"))
+        why = {k: hit[k] for k in ("filters_satisfied", "contributions", "because_you_liked") if hit.get(k)}
+        liked = [x.get("title") for x in why.get("because_you_liked", [])]
+        if liked:
+            why["because_you_liked"] = liked
         print(f"   {i}. {title} ({src.get('year', '?')}) {src.get('genres', '')} "
               f"score={hit.get('score', 0):.4f}  why={json.dumps(why, ensure_ascii=False)[:220]}")
 
