@@ -105,15 +105,20 @@ def read_events(path: str | Path) -> Iterator[dict]:
     if not path.is_file():
         raise TrainingDataError("events file not found", path,
                                 fix="export events to JSONL first (or use --movielens)")
+    for line_no, row in _jsonl_rows(path):
+        yield _validate_event(row, path, line_no)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line; bad JSON raises naming the line."""
     with path.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield line_no, json.loads(line)
             except json.JSONDecodeError as e:
                 raise TrainingDataError(f"invalid JSON: {e.msg}", path, line_no) from e
-            yield _validate_event(row, path, line_no)
 
 
 def read_catalog(path: str | Path) -> dict[str, CatalogItem]:
@@ -126,21 +131,14 @@ def read_catalog(path: str | Path) -> dict[str, CatalogItem]:
     if not path.is_file():
         raise TrainingDataError("catalog file not found", path, fix="pass a catalog JSONL")
     items: dict[str, CatalogItem] = {}
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TrainingDataError(f"invalid JSON: {e.msg}", path, line_no) from e
-            if not isinstance(row, dict) or row.get("item_id") in (None, "") or not row.get("title"):
-                raise TrainingDataError("catalog row needs item_id and title", path, line_no)
-            genres = row.get("genres") or ()
-            items[str(row["item_id"])] = CatalogItem(
-                str(row["item_id"]), str(row["title"]), str(row.get("text") or ""),
-                tuple(genres) if isinstance(genres, list) else (str(genres),),
-                int(row["year"]) if row.get("year") else None)
+    for line_no, row in _jsonl_rows(path):
+        if not isinstance(row, dict) or row.get("item_id") in (None, "") or not row.get("title"):
+            raise TrainingDataError("catalog row needs item_id and title", path, line_no)
+        genres = row.get("genres") or ()
+        items[str(row["item_id"])] = CatalogItem(
+            str(row["item_id"]), str(row["title"]), str(row.get("text") or ""),
+            tuple(genres) if isinstance(genres, list) else (str(genres),),
+            int(row["year"]) if row.get("year") else None)
     return items
 
 
