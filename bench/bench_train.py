@@ -9,7 +9,7 @@ Three parts, each printing a markdown table:
     python -m bench.bench_train latency --query-bundle B --rerank-bundle R [--rerank-bundle-fp32 R32]
         added cost of the cross-encoder over N=50 candidates vs one query embedding; contenders
         alternated in one process after a warm-up, same thread count.
-    python -m bench.bench_train epoch --base MODEL_DIR [--pairs 256]
+    python -m bench.bench_train epoch --base MODEL_DIR [--pairs 256] [--epochs 2] [--random-init]
         seconds per epoch of encoder fine-tuning, CPU (and CUDA when torch sees a GPU).
 """
 
@@ -81,8 +81,26 @@ def latency(args: argparse.Namespace) -> None:
     print(_table(["contender", "p50 ms", "p90 ms", "p50 / query embedding"], rows))
 
 
+def _random_init_copy(base: Path, out: Path) -> Path:
+    """``base``'s config and tokenizer with freshly initialised weights (same shapes, same cost)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from osreco.exporter.train_loop import load_tokenizer
+
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(str(base))).save_pretrained(str(out))
+    load_tokenizer(base).save_pretrained(str(out))
+    return out
+
+
 def epoch(args: argparse.Namespace) -> None:
-    """Seconds for one epoch of bi-encoder fine-tuning on the same pairs, per device."""
+    """Seconds per epoch of bi-encoder fine-tuning on the same pairs, per device.
+
+    Epoch 1 includes one-off costs (CUDA context, cuBLAS handles, allocator growth); with
+    ``--epochs 2`` the second epoch is the steady-state number.
+    """
+    import json
     import tempfile
 
     import torch
@@ -93,19 +111,36 @@ def epoch(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     catalog = movielens_catalog()
-    pairs = build_pairs(movielens_events(MovieLensConfig(max_users=200), catalog=catalog), catalog,
+    pairs = build_pairs(movielens_events(MovieLensConfig(max_users=args.users), catalog=catalog), catalog,
                         PairConfig(max_next_per_user=5))[: args.pairs]
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows = []
-    for device in devices:
-        with tempfile.TemporaryDirectory() as tmp:
-            loop = LoopConfig(epochs=1, batch_size=32, lr=2e-5, device=device, threads=args.threads, progress=False)
-            result = train_encoder(EncoderTrainConfig(Path(args.base), Path(tmp) / "m", loop, dev_max=1),
+    devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
+    rows, records = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = _random_init_copy(Path(args.base), Path(tmp) / "random") if args.random_init else Path(args.base)
+        for device in devices:
+            loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, lr=2e-5, device=device,
+                              threads=args.threads, progress=False)
+            result = train_encoder(EncoderTrainConfig(base, Path(tmp) / f"m-{device}", loop, dev_max=1),
                                    pairs, pairs[:2])
-        seconds = result.history[-1]["seconds"]
-        name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({args.threads} threads)"
-        rows.append([name, len(pairs), result.history[-1]["step"], seconds, len(pairs) / seconds])
-    print(_table(["device", "pairs", "steps", "seconds / epoch", "pairs/s"], rows))
+            name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({args.threads} threads)"
+            for row in result.history[1:]:
+                seconds = row["seconds"]
+                rows.append([name, row["epoch"], len(pairs), row["step"], seconds, len(pairs) / seconds,
+                             row["train_loss"]])
+                records.append({"device": name, "epoch": row["epoch"], "pairs": len(pairs), "step": row["step"],
+                                "seconds": seconds, "train_loss": row["train_loss"]})
+    print(f"batch {args.batch_size}, {len(pairs)} pairs, random init: {args.random_init}, "
+          f"torch {torch.__version__}")
+    print(_table(["device", "epoch", "pairs", "steps (cumulative)", "seconds / epoch", "pairs/s",
+                  "train loss"], rows))
+    steady = {}
+    for r in records:
+        steady[r["device"]] = r["seconds"]   # the last epoch of each device
+    if len(steady) == 2:
+        (cpu_name, cpu_s), (gpu_name, gpu_s) = steady.items()
+        print(f"\nlast epoch: {gpu_name} is {cpu_s / gpu_s:.1f}x faster than {cpu_name}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2))
 
 
 def main() -> None:
@@ -132,6 +167,13 @@ def main() -> None:
     ep.add_argument("--base", required=True)
     ep.add_argument("--pairs", type=int, default=256)
     ep.add_argument("--threads", type=int, default=2)
+    ep.add_argument("--users", type=int, default=200, help="MovieLens users whose feedback makes the pairs")
+    ep.add_argument("--epochs", type=int, default=1)
+    ep.add_argument("--batch-size", type=int, default=32)
+    ep.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when torch sees no GPU")
+    ep.add_argument("--random-init", action="store_true",
+                    help="same config and tokenizer as --base, fresh weights (timing does not depend on them)")
+    ep.add_argument("--json", default=None, help="also write the rows here")
     ep.set_defaults(run=epoch)
     args = parser.parse_args()
     args.run(args)

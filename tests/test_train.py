@@ -123,6 +123,22 @@ def test_write_curves(tmp_path):
     assert (files.tensorboard_dir is not None) == tensorboard_available()
 
 
+def test_tensorboard_event_files_hold_every_scalar(tmp_path):
+    """`make setup` installs tensorboard (the export extra): the event files must read back."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert tensorboard_available()
+    history = [{"epoch": 0, "step": 0, "dev_loss": 2.0, "dev_mrr": 0.25},
+               {"epoch": 1, "step": 4, "train_loss": 1.5, "dev_loss": 1.0, "dev_mrr": 0.5},
+               {"epoch": 2, "step": 8, "train_loss": 0.75, "dev_loss": 0.5, "dev_mrr": 0.625}]
+    files = write_curves(history, tmp_path, "metrics", "t")
+    acc = EventAccumulator(str(files.tensorboard_dir))
+    acc.Reload()
+    assert set(acc.Tags()["scalars"]) == {"metrics/dev_loss", "metrics/dev_mrr", "metrics/train_loss"}
+    assert [(e.step, e.value) for e in acc.Scalars("metrics/dev_mrr")] == [(0, 0.25), (1, 0.5), (2, 0.625)]
+    assert [(e.step, e.value) for e in acc.Scalars("metrics/train_loss")] == [(1, 1.5), (2, 0.75)]
+
+
 # --- training on MovieLens-derived pairs, tiny BERT ---------------------------------------------
 
 @pytest.fixture(scope="module")
