@@ -3,6 +3,7 @@ plain BM25 query sent straight to the node, in the same run.
 
     python -m bench.bench_sidecar                         # 10k items, int8 MiniLM, 1/4/16 clients
     python -m bench.bench_sidecar --items 2000 --seconds 3 --rounds 1   # quick look
+    python -m bench.bench_sidecar --rerank-bundle RR --rerank-n 50 --clients 1   # + the reranker's cost
 
 Setup: a synthetic 10k-product catalog is ingested once with the int8 bundle into
 ``bench-sidecar-<items>`` (reused while the bundle's artifact_id matches). The sidecar runs
@@ -13,6 +14,10 @@ osreco ``/v1/search`` (intent + embed + one ``_msearch`` + fusion) and a direct 
 ``multi_match`` ``_search`` on the node, with the same kind of query texts (a sample query plus
 two random words, so the encoder's query cache rarely hits). Per-stage times (parse,
 embed, search, fuse) are the medians of the ``timings_ms`` each response carries.
+
+With ``--rerank-bundle``, a second sidecar with ``OSRECO_RERANK_BUNDLE`` (top ``--rerank-n``)
+runs beside the first, and ``/v1/search`` with and without the cross-encoder alternate in
+each round at each client count: the difference of medians is the reranker's added latency.
 """
 
 from __future__ import annotations
@@ -105,13 +110,14 @@ def ensure_index(client, bundle: Path, n: int) -> str:
     return alias
 
 
-def start_sidecar(alias: str, bundle: Path, node_url: str) -> tuple[subprocess.Popen, str]:
+def start_sidecar(alias: str, bundle: Path, node_url: str, **extra_env: str) -> tuple[subprocess.Popen, str]:
     """gunicorn (1 worker, 16 threads) on a free loopback port; waits for /readyz."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, OSRECO_INDEX=alias, OSRECO_BUNDLE=str(bundle), OSRECO_DEV_MODE="1",
-               OSRECO_ENCODER_THREADS="1", OPENSEARCH_URL=node_url, OSRECO_FACETS="brand,color,category")
+               OSRECO_ENCODER_THREADS="1", OPENSEARCH_URL=node_url, OSRECO_FACETS="brand,color,category",
+               **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "16", "-b",
                              f"127.0.0.1:{port}", "--keep-alive", "30", "osreco.plugin.wsgi:app"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -138,7 +144,7 @@ def make_query(rng: random.Random) -> str:
 
 
 def _request(kind: str, alias: str, q: str) -> tuple[str, str]:
-    if kind == "osreco":
+    if kind in ("osreco", "rerank"):
         return "/v1/search", json.dumps({"q": q, "k": 10})
     body = {"size": 10, "timeout": "2s", "track_total_hits": False,
             "query": {"multi_match": {"query": q, "fields": ["title^2", "text"]}}}
@@ -165,7 +171,7 @@ def run_load(kind: str, host: str, alias: str, clients: int, seconds: float) -> 
             mine.append((time.perf_counter() - t0) * 1000.0)
             if resp.status != 200:
                 raise SystemExit(f"{kind} answered {resp.status}: {data[:300]!r}")
-            if kind == "osreco":
+            if kind != "direct":
                 mine_t.append(json.loads(data).get("timings_ms", {}))
         with lock:
             latencies.extend(mine)
@@ -191,6 +197,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="per contender, client count and round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--bundle", default=None, help="bundle folder (default: export int8 MiniLM once)")
+    ap.add_argument("--rerank-bundle", default=None, help="also measure search with this cross-encoder")
+    ap.add_argument("--rerank-n", type=int, default=50, help="candidates the cross-encoder scores")
     args = ap.parse_args()
     from osreco.ingest.connection import OpenSearchConfig, connect
 
@@ -200,7 +208,14 @@ def main() -> None:
     alias = ensure_index(connect(os_cfg), bundle, args.items)
     proc, host = start_sidecar(alias, bundle, os_cfg.url)
     node = urlparse(os_cfg.url).netloc
+    procs = [proc]
     try:
+        if args.rerank_bundle:
+            rproc, rhost = start_sidecar(alias, bundle, os_cfg.url, OSRECO_RERANK_BUNDLE=args.rerank_bundle,
+                                         OSRECO_RERANK_TOP_N=str(args.rerank_n))
+            procs.append(rproc)
+            print(rerank_report(measure_rerank(host, rhost, alias, args), args))
+            return
         clients = [int(c) for c in args.clients.split(",")]
         run_load("osreco", host, alias, 2, 3.0)  # warm-up: caches, connections, vocabulary
         run_load("direct", node, alias, 2, 2.0)
@@ -214,8 +229,39 @@ def main() -> None:
                 results.setdefault(("direct", c), []).extend(run_load("direct", node, alias, c, args.seconds)[0])
         print(report(results, stages, clients, args, bundle))
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=20)
+
+
+def measure_rerank(host: str, rhost: str, alias: str, args: argparse.Namespace) -> dict:
+    """/v1/search without and with the cross-encoder, alternated per client count and round."""
+    run_load("osreco", host, alias, 1, 3.0)   # warm-up of both sidecars
+    run_load("rerank", rhost, alias, 1, 3.0)
+    out: dict = {}
+    for _ in range(args.rounds):
+        for c in [int(x) for x in args.clients.split(",")]:
+            for kind, h in (("osreco", host), ("rerank", rhost)):
+                lat, tim = run_load(kind, h, alias, c, args.seconds)
+                cell = out.setdefault((kind, c), {"lat": [], "tim": []})
+                cell["lat"].extend(lat)
+                cell["tim"].extend(tim)
+    return out
+
+
+def rerank_report(out: dict, args: argparse.Namespace) -> str:
+    lines = [f"items={args.items}, rerank N={args.rerank_n}, {args.rounds} rounds x {args.seconds:.0f}s per cell, "
+             f"gunicorn 1 worker x 16 threads, ORT threads 1, {os.cpu_count()} CPUs (shared, noisy)", "",
+             "| clients | search p50 ms | + rerank p50 ms | added p50 ms | search p90 ms | + rerank p90 ms "
+             "| rerank stage p50 ms | reranked responses | n |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in sorted({c for _, c in out}):
+        o, r = out[("osreco", c)], out[("rerank", c)]
+        stage = [t["rerank"] for t in r["tim"] if "rerank" in t]
+        lines.append(f"| {c} | {pct(o['lat'], 50):.1f} | {pct(r['lat'], 50):.1f} | "
+                     f"{pct(r['lat'], 50) - pct(o['lat'], 50):.1f} | {pct(o['lat'], 90):.1f} | "
+                     f"{pct(r['lat'], 90):.1f} | {statistics.median(stage) if stage else float('nan'):.1f} | "
+                     f"{len(stage)}/{len(r['tim'])} | {len(o['lat'])}/{len(r['lat'])} |")
+    return "\n".join(lines)
 
 
 def report(results, stages, clients, args, bundle) -> str:

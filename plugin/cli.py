@@ -26,8 +26,17 @@ EXIT_USAGE, EXIT_ENV = 2, 3
 @click.option("--index", default=None, help="Item index alias (else OSRECO_INDEX).")
 @click.option("--bundle", type=click.Path(exists=True, file_okay=False), default=None,
               help="Model bundle folder (else OSRECO_BUNDLE; none = BM25 only).")
+@click.option("--rerank-bundle", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Cross-encoder bundle (`osreco train reranker --export`) that re-orders the top "
+                   "candidates (else OSRECO_RERANK_BUNDLE; none = off).")
+@click.option("--rerank-top-n", type=click.IntRange(1, 1000), default=None,
+              help="Candidates the reranker scores (else OSRECO_RERANK_TOP_N, 50).")
+@click.option("--bundles-root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Where `osreco promote` installs bundles; a promoted bundle is hot-reloaded from "
+                   "here (else OSRECO_BUNDLES_ROOT, or the folder of a symlinked --bundle).")
 @click.option("--dev", is_flag=True, help="Dev mode: no API keys, a fixed HMAC key. Never in production.")
-def serve(host: str, port: int, index: str | None, bundle: str | None, dev: bool) -> None:
+def serve(host: str, port: int, index: str | None, bundle: str | None, rerank_bundle: str | None,
+          rerank_top_n: int | None, bundles_root: str | None, dev: bool) -> None:
     """Serve the sidecar with werkzeug (threaded; for development).
 
     Settings come from OSRECO_* and OPENSEARCH_* variables (see README). For production
@@ -41,6 +50,12 @@ def serve(host: str, port: int, index: str | None, bundle: str | None, dev: bool
         overrides["alias"] = index
     if bundle:
         overrides["bundle_dir"] = bundle
+    if rerank_bundle:
+        overrides["rerank_bundle"] = rerank_bundle
+    if rerank_top_n:
+        overrides["rerank_top_n"] = rerank_top_n
+    if bundles_root:
+        overrides["bundles_root"] = bundles_root
     if dev:
         overrides["dev_mode"] = True
     try:

@@ -102,6 +102,16 @@ class SidecarConfig:
         encoder_threads: onnxruntime intra-op threads.
         vocab_ttl_s: how long the facet vocabulary read from the index is cached.
         embed_vocabulary: also link query words to facet values by embedding similarity.
+        bundles_root: where ``osreco promote`` installs bundles (``<root>/<artifact_id>``); the
+            hot-reload looks there for the bundle the alias's index was rebuilt with. Default:
+            the folder holding ``bundle_dir`` when ``bundle_dir`` is a symlink (``<root>/current``).
+        bundle_reload_s: how often the alias's ``_meta.artifact_id`` is checked for a new
+            bundle (also checked at once when a search sees hits from another index); 0 = never.
+        rerank_bundle: a cross-encoder (classification) bundle that re-orders the top
+            ``rerank_top_n`` fused candidates of a search with text; ``None`` = off.
+        rerank_top_n: how many candidates the reranker scores (cost is linear in it).
+        rerank_fields: the ``_source`` fields joined (". ") into the item text the reranker
+            reads; keep them in the order the catalog was embedded with (ingest's embed_fields).
 
     Raises:
         ConfigError: on any invalid value, naming the setting.
@@ -127,6 +137,11 @@ class SidecarConfig:
     encoder_threads: int = 1
     vocab_ttl_s: float = 300.0
     embed_vocabulary: bool = True
+    bundles_root: str | None = None
+    bundle_reload_s: float = 5.0
+    rerank_bundle: str | None = None
+    rerank_top_n: int = 50
+    rerank_fields: tuple[str, ...] = ("title", "text", "brand", "color", "category", "genres", "year")
 
     def __post_init__(self) -> None:
         if not self.alias or self.alias != self.alias.lower() or "*" in self.alias:
@@ -147,6 +162,22 @@ class SidecarConfig:
             raise ConfigError(f"bundle folder {self.bundle_dir} does not exist", field="OSRECO_BUNDLE")
         if self.cf_model_dir and not os.path.isdir(self.cf_model_dir):
             raise ConfigError(f"CF model folder {self.cf_model_dir} does not exist", field="OSRECO_CF_MODEL")
+        if self.bundles_root and not os.path.isdir(self.bundles_root):
+            raise ConfigError(f"bundles root {self.bundles_root} does not exist", field="OSRECO_BUNDLES_ROOT",
+                              fix="pass the --bundles-root that `osreco promote` installs into")
+        if self.bundle_reload_s < 0:
+            raise ConfigError("bundle_reload_s must be >= 0 (0 disables the hot-reload)",
+                              field="OSRECO_BUNDLE_RELOAD_S")
+        if self.rerank_bundle and not os.path.isfile(os.path.join(self.rerank_bundle, "manifest.json")):
+            raise ConfigError(f"reranker bundle {self.rerank_bundle} has no manifest.json",
+                              field="OSRECO_RERANK_BUNDLE",
+                              fix="pass the --export folder of `osreco train reranker`")
+        if not 1 <= self.rerank_top_n <= 1000:
+            raise ConfigError(f"rerank_top_n must be in 1..1000, got {self.rerank_top_n}",
+                              field="OSRECO_RERANK_TOP_N")
+        if not self.rerank_fields or not all(f and f == f.strip() for f in self.rerank_fields):
+            raise ConfigError(f"rerank fields {self.rerank_fields!r} must be non-empty names",
+                              field="OSRECO_RERANK_FIELDS")
         for name in ("llm_timeout_s", "search_timeout_s", "request_timeout_s", "vocab_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0", field=name)
@@ -157,6 +188,15 @@ class SidecarConfig:
     def prefix(self) -> str:
         """Prefix of the users and events indexes."""
         return self.store_prefix or self.alias
+
+    @property
+    def effective_bundles_root(self) -> str | None:
+        """``bundles_root``, or the folder of a symlinked ``bundle_dir`` (``<root>/current``)."""
+        if self.bundles_root:
+            return self.bundles_root
+        if self.bundle_dir and os.path.islink(self.bundle_dir.rstrip("/")):
+            return os.path.dirname(os.path.abspath(self.bundle_dir.rstrip("/")))
+        return None
 
     @property
     def effective_hmac_key(self) -> str:
@@ -198,7 +238,13 @@ class SidecarConfig:
             search_timeout_s=_float(env, "OSRECO_SEARCH_TIMEOUT_S", 2.0),
             request_timeout_s=_float(env, "OSRECO_REQUEST_TIMEOUT_S", 5.0),
             encoder_threads=_int(env, "OSRECO_ENCODER_THREADS", 1),
-            embed_vocabulary=env.get("OSRECO_EMBED_VOCABULARY", "1").lower() not in ("0", "false", "no"))
+            embed_vocabulary=env.get("OSRECO_EMBED_VOCABULARY", "1").lower() not in ("0", "false", "no"),
+            bundles_root=env.get("OSRECO_BUNDLES_ROOT") or None,
+            bundle_reload_s=_float(env, "OSRECO_BUNDLE_RELOAD_S", 5.0),
+            rerank_bundle=env.get("OSRECO_RERANK_BUNDLE") or None,
+            rerank_top_n=_int(env, "OSRECO_RERANK_TOP_N", 50))
+        if env.get("OSRECO_RERANK_FIELDS"):
+            values["rerank_fields"] = tuple(f.strip() for f in env["OSRECO_RERANK_FIELDS"].split(",") if f.strip())
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

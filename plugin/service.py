@@ -30,7 +30,7 @@ from osreco.ingest.connection import connect
 from osreco.ingest.privacy import pseudonymize
 from osreco.plugin import schemas
 from osreco.plugin.config import SidecarConfig
-from osreco.plugin.errors import (NodeUnavailableError, NotFoundError, NotReadyError,
+from osreco.plugin.errors import (ConfigError, NodeUnavailableError, NotFoundError, NotReadyError,
                                   RequestError, UpstreamError)
 from osreco.plugin.explain import HistoryItem, explain
 from osreco.plugin.fusion import (Candidate, FusionOptions, SignalResult, apply_sort, candidates_from_hybrid,
@@ -39,6 +39,7 @@ from osreco.plugin.intent import IntentOptions, parse_intent
 from osreco.plugin.intent_types import FacetMatch, FieldMap, Intent, RangeFilter
 from osreco.plugin.metrics import Metrics
 from osreco.plugin.query import QueryOptions, build_hybrid_search, build_msearch, build_recommend, build_similar
+from osreco.plugin.reload import BundleReloader
 from osreco.plugin.vocab import Vocabulary, vocabulary_from_response, vocabulary_request
 
 log = logging.getLogger("osreco.plugin.service")
@@ -73,9 +74,12 @@ class SearchService:
 
     def __init__(self, config: SidecarConfig, client: OpenSearch, metrics: Metrics,
                  encoder: Any = None, cf_model: Any = None, encoder_error: str | None = None,
-                 fields: FieldMap = FieldMap()):
+                 fields: FieldMap = FieldMap(), reranker: Any = None):
         self.config, self.client, self.metrics = config, client, metrics
         self.encoder, self.cf_model, self.encoder_error = encoder, cf_model, encoder_error
+        self.reranker = reranker
+        self.reloader: BundleReloader | None = None
+        self.metrics.serving(getattr(encoder, "artifact_id", None))
         self.fields = fields
         self.store = cf_store.StoreConfig(prefix=config.prefix, item_index=config.alias)
         self._vocab: Vocabulary | None = None
@@ -95,9 +99,7 @@ class SearchService:
         encoder, error = None, None
         if config.bundle_dir:
             try:
-                from osreco.exporter.encoder import Encoder
-
-                encoder = Encoder(config.bundle_dir, threads=config.encoder_threads, device="cpu")
+                encoder = _load_encoder(config.bundle_dir, config.encoder_threads)
             except Exception as e:  # noqa: BLE001 - any load failure means BM25-only, reported
                 error = f"bundle {config.bundle_dir} failed to load: {e}"
                 log.error(error)
@@ -108,8 +110,38 @@ class SearchService:
             from osreco.ingest.cf import CFModel
 
             cf_model = CFModel.load(config.cf_model_dir)
-        return cls(config, client, metrics, encoder=encoder, cf_model=cf_model, encoder_error=error,
-                   fields=FieldMap(facets=config.facets))
+        service = cls(config, client, metrics, encoder=encoder, cf_model=cf_model, encoder_error=error,
+                      fields=FieldMap(facets=config.facets), reranker=_load_reranker(config))
+        if config.bundle_dir and config.bundle_reload_s > 0:
+            service.watch_bundles().start()
+        return service
+
+    # ---- hot-reload of the bundle ------------------------------------------------------
+
+    def watch_bundles(self) -> BundleReloader:
+        """The reloader that keeps the encoder equal to the alias's ``_meta.artifact_id``
+        (see ``osreco.plugin.reload``); not started here."""
+        threads = self.config.encoder_threads
+        self.reloader = BundleReloader(
+            read_alias=self._alias_artifact, served=lambda: getattr(self.encoder, "artifact_id", None),
+            load=lambda path: _load_encoder(path, threads, warm=True), swap=self.swap_encoder,
+            bundle_dir=self.config.bundle_dir, bundles_root=self.config.effective_bundles_root,
+            interval_s=self.config.bundle_reload_s or 5.0,
+            on_result=lambda r: self.metrics.bundle_reloads.labels(r).inc())
+        return self.reloader
+
+    def _alias_artifact(self) -> tuple[str, str | None]:
+        """The concrete index behind the alias and its ``_meta.artifact_id``."""
+        mappings = self.client.indices.get_mapping(index=self.config.alias)
+        index, body = sorted(mappings.items())[-1]
+        return index, (body.get("mappings", {}).get("_meta") or {}).get("artifact_id")
+
+    def swap_encoder(self, encoder: Any, path: Any = None) -> None:
+        """Serve ``encoder`` from now on (one reference assignment; in-flight requests keep theirs)."""
+        with self._lock:
+            self.encoder, self.encoder_error = encoder, None
+            self._vocab = None     # its vectors came from the previous encoder
+        self.metrics.serving(encoder.artifact_id)
 
     # ---- node access -------------------------------------------------------------------
 
@@ -162,6 +194,14 @@ class SearchService:
         if self.encoder is None:
             raise NotReadyError(f"the encoder is not loaded: {self.encoder_error}",
                                 fix="set OSRECO_BUNDLE to the bundle the index was built with")
+        if meta.get("artifact_id") != self.encoder.artifact_id and self.reloader is not None:
+            served = self.encoder.artifact_id
+            if self.reloader.check() != "loaded":
+                raise NotReadyError(
+                    f"bundle artifact_id {served} != index {index} _meta.artifact_id {meta.get('artifact_id')}, "
+                    f"and the hot-reload could not switch: {self.reloader.last_error}",
+                    fix="install the bundle the index was built with where the sidecar looks "
+                        "(OSRECO_BUNDLES_ROOT), or re-ingest with the served bundle")
         if meta.get("artifact_id") != self.encoder.artifact_id:
             raise NotReadyError(
                 f"bundle artifact_id {self.encoder.artifact_id} != index {index} _meta.artifact_id "
@@ -171,7 +211,8 @@ class SearchService:
             raise NotReadyError(f"CF model dim {self.cf_model.dim} != index {index} _meta.cf_dim "
                                 f"{meta.get('cf_dim')}", fix="train the CF model with --factors <cf_dim>")
         return {"index": index, "alias": self.config.alias, "artifact_id": self.encoder.artifact_id,
-                "cf_model": self.cf_model is not None}
+                "cf_model": self.cf_model is not None,
+                "reranker": getattr(self.reranker, "artifact_id", None)}
 
     # ---- building blocks ---------------------------------------------------------------
 
@@ -238,11 +279,17 @@ class SearchService:
         """The query's meaning vector, or ``None`` (BM25 only, reported) when the encoder fails."""
         if not text:
             return None
-        if self.encoder is None:
+        encoder = self.encoder
+        if encoder is None:
             deg.add("encoder", f"BM25 only: {self.encoder_error}")
             return None
+        pending = self.reloader.pending if self.reloader is not None else None
+        if pending is not None and pending != encoder.artifact_id:
+            deg.add("encoder", f"BM25 only: the index was rebuilt with bundle {pending}; loading it "
+                               f"(serving {encoder.artifact_id} until then)")
+            return None
         try:
-            return np.asarray(self.encoder.encode_queries([text])[0], dtype=np.float32)
+            return np.asarray(encoder.encode_queries([text])[0], dtype=np.float32)
         except Exception as e:  # noqa: BLE001 - any encoder failure degrades to BM25 only
             deg.add("encoder", f"BM25 only: the encoder failed: {type(e).__name__}: {e}")
             return None
@@ -291,13 +338,47 @@ class SearchService:
                 ranked = apply_sort(fused, intent.sort, self.fields)
             else:
                 ranked, affinity = self.rank(lists, user, intent, self._settings(intent, user))
+        reranked: dict[str, float] = {}
+        if self.reranker is not None and intent.text and ranked:
+            with self.metrics.stage(ep, "rerank", timings):
+                ranked, reranked = self.rerank(intent.text, ranked, deg)
         with self.metrics.stage(ep, "explain", timings):
             results = self.present(ranked[req.offset:req.offset + req.k], intent, user,
                                    lists.get("history"), affinity, req.offset)
+        for r in results:
+            r["rerank_score"] = reranked.get(r["item_id"])
         return {"results": results, "k": req.k, "page": req.page, "intent": intent.describe(),
                 "parser": intent.parser, "retrieval": "hybrid" if hybrid else "msearch",
                 "personalized": user is not None, "degradations": deg.items, **partial,
                 "timings_ms": timings}
+
+    def rerank(self, text: str, ranked: list[Candidate], deg: Degradations
+               ) -> tuple[list[Candidate], dict[str, float]]:
+        """The cross-encoder's order of the first ``rerank_top_n`` candidates (the rest keep
+        theirs, below); on any failure the fused order, reported as a degradation."""
+        from osreco.exporter.rerank import rerank
+
+        reranker, n = self.reranker, self.config.rerank_top_n
+        texts = [self.item_text(c.source) for c in ranked[:n]]
+        try:
+            order, scores = rerank(reranker, text, texts, top_n=n, batch_size=n)
+        except Exception as e:  # noqa: BLE001 - a failing reranker must not fail the search
+            deg.add("reranker", f"fused order kept: the reranker failed: {type(e).__name__}: {e}")
+            return ranked, {}
+        self.metrics.reranked.observe(len(texts))
+        head = {ranked[i].item_id: round(float(scores[i]), 6) for i in range(len(texts))}
+        return [ranked[i] for i in order] + ranked[len(order):], head
+
+    def item_text(self, source: dict[str, Any]) -> str:
+        """The item text the reranker reads: ``rerank_fields`` joined like ingest's embed text."""
+        parts = []
+        for name in self.config.rerank_fields:
+            value = source.get(name)
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value)
+            if value not in (None, ""):
+                parts.append(str(value))
+        return ". ".join(parts)
 
     def options(self, size: int) -> QueryOptions:
         """Query options for ``size`` candidates per signal."""
@@ -325,6 +406,8 @@ class SearchService:
             NodeUnavailableError: every sub-search failed with an overload/unavailable status.
         """
         read = read_msearch(signals, responses)
+        if self.reloader is not None:
+            self.reloader.saw_indexes({str(h["_index"]) for r in read.values() for h in r.hits if "_index" in h})
         errors = [r for r in read.values() if r.error]
         if errors and len(errors) == len(read) and all(str(r.error)[:3] in ("429", "503", "504")
                                                        for r in errors):
@@ -500,6 +583,36 @@ class SearchService:
             self.cf_model = self.cf_model.without_user(key)
             user_deleted = True
         return {"user_id": user_id, "events_deleted": int(res.get("deleted", 0)), "user_deleted": user_deleted}
+
+
+def _load_encoder(path: Any, threads: int, warm: bool = False) -> Any:
+    """A CPU ``Encoder`` over ``path``; ``warm`` runs one query so the first request does not pay."""
+    from osreco.exporter.encoder import Encoder
+
+    encoder = Encoder(path, threads=threads, device="cpu")
+    if warm:
+        encoder.encode_queries(["warm up"])
+    return encoder
+
+
+def _load_reranker(config: SidecarConfig) -> Any:
+    """The cross-encoder bundle named by ``rerank_bundle`` (None when unset).
+
+    Raises:
+        ConfigError: the bundle does not load or is not a classification bundle.
+    """
+    if not config.rerank_bundle:
+        return None
+    try:
+        reranker = _load_encoder(config.rerank_bundle, config.encoder_threads)
+    except Exception as e:  # noqa: BLE001 - an explicitly configured reranker must load
+        raise ConfigError(f"reranker bundle {config.rerank_bundle} failed to load: {e}",
+                          field="OSRECO_RERANK_BUNDLE") from e
+    if reranker.manifest.task != "classification":
+        raise ConfigError(f"reranker bundle {config.rerank_bundle} is a {reranker.manifest.task} bundle, "
+                          "not a cross-encoder", field="OSRECO_RERANK_BUNDLE",
+                          fix="pass the --export folder of `osreco train reranker`")
+    return reranker
 
 
 def _timestamp(value: str | float | None) -> str:

@@ -191,6 +191,18 @@ def tiny_bundle(tmp_path_factory, tiny_model_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_reranker_bundle(tmp_path_factory, minilm_dir) -> Path:
+    """fp32 classification bundle (one logit) of a tiny random BERT: a cross-encoder for plumbing."""
+    from osreco.exporter.rerank_train import export_reranker
+    from osreco.exporter.train_loop import build_tiny_bert
+
+    root = tmp_path_factory.mktemp("tiny-reranker")
+    model = build_tiny_bert(root / "model", minilm_dir, num_labels=1, seed=3)
+    export_reranker(model, root / "bundle", quantize=None, threads=1, report=lambda *_: None)
+    return root / "bundle"
+
+
+@pytest.fixture(scope="session")
 def minilm_bundle(tmp_path_factory, minilm_dir) -> Path:
     """fp32 bundle of the packaged all-MiniLM-L6-v2 (dim 384, mean pooling, normalized)."""
     from osreco.exporter import ExportOptions, export_model

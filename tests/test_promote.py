@@ -111,44 +111,121 @@ def _search_loop(os_client, alias: str, dim: int, stop: threading.Event, errors:
 
 
 
+def _sidecar_loop(app, stop: threading.Event, statuses: list, kinds: list) -> None:
+    """Searches through the real sidecar until stopped; every status and degradation is kept."""
+    client = app.test_client()
+    while not stop.is_set():
+        resp = client.post("/v1/search", json={"q": "a comedy film", "k": 5})
+        statuses.append(resp.status_code)
+        if resp.status_code == 200:
+            kinds.extend(d["kind"] for d in resp.get_json()["degradations"])
+
+
 @pytest.mark.integration
-def test_promotion_reindexes_and_swaps_alias_without_search_errors(os_client, index_name, tiny_bundle,
-                                                                   tmp_path):
+def test_promotion_reindexes_swaps_alias_and_hot_reloads_the_sidecar(os_client, opensearch_url, index_name,
+                                                                     tiny_bundle, tmp_path):
     from osreco.exporter import Encoder, load_manifest
     from osreco.exporter.train_data import write_jsonl
     from osreco.ingest.catalog import FieldMap, read_catalog
+    from osreco.ingest.connection import OpenSearchConfig
     from osreco.ingest.index_spec import IndexSpec
     from osreco.ingest.rebuild import alias_indexes, rebuild_index
     from osreco.ingest.writer import WriteConfig, index_items
+    from osreco.plugin.app import create_app
+    from osreco.plugin.config import SidecarConfig
 
     catalog = tmp_path / "items.jsonl"
     write_jsonl(CATALOG_ROWS, catalog)
-    current = degrade(tiny_bundle, tmp_path / "current", noise=0.5)
+    root = tmp_path / "bundles"
+    degraded = degrade(tiny_bundle, tmp_path / "degraded", noise=0.5)
+    current = bundle_path(root, load_manifest(degraded).artifact_id)
+    shutil.copytree(degraded, current)          # the serving bundle, installed as promote installs
+    switch_current(root, current)
     enc = Encoder(current, threads=1)
     spec = IndexSpec.from_encoder(enc, alias=index_name, cf_dim=8)
     rebuild_index(os_client, spec, lambda name: index_items(os_client, enc, name,
                                                              read_catalog(catalog, FieldMap()), WriteConfig()))
     old_index = alias_indexes(os_client, index_name)
+    # the sidecar serves <root>/current and checks the alias every 30 s: only a search seeing the
+    # rebuilt index (or /readyz) can make it switch within this test
+    app = create_app(SidecarConfig(opensearch=OpenSearchConfig(url=opensearch_url), alias=index_name,
+                                   bundle_dir=str(root / "current"), dev_mode=True, embed_vocabulary=False,
+                                   bundle_reload_s=30))
+    service = app.extensions["osreco.services"]
+    assert service.encoder.artifact_id == enc.artifact_id and service.reloader.bundles_root == root
     scores = {current.resolve(): 0.40, tiny_bundle.resolve(): 0.45}
-    stop, errors, counts = threading.Event(), [], []
-    loop = threading.Thread(target=_search_loop, args=(os_client, index_name, enc.dim, stop, errors, counts))
-    loop.start()
+    stop, errors, counts, statuses, kinds = threading.Event(), [], [], [], []
+    loops = [threading.Thread(target=_search_loop, args=(os_client, index_name, enc.dim, stop, errors, counts)),
+             threading.Thread(target=_sidecar_loop, args=(app, stop, statuses, kinds))]
+    for t in loops:
+        t.start()
     try:
-        result = promote(PromoteConfig(tiny_bundle, current, tmp_path / "bundles", alias=index_name,
+        result = promote(PromoteConfig(tiny_bundle, root / "current", root, alias=index_name,
                                        catalog=str(catalog)),
                          lambda b: {"ndcg": scores[Path(b).resolve()]}, client=os_client, report=lambda _: None)
+        for _ in range(300):      # the sidecar loop's next searches hit the new index and wake the reload
+            if service.encoder.artifact_id == result.artifact_id:
+                break
+            threading.Event().wait(0.05)
+        served_before_readyz = service.encoder.artifact_id
+        n_after = len(statuses)
+        threading.Event().wait(0.5)
     finally:
         stop.set()
-        loop.join(timeout=30)
+        for t in loops:
+            t.join(timeout=30)
     assert result.promoted and errors == [] and counts
+    # no request through the sidecar failed, before, during or after the swap
+    assert statuses and set(statuses) == {200} and len(statuses) > n_after
+    assert set(kinds) <= {"encoder", "shard_failures"}   # only the short, reported mismatch window
+    assert served_before_readyz == result.artifact_id == load_manifest(tiny_bundle).artifact_id
     new_index = alias_indexes(os_client, index_name)
     assert new_index != old_index and new_index == [result.index["index"]]
     meta = os_client.indices.get_mapping(index=new_index[0])[new_index[0]]["mappings"]["_meta"]
-    assert meta["artifact_id"] == load_manifest(tiny_bundle).artifact_id == result.artifact_id
+    assert meta["artifact_id"] == result.artifact_id
     assert result.index["indexed"] == len(CATALOG_ROWS)
-    served = (tmp_path / "bundles" / "current").resolve()
-    assert served == bundle_path(tmp_path / "bundles", result.artifact_id).resolve()
+    served = (root / "current").resolve()
+    assert served == bundle_path(root, result.artifact_id).resolve()
     assert json.loads((served / "manifest.json").read_text())["artifact_id"] == result.artifact_id
+    ready = app.test_client().get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["artifact_id"] == result.artifact_id
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'osreco_bundle_reloads_total{result="loaded"} 1.0' in metrics
+    assert f'osreco_bundle_info{{artifact_id="{result.artifact_id}"}} 1.0' in metrics
+    assert enc.artifact_id not in metrics
+    service.reloader.stop()
+
+
+@pytest.mark.integration
+def test_readyz_reloads_a_mismatched_bundle_or_says_where_it_looked(os_client, opensearch_url, index_name,
+                                                                   tiny_bundle, tmp_path):
+    from osreco.exporter import Encoder, load_manifest
+    from osreco.ingest.connection import OpenSearchConfig
+    from osreco.ingest.index_spec import IndexSpec
+    from osreco.ingest.rebuild import ensure_index
+    from osreco.plugin.app import create_app
+    from osreco.plugin.config import SidecarConfig
+
+    root = tmp_path / "bundles"
+    degraded = degrade(tiny_bundle, tmp_path / "degraded", noise=0.5)
+    shutil.copytree(degraded, bundle_path(root, load_manifest(degraded).artifact_id))
+    switch_current(root, bundle_path(root, load_manifest(degraded).artifact_id))
+    # the index was built with the tiny bundle, which is not installed yet
+    ensure_index(os_client, IndexSpec.from_encoder(Encoder(tiny_bundle, threads=1), alias=index_name))
+    app = create_app(SidecarConfig(opensearch=OpenSearchConfig(url=opensearch_url), alias=index_name,
+                                   bundle_dir=str(root / "current"), dev_mode=True, embed_vocabulary=False,
+                                   bundle_reload_s=3600))
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 503
+    message = resp.get_json()["error"]["message"]
+    wanted = load_manifest(tiny_bundle).artifact_id
+    assert wanted in message and str(root) in message and "hot-reload" in message
+    body = app.test_client().post("/v1/search", json={"q": "comedy"}).get_json()   # served, BM25 only
+    assert any(d["kind"] == "encoder" and wanted in d["message"] for d in body["degradations"])
+    shutil.copytree(tiny_bundle, bundle_path(root, wanted))     # install it: readiness switches
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 200 and resp.get_json()["artifact_id"] == wanted
+    app.extensions["osreco.services"].reloader.stop()
 
 
 def test_cli_promote_bad_input_exits_2(tmp_path):

@@ -71,7 +71,10 @@ def movies(os_client, tiny_bundle, tmp_path_factory):
 
 def make_app(env, url: str, facets=("brand", "color", "category", "genres"), **overrides):
     """The real app on ``env``'s index; the tiny bundle's random vectors would link query words
-    to arbitrary facet values, so embedding matching of the vocabulary is off here."""
+    to arbitrary facet values, so embedding matching of the vocabulary is off here. The bundle
+    hot-reload thread is off unless asked for (tests/test_hot_reload.py covers it), so the
+    many apps built here leave no pollers behind."""
+    overrides.setdefault("bundle_reload_s", 0)
     config = SidecarConfig(opensearch=OpenSearchConfig(url=url), alias=env.alias, bundle_dir=env.bundle,
                            store_prefix=env.prefix, cf_model_dir=getattr(env, "cf_dir", None),
                            dev_mode=True, facets=facets, embed_vocabulary=False, **overrides)
