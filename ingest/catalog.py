@@ -342,7 +342,7 @@ def validate_row(row: Mapping[str, object], line: int, fields: FieldMap) -> Cata
         image = _text(row.get(fields.image))
         if image:
             doc["image"] = image
-    return CatalogItem(item_id=item_id, line=line, fields=doc, embed_text=_embed_text(doc, fields.embed_fields),
+    return CatalogItem(item_id=item_id, line=line, fields=doc, embed_text=join_fields(doc, fields.embed_fields),
                        deleted=deleted)
 
 
@@ -427,7 +427,9 @@ def _truthy(value: object, line: int, column: str | None) -> bool:
                    fix="use true/false, 1/0 or leave it empty")
 
 
-def _embed_text(doc: Mapping[str, object], names: tuple[str, ...]) -> str:
+def join_fields(doc: Mapping[str, object], names: tuple[str, ...]) -> str:
+    """The text a model reads for an item: the named fields joined by ". " (lists by ", "),
+    empty ones skipped. Ingest embeds it; the sidecar's reranker reads the same from ``_source``."""
     parts = []
     for name in names:
         value = doc.get(name)

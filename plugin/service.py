@@ -26,6 +26,7 @@ from opensearchpy import ConnectionError as OSConnectionError
 from opensearchpy import ConnectionTimeout, OpenSearch, TransportError
 
 from osreco.ingest import cf_store, events as ev_store
+from osreco.ingest.catalog import join_fields
 from osreco.ingest.connection import connect
 from osreco.ingest.privacy import pseudonymize
 from osreco.plugin import schemas
@@ -371,14 +372,7 @@ class SearchService:
 
     def item_text(self, source: dict[str, Any]) -> str:
         """The item text the reranker reads: ``rerank_fields`` joined like ingest's embed text."""
-        parts = []
-        for name in self.config.rerank_fields:
-            value = source.get(name)
-            if isinstance(value, list):
-                value = ", ".join(str(v) for v in value)
-            if value not in (None, ""):
-                parts.append(str(value))
-        return ". ".join(parts)
+        return join_fields(source, self.config.rerank_fields)
 
     def options(self, size: int) -> QueryOptions:
         """Query options for ``size`` candidates per signal."""
