@@ -29,7 +29,7 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
 
 def quality(args: argparse.Namespace) -> None:
     """Base vs fine-tuned encoder (vs + reranker) on the personalized-search task, kNN only."""
-    from osreco.exporter.promote import offline_evaluator
+    from osreco.promote import offline_evaluator
 
     kw = dict(max_queries=args.max_queries, users_per_query=args.users_per_query, threads=args.threads)
     rows = []

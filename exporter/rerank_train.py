@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from osreco.exporter.errors import ConfigError, ModelDirError
 from osreco.exporter.rerank import rerank  # runtime half, re-exported for training callers

@@ -110,7 +110,9 @@ def _fail_node(e: NodeError) -> None:
 
 
 def _register_package_commands() -> None:
-    """Each package contributes click commands through its own ``cli`` module."""
+    """Each package contributes click commands through its own ``cli`` module; ``osreco promote``,
+    which spans the parts, comes from this package's ``promote_cli``."""
+    from osreco import promote_cli
     from osreco.exporter import cli as exporter_cli
     from osreco.exporter import train_cli
     from osreco.ingest import cf_cli
@@ -118,7 +120,7 @@ def _register_package_commands() -> None:
     from osreco.plugin import cli as plugin_cli
     from osreco.plugin import eval_cli
 
-    for module in (exporter_cli, train_cli, ingest_cli, cf_cli, plugin_cli, eval_cli):
+    for module in (exporter_cli, train_cli, ingest_cli, cf_cli, plugin_cli, eval_cli, promote_cli):
         for command in module.commands:
             cli.add_command(command)
 

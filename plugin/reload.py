@@ -71,7 +71,7 @@ class BundleReloader:
         Looks at ``<bundles_root>/<artifact_id[:16]>`` (where promote installs), the configured
         bundle folder (re-resolved: a moved ``current`` link), then ``<bundles_root>/current``.
         """
-        from osreco.exporter.promote import bundle_path  # a path rule only; no heavy imports
+        from osreco.exporter.bundles import bundle_path  # a path rule only; no heavy imports
 
         places: list[Path] = []
         if self.bundles_root is not None:

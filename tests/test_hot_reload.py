@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from osreco.exporter.promote import bundle_path, switch_current
+from osreco.exporter.bundles import bundle_path, switch_current
 from osreco.plugin.reload import BundleReloader, bundle_artifact_id
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from osreco.exporter.errors import ConfigError
-from osreco.exporter.promote import PromoteConfig, bundle_path, decide, promote, switch_current
+from osreco.exporter.bundles import bundle_path, switch_current
+from osreco.promote import PromoteConfig, decide, promote
 
 
 def test_decide_promotes_equal_or_better_and_refuses_worse():
@@ -75,7 +76,7 @@ def degrade(bundle: Path, out: Path, noise: float = 0.2) -> Path:
 
 @pytest.mark.slow
 def test_a_degraded_model_is_refused_with_both_numbers(minilm_bundle, tmp_path):
-    from osreco.exporter.promote import offline_evaluator
+    from osreco.promote import offline_evaluator
 
     candidate = degrade(minilm_bundle, tmp_path / "degraded")
     lines: list[str] = []

@@ -15,24 +15,25 @@ Hot-reload signal for the sidecar: the alias's ``_meta.artifact_id`` changes at 
 the bundle with that id is already installed at :func:`bundle_path` (before the swap), and
 ``<bundles_root>/current`` points at it right after (for restarts: ``OSRECO_BUNDLE=<root>/current``).
 
-This module orchestrates the other parts (exporter, ingest, the evaluation's data) and
-imports them inside functions only.
+It orchestrates the other parts (exporter, ingest, the sidecar's evaluation), so it lives
+in the top-level package with the CLI and the demo; the parts never import it. They load
+inside the functions, so ``osreco --help`` stays light.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osreco.exporter.bundles import bundle_path, switch_current
 from osreco.exporter.errors import ConfigError
 
 __all__ = ["Decision", "decide", "Evaluator", "offline_evaluator", "harness_evaluator", "PromoteConfig", "PromoteResult",
-           "promote", "reindex", "switch_current", "bundle_path"]
+           "promote", "reindex"]
 
 Evaluator = Callable[[Path], dict[str, float]]
 """A bundle folder -> its metrics (must contain the gate's metric, e.g. ``ndcg``)."""
@@ -331,24 +332,6 @@ def _install(staged: Path, config: PromoteConfig) -> tuple[Path, str]:
     else:
         staged.rename(final)
     return final, artifact_id
-
-
-def bundle_path(bundles_root: Path, artifact_id: str) -> Path:
-    """Where a promoted bundle lives: ``<bundles_root>/<first 16 hex digits of its artifact_id>``.
-
-    The sidecar can find the bundle for an index's ``_meta.artifact_id`` with this, before
-    and after the ``current`` link moves.
-    """
-    return Path(bundles_root) / artifact_id.split(":")[-1][:16]
-
-
-def switch_current(bundles_root: Path, bundle: Path) -> Path:
-    """Point ``<bundles_root>/current`` at ``bundle`` atomically (symlink + rename)."""
-    link = Path(bundles_root) / "current"
-    tmp = Path(bundles_root) / f".current-{uuid.uuid4().hex[:8]}"
-    os.symlink(os.path.relpath(Path(bundle).resolve(), Path(bundles_root).resolve()), tmp)
-    os.replace(tmp, link)
-    return link
 
 
 def reindex(client, bundle: Path, alias: str, catalog: str = "movielens",
