@@ -163,20 +163,20 @@ class SidecarConfig:
         if self.cf_model_dir and not os.path.isdir(self.cf_model_dir):
             raise ConfigError(f"CF model folder {self.cf_model_dir} does not exist", field="OSRECO_CF_MODEL")
         if self.bundles_root and not os.path.isdir(self.bundles_root):
-            raise ConfigError(f"bundles root {self.bundles_root} does not exist", field="OSRECO_BUNDLES_ROOT",
+            raise ConfigError(f"OSRECO_BUNDLES_ROOT: bundles root {self.bundles_root} does not exist", field="OSRECO_BUNDLES_ROOT",
                               fix="pass the --bundles-root that `osreco promote` installs into")
         if self.bundle_reload_s < 0:
-            raise ConfigError("bundle_reload_s must be >= 0 (0 disables the hot-reload)",
+            raise ConfigError("OSRECO_BUNDLE_RELOAD_S: bundle_reload_s must be >= 0 (0 disables the hot-reload)",
                               field="OSRECO_BUNDLE_RELOAD_S")
         if self.rerank_bundle and not os.path.isfile(os.path.join(self.rerank_bundle, "manifest.json")):
-            raise ConfigError(f"reranker bundle {self.rerank_bundle} has no manifest.json",
+            raise ConfigError(f"OSRECO_RERANK_BUNDLE: reranker bundle {self.rerank_bundle} has no manifest.json",
                               field="OSRECO_RERANK_BUNDLE",
                               fix="pass the --export folder of `osreco train reranker`")
         if not 1 <= self.rerank_top_n <= 1000:
-            raise ConfigError(f"rerank_top_n must be in 1..1000, got {self.rerank_top_n}",
+            raise ConfigError(f"OSRECO_RERANK_TOP_N: rerank_top_n must be in 1..1000, got {self.rerank_top_n}",
                               field="OSRECO_RERANK_TOP_N")
         if not self.rerank_fields or not all(f and f == f.strip() for f in self.rerank_fields):
-            raise ConfigError(f"rerank fields {self.rerank_fields!r} must be non-empty names",
+            raise ConfigError(f"OSRECO_RERANK_FIELDS: rerank fields {self.rerank_fields!r} must be non-empty names",
                               field="OSRECO_RERANK_FIELDS")
         for name in ("llm_timeout_s", "search_timeout_s", "request_timeout_s", "vocab_ttl_s"):
             if getattr(self, name) <= 0:

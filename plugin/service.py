@@ -600,10 +600,10 @@ def _load_reranker(config: SidecarConfig) -> Any:
     try:
         reranker = _load_encoder(config.rerank_bundle, config.encoder_threads)
     except Exception as e:  # noqa: BLE001 - an explicitly configured reranker must load
-        raise ConfigError(f"reranker bundle {config.rerank_bundle} failed to load: {e}",
+        raise ConfigError(f"OSRECO_RERANK_BUNDLE: reranker bundle {config.rerank_bundle} failed to load: {e}",
                           field="OSRECO_RERANK_BUNDLE") from e
     if reranker.manifest.task != "classification":
-        raise ConfigError(f"reranker bundle {config.rerank_bundle} is a {reranker.manifest.task} bundle, "
+        raise ConfigError(f"OSRECO_RERANK_BUNDLE: reranker bundle {config.rerank_bundle} is a {reranker.manifest.task} bundle, "
                           "not a cross-encoder", field="OSRECO_RERANK_BUNDLE",
                           fix="pass the --export folder of `osreco train reranker`")
     return reranker

@@ -88,3 +88,16 @@ def test_reranker_config_errors_name_the_setting(shop, opensearch_url, tiny_bund
     env = {"OPENSEARCH_URL": opensearch_url, "OSRECO_DEV_MODE": "1", "OSRECO_RERANK_TOP_N": "twenty"}
     with pytest.raises(ConfigError, match="not an integer"):
         SidecarConfig.from_env(env)
+
+
+def test_serve_cli_refuses_a_bad_reranker_with_exit_2(opensearch_url, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from osreco.cli import cli
+
+    monkeypatch.setenv("OPENSEARCH_URL", opensearch_url)
+    result = CliRunner().invoke(cli, ["serve", "--dev", "--rerank-bundle", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "OSRECO_RERANK_BUNDLE" in result.output and "manifest.json" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--dev", "--rerank-top-n", "0"])
+    assert result.exit_code == 2 and "1<=x<=1000" in result.output
