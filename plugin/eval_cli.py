@@ -27,9 +27,15 @@ TASKS = ("rec", "search", "intent")
 @click.option("--golden", "golden_path", type=click.Path(dir_okay=False), default=None,
               help="Golden intent queries (default: tests/golden/intents.jsonl).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the user samples.")
+@click.option("--rerank-bundle", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Cross-encoder bundle (`osreco train reranker --export`): adds the osreco+rerank "
+                   "search variant.")
+@click.option("--rerank-top-n", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="Fused candidates the cross-encoder re-orders.")
 @click.option("--fail-on-targets", is_flag=True, help="Exit 1 when a quality target is missed.")
 def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | None, alias: str, tasks: str,
-                 golden_path: str | None, seed: int, fail_on_targets: bool) -> None:
+                 golden_path: str | None, seed: int, rerank_bundle: str | None, rerank_top_n: int,
+                 fail_on_targets: bool) -> None:
     """Measure recommendation, personalized search and intent parsing on MovieLens-100k.
 
     Runs the real sidecar (its Flask app, in process) against the real OpenSearch node in
@@ -48,7 +54,8 @@ def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | Non
     try:
         config = EvalConfig.from_env(quick=quick, alias=alias, bundle_dir=bundle_dir,
                                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
-                                     golden_path=golden_path, seed=seed,
+                                     golden_path=golden_path, seed=seed, rerank_bundle=rerank_bundle,
+                                     rerank_top_n=rerank_top_n,
                                      cf_model_dir=Path(out_dir) / "cf-model")
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)

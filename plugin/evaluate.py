@@ -56,6 +56,7 @@ class Variant:
         use_intent: apply the parsed intent's filters (``False``: the query as typed).
         personalized: send the user id (``False``: anonymous requests).
         rec: the recommendation fusion weights (task 1).
+        rerank: re-order the top ``rerank_top_n`` with the run's cross-encoder (``--rerank-bundle``).
     """
 
     name: str
@@ -64,6 +65,7 @@ class Variant:
     use_intent: bool = True
     personalized: bool = True
     rec: RecSettings | None = None
+    rerank: bool = False
 
 
 def _rec(cf: float, popularity: float, content: float) -> RecSettings:
@@ -90,6 +92,8 @@ SEARCH_VARIANTS: tuple[Variant, ...] = (
     Variant("intent+hybrid", personalized=False, fusion={"cf_weight": 0.0}),  # ablation: osreco without CF
     Variant("osreco"),
 )
+# Added to the search variants when the run has a cross-encoder (``--rerank-bundle``).
+RERANK_VARIANT = Variant("osreco+rerank", rerank=True)
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ class EvalConfig:
         test_fraction: share of each user's newest ratings held out.
         cf_model_dir: where the CF model trained on the split is saved (the sidecar loads it);
             default ``<bundle_dir>/../cf-<alias>``.
+        rerank_bundle: a cross-encoder bundle; adds the ``osreco+rerank`` search variant.
+        rerank_top_n: how many fused candidates it re-orders.
 
     Raises:
         ConfigError: an unknown task or a non-positive size.
@@ -133,6 +139,8 @@ class EvalConfig:
     cf_factors: int = 64
     test_fraction: float = 0.2
     cf_model_dir: Path | None = None
+    rerank_bundle: Path | None = None
+    rerank_top_n: int = 50
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -166,8 +174,9 @@ class EvalConfig:
             bundle_dir=Path(bundle_dir) if bundle_dir else default_cache_dir() / "eval" / "minilm-fp32",
             golden_path=golden, **sizes)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if values.get("cf_model_dir") is not None:
-            values["cf_model_dir"] = Path(values["cf_model_dir"])
+        for name in ("cf_model_dir", "rerank_bundle"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
         return cls(**values)
 
     def public(self) -> dict[str, object]:
@@ -190,13 +199,16 @@ def sidecar_config(config: EvalConfig, cf_model_dir: Path) -> SidecarConfig:
     """The base sidecar configuration the variants override (dev mode: no API keys)."""
     return SidecarConfig(opensearch=config.opensearch, alias=config.alias, bundle_dir=str(config.bundle_dir),
                          cf_model_dir=str(cf_model_dir), dev_mode=True, hmac_key=DEV_HMAC_KEY,
-                         encoder_threads=1, search_timeout_s=10.0, request_timeout_s=30.0)
+                         encoder_threads=1, search_timeout_s=10.0, request_timeout_s=30.0,
+                         bundle_reload_s=0, rerank_top_n=config.rerank_top_n,
+                         rerank_bundle=str(config.rerank_bundle) if config.rerank_bundle else None)
 
 
 def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, Any]:
     """One Flask test client per variant, each over the real ``SearchService`` (see eval_service).
 
-    The encoder, CF model and client are loaded once and shared: only the settings differ.
+    The encoder, CF model, cross-encoder and client are loaded once and shared: only the
+    settings differ.
 
     Raises:
         ConfigError: the bundle did not load, or a variant overrides an unknown fusion setting.
@@ -218,7 +230,8 @@ def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, 
                               fix="the sidecar's FusionConfig changed: update the variants") from e
         service = EvalService(cfg, shared.client, Metrics(), encoder=shared.encoder if v.encoder else None,
                               cf_model=shared.cf_model, fields=shared.fields, use_intent=v.use_intent, rec=v.rec,
-                              encoder_error=None if v.encoder else "BM25-only variant: no encoder")
+                              encoder_error=None if v.encoder else "BM25-only variant: no encoder",
+                              reranker=shared.reranker if v.rerank else None)
         clients[v.name] = (create_app(cfg, services=service).test_client(), v)
     return clients
 
@@ -382,7 +395,8 @@ def run_eval(config: EvalConfig) -> dict[str, object]:
         t = time.perf_counter()
         queries = pick_queries(generate_queries(prep.movies.values()), config.max_queries)
         pairs = sample_pairs(queries, prep.split.held_out, prep.movies, config.users_per_query, config.seed)
-        report["search"] = run_search(variant_apps(base, SEARCH_VARIANTS), pairs, prep.movies, config.k)
+        variants = SEARCH_VARIANTS + ((RERANK_VARIANT,) if config.rerank_bundle else ())
+        report["search"] = run_search(variant_apps(base, variants), pairs, prep.movies, config.k)
         report["search"]["query_examples"] = [{"q": q.text, "language": q.language,
                                                "constraints": q.constraints.as_dict()} for q in queries[:6]]
         seconds["search"] = time.perf_counter() - t

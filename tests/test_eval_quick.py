@@ -40,3 +40,22 @@ def test_quick_eval_report_structure_and_ranges(opensearch_url, os_client, index
     assert [t["name"] for t in report["targets"]] and all(isinstance(t["met"], bool) for t in report["targets"])
     assert numbers_in_unit_interval(report) == []
     assert report["dataset"]["items"] == 1681
+
+
+def test_quick_eval_with_a_reranker_adds_its_variant(opensearch_url, os_client, index_name, tiny_bundle,
+                                                     tiny_reranker_bundle, tmp_path):
+    """Re-ordering exactly the top k changes the order only: Recall@10 and violations must equal
+    the osreco variant's, NDCG@10 may move."""
+    from osreco.cli import cli
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["eval", "--quick", "--json", "--out", str(out), "--index", index_name,
+                                      "--bundle", str(tiny_bundle), "--tasks", "search",
+                                      "--rerank-bundle", str(tiny_reranker_bundle), "--rerank-top-n", "10"])
+    assert result.exit_code == 0, result.output
+    search = json.loads(result.stdout)["search"]
+    assert list(search["variants"])[-2:] == ["osreco", "osreco+rerank"] and search["errors"] == {}
+    full, reranked = search["variants"]["osreco"], search["variants"]["osreco+rerank"]
+    assert reranked["recall"] == pytest.approx(full["recall"])
+    assert reranked["violation_rate"] == pytest.approx(full["violation_rate"])
+    assert 0.0 <= reranked["ndcg"] <= 1.0
