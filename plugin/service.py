@@ -341,8 +341,12 @@ class SearchService:
                 ranked, affinity = self.rank(lists, user, intent, self._settings(intent, user))
         reranked: dict[str, float] = {}
         if self.reranker is not None and intent.text and ranked:
+            # only when free text is left: a query that is all constraints is already satisfied
+            # by the filters and ordered by taste, which a user-agnostic cross-encoder would undo
+            # (osreco eval: NDCG@10 0.241 -> 0.174 when it reranks those too). It reads the whole
+            # query, as in training.
             with self.metrics.stage(ep, "rerank", timings):
-                ranked, reranked = self.rerank(intent.text, ranked, deg)
+                ranked, reranked = self.rerank(req.q.strip(), ranked, deg)
         with self.metrics.stage(ep, "explain", timings):
             results = self.present(ranked[req.offset:req.offset + req.k], intent, user,
                                    lists.get("history"), affinity, req.offset)

@@ -32,7 +32,8 @@ def test_reranker_reorders_the_fused_head_by_its_scores(shop, opensearch_url, ti
     # the expected order, computed here from the cross-encoder's own scores of the fused top 5
     texts = [service.item_text(r["source"]) for r in head]
     assert all(texts) and texts[0].startswith(head[0]["title"])
-    scores = Encoder(tiny_reranker_bundle, threads=1).score_pairs([(body["intent"]["text"], t) for t in texts])
+    assert body["intent"]["text"]          # free text left: reranked, with the whole query as in training
+    scores = Encoder(tiny_reranker_bundle, threads=1).score_pairs([(QUERY, t) for t in texts])
     expected = [r["item_id"] for _, r in sorted(zip(scores, head), key=lambda p: -float(p[0]))]
     assert expected != [r["item_id"] for r in head]     # the reranker really moves something here
     assert [r["item_id"] for r in body["results"][:5]] == expected
