@@ -108,7 +108,8 @@ class SidecarConfig:
         bundle_reload_s: how often the alias's ``_meta.artifact_id`` is checked for a new
             bundle (also checked at once when a search sees hits from another index); 0 = never.
         rerank_bundle: a cross-encoder (classification) bundle that re-orders the top
-            ``rerank_top_n`` fused candidates of a search with text; ``None`` = off.
+            ``rerank_top_n`` fused candidates of a search with free text left after intent
+            parsing (it reads the whole query); ``None`` = off.
         rerank_top_n: how many candidates the reranker scores (cost is linear in it).
         rerank_fields: the ``_source`` fields joined (". ") into the item text the reranker
             reads; keep them in the order the catalog was embedded with (ingest's embed_fields).
