@@ -91,14 +91,14 @@ def test_reranker_config_errors_name_the_setting(shop, opensearch_url, tiny_bund
         SidecarConfig.from_env(env)
 
 
-def test_serve_cli_refuses_a_bad_reranker_with_exit_2(opensearch_url, tmp_path, monkeypatch):
+def test_serve_cli_refuses_a_bad_reranker_with_exit_2(opensearch_url, tmp_path):
     from click.testing import CliRunner
 
     from osreco.cli import cli
 
-    monkeypatch.setenv("OPENSEARCH_URL", opensearch_url)
-    result = CliRunner().invoke(cli, ["serve", "--dev", "--rerank-bundle", str(tmp_path)])
+    runner = CliRunner(env={"OPENSEARCH_URL": opensearch_url})
+    result = runner.invoke(cli, ["serve", "--dev", "--rerank-bundle", str(tmp_path)])
     assert result.exit_code == 2
     assert "OSRECO_RERANK_BUNDLE" in result.output and "manifest.json" in result.output
-    result = CliRunner().invoke(cli, ["serve", "--dev", "--rerank-top-n", "0"])
+    result = runner.invoke(cli, ["serve", "--dev", "--rerank-top-n", "0"])
     assert result.exit_code == 2 and "1<=x<=1000" in result.output
