@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-from osreco.exporter.errors import ConfigError, ModelDirError
+from osreco.exporter.errors import ConfigError
 from osreco.exporter.rerank import rerank  # runtime half, re-exported for training callers
 from osreco.exporter.train_data import NEGATIVE_KINDS, CatalogItem, is_positive
-from osreco.exporter.train_loop import (LoopConfig, apply_threads, batches, load_tokenizer,
+from osreco.exporter.train_loop import (LoopConfig, base_model_dir, apply_threads, batches, load_tokenizer,
                                         resolve_device, run_epochs, save_atomically)
 
 __all__ = ["RerankExample", "build_rerank_examples", "RerankTrainConfig", "RerankTrainResult",
@@ -98,11 +98,8 @@ class RerankTrainConfig:
     dev_max: int = 1024
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "base_dir", Path(self.base_dir))
+        object.__setattr__(self, "base_dir", base_model_dir(self.base_dir))
         object.__setattr__(self, "out_dir", Path(self.out_dir))
-        if not (self.base_dir / "config.json").is_file():
-            raise ModelDirError("base model folder has no config.json", path=self.base_dir,
-                                fix="pass a Hugging Face model folder as --base")
         if self.max_length < 8 or self.dev_max < 1:
             raise ConfigError("max_length must be >= 8 and dev_max >= 1")
 

@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from osreco.exporter.errors import ConfigError, ModelDirError
+from osreco.exporter.errors import ConfigError
 from osreco.exporter.train_data import CatalogItem, is_positive
-from osreco.exporter.train_loop import (LoopConfig, apply_threads, batches, load_tokenizer,
+from osreco.exporter.train_loop import (LoopConfig, base_model_dir, apply_threads, batches, load_tokenizer,
                                         resolve_device, run_epochs, save_atomically)
 
 __all__ = ["Pair", "PairConfig", "build_pairs", "split_pairs", "EncoderTrainConfig",
@@ -155,11 +155,8 @@ class EncoderTrainConfig:
     dev_max: int = 512
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "base_dir", Path(self.base_dir))
+        object.__setattr__(self, "base_dir", base_model_dir(self.base_dir))
         object.__setattr__(self, "out_dir", Path(self.out_dir))
-        if not (self.base_dir / "config.json").is_file():
-            raise ModelDirError("base model folder has no config.json", path=self.base_dir,
-                                fix="pass a Hugging Face model folder as --base")
         if self.max_length < 8 or self.scale <= 0 or self.dev_max < 1:
             raise ConfigError("max_length must be >= 8, scale > 0 and dev_max >= 1",
                               fix="check --max-length / --scale")

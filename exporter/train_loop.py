@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from osreco.exporter.errors import ConfigError, ModelDirError, RuntimeEnvError
 
-__all__ = ["LoopConfig", "resolve_device", "apply_threads", "batches", "load_tokenizer",
+__all__ = ["LoopConfig", "base_model_dir", "resolve_device", "apply_threads", "batches", "load_tokenizer",
            "run_epochs", "save_atomically", "build_tiny_bert"]
 
 T = TypeVar("T")
@@ -65,6 +65,19 @@ class LoopConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+
+
+def base_model_dir(path: str | Path) -> Path:
+    """``path`` as a Path, checked to be a Hugging Face model folder (the ``--base`` of training).
+
+    Raises:
+        ModelDirError: it has no ``config.json``.
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelDirError("base model folder has no config.json", path=path,
+                            fix="pass a Hugging Face model folder as --base")
+    return path
 
 
 def resolve_device(device: str) -> str:

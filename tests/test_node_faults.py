@@ -30,9 +30,15 @@ def test_no_java_names_cause_and_fix(tmp_path, monkeypatch):
 
 
 def test_too_old_java_for_requested_3x(tmp_path, monkeypatch):
+    """A JDK home whose ``java -version`` answers 17 (the real one where installed, else a
+    stand-in script that prints what JDK 17 prints): never skipped."""
     jdk17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
     if not jdk17.exists():
-        pytest.skip("no Java 17 on this machine to play the old JDK")
+        jdk17 = tmp_path / "jdk17"
+        (jdk17 / "bin").mkdir(parents=True)
+        java = jdk17 / "bin" / "java"
+        java.write_text('#!/bin/sh\necho \'openjdk version "17.0.12" 2024-07-16\' >&2\n')
+        java.chmod(0o755)
     node = LocalNode(NodeConfig(cache_dir=tmp_path, version="3.6.0", java_home=jdk17))
     with pytest.raises(NodeError, match=r"needs Java 21\+"):
         node.resolve_runtime()
