@@ -27,9 +27,11 @@ from typing import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import sparse  # noqa: E402
 
-from osreco.ingest.cf import CFConfig, CFModel, decayed_popularity, evaluate, time_split, train_models  # noqa: E402
-from osreco.ingest.cf_cli import format_table, ml100k_path  # noqa: E402
-from osreco.ingest.interactions import Interaction, read_interactions  # noqa: E402
+from osreco.cf.model import CFConfig, CFModel  # noqa: E402
+from osreco.cf.train import decayed_popularity, train_models  # noqa: E402
+from osreco.evaluation.cf import evaluate, time_split  # noqa: E402
+from osreco.evaluation.cf import format_table, ml100k_path  # noqa: E402
+from osreco.cf.interactions import Interaction, read_interactions  # noqa: E402
 
 ALS_GRID = [{"regularization": r, "bm25_b": b} for r in (5.0, 10.0, 20.0, 50.0) for b in (0.3, 0.5, 0.8)]
 EASE_GRID = (100.0, 200.0, 300.0, 500.0)

@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 
 from osreco.plugin.explain import HistoryItem, explain  # noqa: E402
 from osreco.plugin.fusion import FusionOptions, fuse, mmr  # noqa: E402
-from osreco.plugin.intent import parse_intent  # noqa: E402
+from osreco.plugin.intent.parser import parse_intent  # noqa: E402
 from osreco.plugin.query import QueryOptions, build_msearch  # noqa: E402
-from osreco.plugin.vocab import Vocabulary  # noqa: E402
+from osreco.plugin.intent.vocab import Vocabulary  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 

@@ -29,7 +29,7 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
 
 def quality(args: argparse.Namespace) -> None:
     """Base vs fine-tuned encoder (vs + reranker) on the personalized-search task, kNN only."""
-    from osreco.promote import offline_evaluator
+    from osreco.evaluation.gate import offline_evaluator
 
     kw = dict(max_queries=args.max_queries, users_per_query=args.users_per_query, threads=args.threads)
     rows = []
@@ -50,8 +50,8 @@ def quality(args: argparse.Namespace) -> None:
 def latency(args: argparse.Namespace) -> None:
     """p50/p90 of one query embedding vs reranking N candidates (int8, optionally fp32)."""
     from osreco.exporter import Encoder
-    from osreco.exporter.rerank_train import rerank
-    from osreco.exporter.train_data import movielens_catalog
+    from osreco.training.reranker import rerank
+    from osreco.training.data import movielens_catalog
 
     docs = [c.document for c in movielens_catalog().values()]
     query_enc = Encoder(args.query_bundle, threads=args.threads, device="cpu")
@@ -86,7 +86,7 @@ def _random_init_copy(base: Path, out: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from osreco.exporter.train_loop import load_tokenizer
+    from osreco.training.loop import load_tokenizer
 
     torch.manual_seed(0)
     AutoModel.from_config(AutoConfig.from_pretrained(str(base))).save_pretrained(str(out))
@@ -105,9 +105,9 @@ def epoch(args: argparse.Namespace) -> None:
 
     import torch
 
-    from osreco.exporter.train import EncoderTrainConfig, PairConfig, build_pairs, train_encoder
-    from osreco.exporter.train_data import MovieLensConfig, movielens_catalog, movielens_events
-    from osreco.exporter.train_loop import LoopConfig
+    from osreco.training.encoder import EncoderTrainConfig, PairConfig, build_pairs, train_encoder
+    from osreco.training.data import MovieLensConfig, movielens_catalog, movielens_events
+    from osreco.training.loop import LoopConfig
 
     torch.set_num_threads(args.threads)
     catalog = movielens_catalog()

@@ -1,7 +1,7 @@
 """Runtime reranking with a cross-encoder bundle: numpy and onnxruntime only, no torch.
 
 The sidecar calls :func:`rerank` on its top N fused candidates when ``OSRECO_RERANK_BUNDLE``
-is set; training lives in ``osreco.exporter.rerank_train``.
+is set; training lives in ``osreco.training.reranker``.
 """
 
 from __future__ import annotations

@@ -41,23 +41,20 @@ class OpenSearchConfig:
 
     @classmethod
     def from_env(cls, url: str | None = None) -> "OpenSearchConfig":
-        """From ``OPENSEARCH_URL`` (else the running local node), ``OPENSEARCH_USERNAME``,
-        ``OPENSEARCH_PASSWORD``, ``OPENSEARCH_CA_PATH``, ``OPENSEARCH_VERIFY_CERTS``."""
-        url = url or os.environ.get("OPENSEARCH_URL") or _local_node_url()
+        """From ``OPENSEARCH_URL``, ``OPENSEARCH_USERNAME``, ``OPENSEARCH_PASSWORD``,
+        ``OPENSEARCH_CA_PATH``, ``OPENSEARCH_VERIFY_CERTS``.
+
+        The runtime never guesses a node: only the ``osreco`` command line (its edge) falls back
+        to the local development node when ``OPENSEARCH_URL`` is unset.
+        """
+        url = url or os.environ.get("OPENSEARCH_URL")
         if not url:
-            raise ConfigError("no OpenSearch: OPENSEARCH_URL is unset and no local node runs",
-                              field="OPENSEARCH_URL",
-                              fix="run `osreco opensearch start` or set OPENSEARCH_URL")
+            raise ConfigError("no OpenSearch: OPENSEARCH_URL is unset", field="OPENSEARCH_URL",
+                              fix="set OPENSEARCH_URL, or run `osreco opensearch start` before an osreco command")
         return cls(url=url.rstrip("/"), username=os.environ.get("OPENSEARCH_USERNAME"),
                    password=os.environ.get("OPENSEARCH_PASSWORD"),
                    ca_path=os.environ.get("OPENSEARCH_CA_PATH") or None,
                    verify_certs=os.environ.get("OPENSEARCH_VERIFY_CERTS", "true").lower() != "false")
-
-
-def _local_node_url() -> str | None:
-    from osreco.node import LocalNode  # the tooling layer; imported only when no URL is given
-
-    return LocalNode().url()
 
 
 def connect(config: OpenSearchConfig, **kwargs: object) -> OpenSearch:

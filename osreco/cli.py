@@ -7,6 +7,7 @@ rows), 2 bad usage or bad input, 3 an environment problem (node, Java, Maven, mo
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -22,6 +23,18 @@ EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 1, 2, 3
 @click.version_option(__version__, prog_name="osreco")
 def cli() -> None:
     """osreco — personalized, language-aware search and recommendation for OpenSearch."""
+    _default_to_local_node()
+
+
+def _default_to_local_node() -> None:
+    """The command line's one convenience: with no ``OPENSEARCH_URL``, use the running local node.
+
+    Only this edge does it; the runtime (sidecar under gunicorn, library calls) needs the URL.
+    """
+    if not os.environ.get("OPENSEARCH_URL"):
+        url = LocalNode(NodeConfig.from_env()).url()
+        if url:
+            os.environ["OPENSEARCH_URL"] = url
 
 
 @cli.group()
@@ -112,17 +125,20 @@ def _fail_node(e: NodeError) -> None:
 def _register_package_commands() -> None:
     """Each package contributes click commands through its own ``cli`` module; ``osreco promote``,
     which spans the parts, comes from this package's ``promote_cli``."""
-    from osreco import promote_cli
+    from osreco.evaluation import gate_cli as promote_cli
     from osreco.exporter import cli as exporter_cli
-    from osreco.exporter import train_cli
-    from osreco.ingest import cf_cli
+    from osreco.training import cli as train_cli
+    from osreco.cf import cli as cf_cli
     from osreco.ingest import cli as ingest_cli
     from osreco.plugin import cli as plugin_cli
-    from osreco.plugin import eval_cli
+    from osreco.evaluation import cli as eval_cli
+
+    from osreco.evaluation import cf as eval_cf
 
     for module in (exporter_cli, train_cli, ingest_cli, cf_cli, plugin_cli, eval_cli, promote_cli):
         for command in module.commands:
             cli.add_command(command)
+    cf_cli.cf.add_command(eval_cf.eval_)  # `osreco cf eval`: CF's offline evaluation lives with evaluation
 
 
 _register_package_commands()

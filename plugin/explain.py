@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from osreco.plugin.fusion import Candidate
-from osreco.plugin.intent_types import Intent, RangeFilter
+from osreco.plugin.intent.types import Intent, RangeFilter
 
 _OPS = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
 

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent_types import FieldMap, SortKey
+from osreco.plugin.intent.types import FieldMap, SortKey
 
 __all__ = ["Candidate", "FusionOptions", "SignalResult", "fuse", "read_msearch", "apply_sort", "mmr",
            "candidates_from_hybrid", "hybrid_signal_scores"]

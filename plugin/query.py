@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent_types import FieldMap, Intent
+from osreco.plugin.intent.types import FieldMap, Intent
 
 Vector = Sequence[float] | np.ndarray
 SIGNALS = ("bm25", "dense", "cf", "popularity")

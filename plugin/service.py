@@ -25,10 +25,11 @@ import numpy as np
 from opensearchpy import ConnectionError as OSConnectionError
 from opensearchpy import ConnectionTimeout, OpenSearch, TransportError
 
-from osreco.ingest import cf_store, events as ev_store
+from osreco.cf import store as cf_store
+from osreco.cf import events as ev_store
 from osreco.ingest.catalog import join_fields
 from osreco.ingest.connection import connect
-from osreco.ingest.privacy import pseudonymize
+from osreco.cf.privacy import pseudonymize
 from osreco.plugin import schemas
 from osreco.plugin.config import SidecarConfig
 from osreco.plugin.errors import (ConfigError, NodeUnavailableError, NotFoundError, NotReadyError,
@@ -36,12 +37,12 @@ from osreco.plugin.errors import (ConfigError, NodeUnavailableError, NotFoundErr
 from osreco.plugin.explain import HistoryItem, explain
 from osreco.plugin.fusion import (Candidate, FusionOptions, SignalResult, apply_sort, candidates_from_hybrid,
                                   fuse, mmr, read_msearch)
-from osreco.plugin.intent import IntentOptions, parse_intent
-from osreco.plugin.intent_types import FacetMatch, FieldMap, Intent, RangeFilter
+from osreco.plugin.intent.parser import IntentOptions, parse_intent
+from osreco.plugin.intent.types import FacetMatch, FieldMap, Intent, RangeFilter
 from osreco.plugin.metrics import Metrics
 from osreco.plugin.query import QueryOptions, build_hybrid_search, build_msearch, build_recommend, build_similar
 from osreco.plugin.reload import BundleReloader
-from osreco.plugin.vocab import Vocabulary, vocabulary_from_response, vocabulary_request
+from osreco.plugin.intent.vocab import Vocabulary, vocabulary_from_response, vocabulary_request
 
 log = logging.getLogger("osreco.plugin.service")
 T = TypeVar("T")
@@ -108,7 +109,7 @@ class SearchService:
             error = "no bundle configured (OSRECO_BUNDLE)"
         cf_model = None
         if config.cf_model_dir:
-            from osreco.ingest.cf import CFModel
+            from osreco.cf.model import CFModel
 
             cf_model = CFModel.load(config.cf_model_dir)
         service = cls(config, client, metrics, encoder=encoder, cf_model=cf_model, encoder_error=error,
@@ -251,7 +252,7 @@ class SearchService:
     def _llm_intent(self, req: schemas.SearchRequest, vocab: Vocabulary) -> Intent | None:
         if not self.config.llm_url:
             return None
-        from osreco.plugin import llm_intent  # optional backend, imported only when configured
+        from osreco.plugin.intent.parser import llm as llm_intent# optional backend, imported only when configured
 
         return llm_intent.parse_with_llm(req.q, vocab, req.language, url=self.config.llm_url,
                                          timeout_s=self.config.llm_timeout_s, fields=self.fields)

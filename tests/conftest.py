@@ -193,8 +193,8 @@ def tiny_bundle(tmp_path_factory, tiny_model_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_reranker_bundle(tmp_path_factory, minilm_dir) -> Path:
     """fp32 classification bundle (one logit) of a tiny random BERT: a cross-encoder for plumbing."""
-    from osreco.exporter.rerank_train import export_reranker
-    from osreco.exporter.train_loop import build_tiny_bert
+    from osreco.training.reranker import export_reranker
+    from osreco.training.loop import build_tiny_bert
 
     root = tmp_path_factory.mktemp("tiny-reranker")
     model = build_tiny_bert(root / "model", minilm_dir, num_labels=1, seed=3)

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from osreco.ingest.cf import (CFConfig, CFModel, bm25_item_user, catalog_coverage, decayed_popularity,
-                              ndcg_at_k, recall_at_k, time_split, top_k, train_cooccurrence, train_models)
+from osreco.cf.model import CFConfig, CFModel, top_k
+from osreco.cf.train import bm25_item_user, decayed_popularity, train_cooccurrence, train_models
+from osreco.evaluation.cf import catalog_coverage, ndcg_at_k, recall_at_k, time_split
 from osreco.ingest.errors import ConfigError, InteractionError
-from osreco.ingest.interactions import Interaction
+from osreco.cf.interactions import Interaction
 
 GROUP_A = [f"a{i}" for i in range(10)]
 GROUP_B = [f"b{i}" for i in range(10)]
@@ -99,7 +100,7 @@ def test_fold_in_matches_implicits_user_solve():
 
 
 def _matrix(model, events):
-    from osreco.ingest.interactions import build_matrix
+    from osreco.cf.interactions import build_matrix
 
     return build_matrix(events, item_ids=model.item_ids.tolist(), user_ids=model.user_keys.tolist()).matrix
 
@@ -198,7 +199,7 @@ def test_serving_imports_stay_light():
     import subprocess
     import sys
 
-    code = ("import sys, osreco.ingest.cf, osreco.ingest.cf_store, osreco.ingest.events; "
+    code = ("import sys, osreco.cf.model, osreco.cf.store, osreco.cf.events; "
             "print(sorted(m for m in ('torch', 'transformers', 'optimum', 'implicit') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -207,7 +208,7 @@ def test_serving_imports_stay_light():
 def test_cli_exit_codes_without_a_usable_node(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from osreco.ingest.cf_cli import cf, users
+    from osreco.cf.cli import cf, users
 
     (tmp_path / "c.csv").write_text("user_id,item_id\nu,a\n")
     monkeypatch.delenv("OSRECO_HMAC_KEY", raising=False)

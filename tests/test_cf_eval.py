@@ -10,13 +10,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pytest
 from click.testing import CliRunner
 
-from osreco.ingest.cf_cli import cf
+from osreco.cli import cli
 
 pytestmark = pytest.mark.slow
 
 
 def test_als_and_ease_beat_popularity_by_30_percent_ndcg(ml100k_dir):
-    result = CliRunner().invoke(cf, ["eval", "--data", str(ml100k_dir / "ml-100k.inter"), "--json"])
+    result = CliRunner().invoke(cli, ["cf", "eval", "--data", str(ml100k_dir / "ml-100k.inter"), "--json"])
     assert result.exit_code == 0, result.output
     res = json.loads(result.output)
     best_pop = max(res["popularity"]["ndcg"], res["popularity (all-time)"]["ndcg"])

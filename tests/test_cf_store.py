@@ -12,13 +12,14 @@ import pytest
 from click.testing import CliRunner
 from opensearchpy.helpers import bulk
 
-from osreco.ingest import cf_store
-from osreco.ingest.cf import CFConfig, CFModel, train_models
-from osreco.ingest.cf_cli import cf
+from osreco.cf import store as cf_store
+from osreco.cf.model import CFConfig, CFModel
+from osreco.cf.train import train_models
+from osreco.cf.cli import cf
 from osreco.ingest.errors import IndexError_
 from osreco.ingest.index_spec import IndexSpec
-from osreco.ingest.interactions import Interaction
-from osreco.ingest.privacy import pseudonymize
+from osreco.cf.interactions import Interaction
+from osreco.cf.privacy import pseudonymize
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,7 @@ def test_knn_on_cf_vector_returns_the_users_group(os_client, index_name, trained
 
 
 def test_online_refresh_folds_in_new_events(os_client, index_name, trained):
-    from osreco.ingest.events import Event, write_events
+    from osreco.cf.events import Event, write_events
 
     _, model_dir = trained
     model = CFModel.load(model_dir)
@@ -102,7 +103,7 @@ def test_online_refresh_folds_in_new_events(os_client, index_name, trained):
 
 
 def test_online_refresh_of_a_trained_user_keeps_their_history(os_client, index_name, trained):
-    from osreco.ingest.events import Event, write_events
+    from osreco.cf.events import Event, write_events
 
     _, model_dir = trained
     model = CFModel.load(model_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from osreco.plugin.eval_data import (Constraints, EvalQuery, Movie, generate_queries, relevant_grades,
+from osreco.evaluation.data import (Constraints, EvalQuery, Movie, generate_queries, relevant_grades,
                                      sample_pairs)
 
 SCIFI_90 = Movie("1", 1995, frozenset({"sci-fi"}))

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from osreco.plugin.eval_report import numbers_in_unit_interval
+from osreco.evaluation.report import numbers_in_unit_interval
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ import math
 import pytest
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.eval_data import Constraints, EvalQuery
-from osreco.plugin.eval_report import compute_targets, numbers_in_unit_interval, to_markdown, write_chart
-from osreco.plugin.eval_intent import run_intent
-from osreco.plugin.evaluate import pick_queries
+from osreco.evaluation.data import Constraints, EvalQuery
+from osreco.evaluation.report import compute_targets, numbers_in_unit_interval, to_markdown, write_chart
+from osreco.evaluation.intent import run_intent
+from osreco.evaluation.run import pick_queries
 
 
 def _report(full_ndcg: float, violations: float, blend: float) -> dict:

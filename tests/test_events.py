@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from osreco.ingest import cf_store
-from osreco.ingest.cf_cli import cf, users
+from osreco.cf import store as cf_store
+from osreco.cf.cli import cf, users
 from osreco.ingest.errors import ConfigError, InteractionError
-from osreco.ingest.events import (Event, events_index, expire_events, forget, from_ubi,
+from osreco.cf.events import (Event, events_index, expire_events, forget, from_ubi,
                                   read_interactions_from_events, write_events)
-from osreco.ingest.privacy import PrivacyConfig
+from osreco.cf.privacy import PrivacyConfig
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +67,9 @@ def test_forget_leaves_no_trace_in_any_index(os_client, index_name):
 
 
 def test_forget_cli_also_rewrites_a_saved_model(os_client, index_name, tmp_path, monkeypatch):
-    from osreco.ingest.cf import CFConfig, CFModel, train_models
-    from osreco.ingest.interactions import Interaction
+    from osreco.cf.model import CFConfig, CFModel
+    from osreco.cf.train import train_models
+    from osreco.cf.interactions import Interaction
 
     monkeypatch.setenv("OSRECO_HMAC_KEY", KEY)
     key = _seed_user(os_client, index_name, "carol", ["i1"])

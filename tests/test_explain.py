@@ -7,7 +7,7 @@ import numpy as np
 from osreco.plugin.explain import (HistoryItem, Liked, because_you_liked, check_filters, explain, range_label,
                                    signal_contributions)
 from osreco.plugin.fusion import Candidate
-from osreco.plugin.intent_types import FacetMatch, Intent, RangeFilter
+from osreco.plugin.intent.types import FacetMatch, Intent, RangeFilter
 
 INTENT = Intent(query="90s sci-fi adventure, no horror", text="",
                 filters=(FacetMatch("genres", "sci-fi"), FacetMatch("genres", "adventure")),

@@ -8,7 +8,7 @@ import pytest
 from osreco.plugin.errors import ConfigError
 from osreco.plugin.fusion import (Candidate, FusionOptions, apply_sort, candidates_from_hybrid, fuse,
                                   hybrid_signal_scores, mmr, read_msearch)
-from osreco.plugin.intent_types import SortKey
+from osreco.plugin.intent.types import SortKey
 
 
 def hit(item, score, **source):

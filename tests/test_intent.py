@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent import IntentOptions, detect_language, normalize_query, parse_intent
-from osreco.plugin.intent_ranges import cn_to_int, extract_ranges
-from osreco.plugin.intent_types import FacetMatch, FieldMap, RangeFilter
-from osreco.plugin.vocab import (Vocabulary, edit_distance, normalize_key, vocabulary_from_response,
+from osreco.plugin.intent.parser import IntentOptions, detect_language, normalize_query, parse_intent
+from osreco.plugin.intent.ranges import cn_to_int, extract_ranges
+from osreco.plugin.intent.types import FacetMatch, FieldMap, RangeFilter
+from osreco.plugin.intent.vocab import (Vocabulary, edit_distance, normalize_key, vocabulary_from_response,
                                  vocabulary_request)
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent import parse_intent
-from osreco.plugin.llm_intent import LLMConfig, LLMReplyError, build_request, intent_from_reply, parse_with_llm
-from osreco.plugin.vocab import Vocabulary
+from osreco.plugin.intent.parser import parse_intent
+from osreco.plugin.intent.llm import LLMConfig, LLMReplyError, build_request, intent_from_reply, parse_with_llm
+from osreco.plugin.intent.vocab import Vocabulary
 
 VOCAB = Vocabulary.from_values({"brand": ["nike", "asics"], "color": ["red"], "category": ["running shoes"],
                                 "genres": ["sci-fi", "horror"]})

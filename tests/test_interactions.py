@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from osreco.ingest.errors import InteractionError, RowError
-from osreco.ingest.interactions import Interaction, ReadConfig, build_matrix, read_interactions
+from osreco.cf.interactions import Interaction, ReadConfig, build_matrix, read_interactions
 
 
 def _write(tmp_path, name, text):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from osreco.plugin.metrics_ir import coverage, dcg_at_k, mean, ndcg_at_k, recall_at_k, violation_rate
+from osreco.evaluation.metrics import coverage, dcg_at_k, mean, ndcg_at_k, recall_at_k, violation_rate
 
 
 def test_dcg_linear_gain_log2_discount():

@@ -1,22 +1,35 @@
-"""The one-way dependency rule (docs/contracts.md), checked on every import statement.
+"""The one-way arrows of docs/architecture.md, checked on every import statement, with no exemptions.
 
-exporter's runtime imports nothing of ours; training (exporter/train*.py) may read catalogs
-through ingest so trained text matches indexed text; ingest never imports the sidecar; no part
-imports the top-level orchestration (``osreco.cli``, ``osreco.demo``, ``osreco.promote``).
-``osreco.node`` (the local node manager) and ``osreco.errors`` are the base everyone may use:
-they import no part.
+Each part may import only the parts listed for it (and itself). Function-level imports count.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = {"osreco.cli", "osreco.demo", "osreco.promote", "osreco.promote_cli"}
-TRAINING = {"train.py", "train_cli.py", "train_data.py", "train_loop.py", "rerank_train.py", "curves.py"}
+
+BASE = {"osreco.errors"}
+RUNTIME = BASE | {"osreco.exporter"}
+INGEST = RUNTIME | {"osreco.ingest"}
+CF = INGEST | {"osreco.cf"}
+# Each part: (its folder, the modules it is made of, what it may import).
+PARTS: dict[str, tuple[Path, set[str]]] = {
+    "osreco.errors": (ROOT / "osreco" / "errors.py", set()),
+    "osreco.exporter": (ROOT / "exporter", BASE),
+    "osreco.ingest": (ROOT / "ingest", RUNTIME),
+    "osreco.cf": (ROOT / "osreco" / "cf", INGEST),
+    "osreco.training": (ROOT / "osreco" / "training", CF),
+    "osreco.plugin": (ROOT / "plugin", CF),
+    "osreco.node": (ROOT / "osreco" / "node.py", BASE),
+    "osreco.evaluation": (ROOT / "osreco" / "evaluation",
+                          CF | {"osreco.training", "osreco.plugin", "osreco.node"}),
+}
+OURS = tuple(PARTS) + ("osreco.cli", "osreco.demo", "osreco.evaluation")
 
 
 def _imports(path: Path) -> set[str]:
@@ -27,41 +40,68 @@ def _imports(path: Path) -> set[str]:
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            # ``from osreco import cf`` names the part osreco.cf
+            if node.module == "osreco":
+                names.update(f"osreco.{a.name}" for a in node.names)
     return names
 
 
-def _forbidden(part: str, path: Path) -> set[str]:
-    banned = set(TOP)
-    if part == "exporter" and path.name not in TRAINING:
-        banned |= {"osreco.ingest", "osreco.plugin"}
-    elif part == "exporter":
-        banned |= {"osreco.plugin"}
-    elif part == "ingest":
-        banned |= {"osreco.plugin"}
-    return banned
+def _part_of(name: str) -> str | None:
+    """The part a module name belongs to (longest match), or None when it is not ours."""
+    best = None
+    for part in (*PARTS, "osreco.cli", "osreco.demo"):
+        if (name == part or name.startswith(part + ".")) and (best is None or len(part) > len(best)):
+            best = part
+    return best
 
 
-@pytest.mark.parametrize("part", ["exporter", "ingest", "plugin"])
-def test_parts_import_only_downwards(part):
-    files = sorted((ROOT / part).glob("*.py"))
-    assert files
+def _violations(part: str) -> list[str]:
+    where, allowed = PARTS[part]
+    files = sorted(where.rglob("*.py")) if where.is_dir() else [where]
+    assert files, f"{part} has no modules at {where}"
     bad = []
     for path in files:
-        banned = _forbidden(part, path)
         for name in _imports(path):
-            if any(name == b or name.startswith(b + ".") for b in banned):
-                bad.append(f"{part}/{path.name} imports {name}")
-    assert bad == []
+            target = _part_of(name)
+            if target is not None and target != part and target not in allowed:
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    return bad
 
 
-@pytest.mark.parametrize("name", ["node.py", "errors.py"])
-def test_the_base_imports_no_part(name):
-    parts = ("osreco.exporter", "osreco.ingest", "osreco.plugin", *TOP)
-    assert [n for n in _imports(ROOT / "osreco" / name) if n.startswith(parts)] == []
+@pytest.mark.parametrize("part", list(PARTS))
+def test_parts_import_only_downwards(part):
+    assert _violations(part) == []
+
+
+def test_every_module_belongs_to_a_part():
+    """A new folder or module must be placed in the picture before it can import anything."""
+    homeless = []
+    for folder in ("osreco", "exporter", "ingest", "plugin"):
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            if folder == "osreco":
+                name = "osreco." + rel[len("osreco/"):-3].replace("/", ".")
+            else:
+                name = f"osreco.{folder}." + rel[len(folder) + 1:-3].replace("/", ".")
+            name = name.removesuffix(".__init__")
+            if name not in ("osreco", "osreco.cli", "osreco.demo") and _part_of(name) is None:
+                homeless.append(rel)
+    assert homeless == []
 
 
 def test_the_checker_sees_function_level_imports(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("def g():\n    from osreco.promote import promote\n    import osreco.plugin.app\n")
-    assert _imports(f) == {"osreco.promote", "osreco.plugin.app"}
-    assert "osreco.promote" in _forbidden("plugin", f)
+    f.write_text("def g():\n    from osreco.evaluation.gate import promote\n    import osreco.plugin.app\n"
+                 "    from osreco import cf\n")
+    assert _imports(f) == {"osreco.evaluation.gate", "osreco.plugin.app", "osreco", "osreco.cf"}
+    assert _part_of("osreco.evaluation.gate") == "osreco.evaluation"
+    assert "osreco.evaluation" not in PARTS["osreco.plugin"][1]
+
+
+def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
+    fake = tmp_path / "ingest"
+    fake.mkdir()
+    (fake / "bad.py").write_text("from osreco.plugin.app import create_app\n")
+    monkeypatch.setitem(PARTS, "osreco.ingest", (fake, RUNTIME))
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert _violations("osreco.ingest") == ["ingest/bad.py imports osreco.plugin.app"]

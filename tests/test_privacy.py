@@ -8,7 +8,7 @@ import hmac
 import pytest
 
 from osreco.ingest.errors import ConfigError
-from osreco.ingest.privacy import PrivacyConfig, is_pseudonym, pseudonymize
+from osreco.cf.privacy import PrivacyConfig, is_pseudonym, pseudonymize
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

@@ -13,7 +13,7 @@ import pytest
 
 from osreco.exporter.errors import ConfigError
 from osreco.exporter.bundles import bundle_path, switch_current
-from osreco.promote import PromoteConfig, decide, promote
+from osreco.evaluation.gate import PromoteConfig, decide, promote
 
 
 def test_decide_promotes_equal_or_better_and_refuses_worse():
@@ -76,7 +76,7 @@ def degrade(bundle: Path, out: Path, noise: float = 0.2) -> Path:
 
 @pytest.mark.slow
 def test_a_degraded_model_is_refused_with_both_numbers(minilm_bundle, tmp_path):
-    from osreco.promote import offline_evaluator
+    from osreco.evaluation.gate import offline_evaluator
 
     candidate = degrade(minilm_bundle, tmp_path / "degraded")
     lines: list[str] = []
@@ -126,7 +126,7 @@ def _sidecar_loop(app, stop: threading.Event, statuses: list, kinds: list) -> No
 def test_promotion_reindexes_swaps_alias_and_hot_reloads_the_sidecar(os_client, opensearch_url, index_name,
                                                                      tiny_bundle, tmp_path):
     from osreco.exporter import Encoder, load_manifest
-    from osreco.exporter.train_data import write_jsonl
+    from osreco.training.data import write_jsonl
     from osreco.ingest.catalog import FieldMap, read_catalog
     from osreco.ingest.connection import OpenSearchConfig
     from osreco.ingest.index_spec import IndexSpec

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent import parse_intent
-from osreco.plugin.intent_types import FacetMatch, FieldMap, Intent, RangeFilter, SortKey
+from osreco.plugin.intent.parser import parse_intent
+from osreco.plugin.intent.types import FacetMatch, FieldMap, Intent, RangeFilter, SortKey
 from osreco.plugin.query import (QueryOptions, build_hybrid_search, build_msearch, build_recommend, build_similar,
                                  filter_clauses)
-from osreco.plugin.vocab import Vocabulary
+from osreco.plugin.intent.vocab import Vocabulary
 
 OPTS = QueryOptions("items", size=10, ef_search=50, timeout="1s")
 SRC = ["item_id", "title", "brand", "color", "category", "genres", "price", "year", "popularity", "release_date"]

@@ -7,9 +7,9 @@ import pytest
 from osreco.ingest.index_spec import IndexSpec
 from osreco.plugin.explain import check_filters
 from osreco.plugin.fusion import FusionOptions, candidates_from_hybrid, fuse, read_msearch
-from osreco.plugin.intent import parse_intent
+from osreco.plugin.intent.parser import parse_intent
 from osreco.plugin.query import QueryOptions, build_hybrid_search, build_msearch, build_recommend, build_similar
-from osreco.plugin.vocab import vocabulary_from_response, vocabulary_request
+from osreco.plugin.intent.vocab import vocabulary_from_response, vocabulary_request
 
 pytestmark = pytest.mark.integration
 

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 
 from osreco.exporter.encoder import Encoder
-from osreco.ingest import cf_store
-from osreco.ingest.cf import CFConfig, train_models
+from osreco.cf import store as cf_store
+from osreco.cf.model import CFConfig
+from osreco.cf.train import train_models
 from osreco.ingest.connection import OpenSearchConfig
 from osreco.ingest.fixtures import (ECOMMERCE_QUERIES, read_ecommerce_items, read_movielens_items,
                                     recbole_dataset_dir)
 from osreco.ingest.index_spec import IndexSpec
-from osreco.ingest.interactions import read_interactions
+from osreco.cf.interactions import read_interactions
 from osreco.ingest.rebuild import ensure_index
 from osreco.ingest.writer import WriteConfig, index_items
 from osreco.plugin.app import create_app

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from osreco.exporter.curves import tensorboard_available, write_curves
+from osreco.training.curves import tensorboard_available, write_curves
 from osreco.exporter.errors import ConfigError
-from osreco.exporter.train import Pair, PairConfig, build_pairs, split_pairs
-from osreco.exporter.train_data import (CatalogItem, MovieLensConfig, TrainingDataError, movielens_catalog,
+from osreco.training.encoder import Pair, PairConfig, build_pairs, split_pairs
+from osreco.training.data import (CatalogItem, MovieLensConfig, TrainingDataError, movielens_catalog,
                                         movielens_events, query_matches, read_catalog, read_events,
                                         write_jsonl)
 
@@ -143,7 +143,7 @@ def test_tensorboard_event_files_hold_every_scalar(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_encoder_dir(tmp_path_factory, minilm_dir):
-    from osreco.exporter.train_loop import build_tiny_bert
+    from osreco.training.loop import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert", minilm_dir, seed=0)
 
@@ -158,8 +158,8 @@ def ml_pairs():
 def test_a_few_steps_lower_the_loss(tiny_encoder_dir, ml_pairs, tmp_path):
     import torch
 
-    from osreco.exporter.train import EncoderTrainConfig, load_bi_encoder, pair_loss, train_encoder
-    from osreco.exporter.train_loop import LoopConfig
+    from osreco.training.encoder import EncoderTrainConfig, load_bi_encoder, pair_loss, train_encoder
+    from osreco.training.loop import LoopConfig
 
     torch.set_num_threads(1)
     train, dev = split_pairs(ml_pairs, 0.2, seed=3)
@@ -197,8 +197,8 @@ def test_saved_model_loads_in_sentence_transformers_like_our_pooling(tiny_encode
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from osreco.exporter.train import EncoderTrainConfig, embed_texts, load_bi_encoder, train_encoder
-    from osreco.exporter.train_loop import LoopConfig
+    from osreco.training.encoder import EncoderTrainConfig, embed_texts, load_bi_encoder, train_encoder
+    from osreco.training.loop import LoopConfig
 
     config = EncoderTrainConfig(tiny_encoder_dir, tmp_path / "ft",
                                 LoopConfig(epochs=1, batch_size=8, lr=1e-3, max_steps=1, threads=1,
@@ -214,7 +214,7 @@ def test_saved_model_loads_in_sentence_transformers_like_our_pooling(tiny_encode
 
 
 def test_too_few_pairs_is_a_config_error(tiny_encoder_dir, tmp_path):
-    from osreco.exporter.train import EncoderTrainConfig, train_encoder
+    from osreco.training.encoder import EncoderTrainConfig, train_encoder
 
     with pytest.raises(ConfigError, match="at least 2"):
         train_encoder(EncoderTrainConfig(tiny_encoder_dir, tmp_path / "x"), [Pair("a", "b", "query", "u", "1")], [])
@@ -244,7 +244,7 @@ def test_cli_train_encoder(tiny_encoder_dir, tmp_path):
 
 
 def test_train_cli_and_rerank_import_no_torch():
-    code = ("import sys, osreco.cli, osreco.exporter.rerank_train, osreco.exporter.train_cli; "
+    code = ("import sys, osreco.cli, osreco.training.reranker, osreco.training.cli; "
             "print([m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from osreco.exporter.errors import ConfigError
-from osreco.exporter.rerank_train import RerankExample, build_rerank_examples, rerank, roc_auc
-from osreco.exporter.train_data import CatalogItem, MovieLensConfig, movielens_catalog, movielens_events
+from osreco.training.reranker import RerankExample, build_rerank_examples, rerank, roc_auc
+from osreco.training.data import CatalogItem, MovieLensConfig, movielens_catalog, movielens_events
 
 CATALOG = {i: CatalogItem(i, f"T{i}", "", (), None) for i in ("a", "b", "c", "d")}
 
@@ -62,7 +62,7 @@ def test_rerank_reorders_only_the_head_stably():
 
 @pytest.fixture(scope="module")
 def tiny_classifier_dir(tmp_path_factory, minilm_dir):
-    from osreco.exporter.train_loop import build_tiny_bert
+    from osreco.training.loop import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("tinyc") / "bert", minilm_dir, num_labels=1, seed=0)
 
@@ -71,10 +71,10 @@ def test_reranker_training_lowers_loss_and_exports(tiny_classifier_dir, tmp_path
     import torch
 
     from osreco.exporter import Encoder
-    from osreco.exporter.rerank_train import (RerankTrainConfig, _example_loss, export_reranker, load_reranker,
+    from osreco.training.reranker import (RerankTrainConfig, _example_loss, export_reranker, load_reranker,
                                               train_reranker)
-    from osreco.exporter.train import split_pairs
-    from osreco.exporter.train_loop import LoopConfig
+    from osreco.training.encoder import split_pairs
+    from osreco.training.loop import LoopConfig
 
     torch.set_num_threads(1)
     catalog = movielens_catalog()
@@ -112,7 +112,7 @@ def test_reranker_training_lowers_loss_and_exports(tiny_classifier_dir, tmp_path
 
 
 def test_reranker_needs_both_labels(tiny_classifier_dir, tmp_path):
-    from osreco.exporter.rerank_train import RerankTrainConfig, train_reranker
+    from osreco.training.reranker import RerankTrainConfig, train_reranker
 
     only_pos = [RerankExample("q", "t", 1.0, "u", "1")] * 4
     with pytest.raises(ConfigError, match="positives and negatives"):

@@ -3,7 +3,7 @@
 Steps, each cutting what it understood out of the query so the next never sees it:
 
 1. normalize (NFKC, lowercase, thousands separators, Chinese numerals -> digits);
-2. numeric ranges (:mod:`osreco.plugin.intent_ranges`): prices, years, decades;
+2. numeric ranges (:mod:`osreco.plugin.intent.ranges`): prices, years, decades;
 3. sort cues ("cheapest", "最新"); soft cues ("cheap", "便宜") only without a price range;
 4. facet values linked to the index vocabulary: synonyms table, exact, fuzzy, then (with an
    ``embed`` callable and a vocabulary built with ``with_vectors``) embedding similarity;
@@ -25,11 +25,11 @@ import unicodedata
 from dataclasses import dataclass
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent_lexicon import (LIST_JOINERS, NEGATION_EN, NEGATION_ZH, REWRITES, SOFT_SORT_CUES,
+from osreco.plugin.intent.lexicon import (LIST_JOINERS, NEGATION_EN, NEGATION_ZH, REWRITES, SOFT_SORT_CUES,
                                           SORT_CUES, STOP_EN, STOP_ZH, SYNONYMS)
-from osreco.plugin.intent_ranges import extract_ranges, merge_bounds, replace_cn_numerals
-from osreco.plugin.intent_types import FacetMatch, FieldMap, Intent, SortKey
-from osreco.plugin.vocab import Embed, Vocabulary, normalize_key
+from osreco.plugin.intent.ranges import extract_ranges, merge_bounds, replace_cn_numerals
+from osreco.plugin.intent.types import FacetMatch, FieldMap, Intent, SortKey
+from osreco.plugin.intent.vocab import Embed, Vocabulary, normalize_key
 
 __all__ = ["IntentOptions", "parse_intent", "detect_language", "normalize_query"]
 

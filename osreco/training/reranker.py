@@ -19,8 +19,8 @@ from pathlib import Path
 
 from osreco.exporter.errors import ConfigError
 from osreco.exporter.rerank import rerank  # runtime half, re-exported for training callers
-from osreco.exporter.train_data import NEGATIVE_KINDS, CatalogItem, is_positive
-from osreco.exporter.train_loop import (LoopConfig, base_model_dir, apply_threads, batches, load_tokenizer,
+from osreco.training.data import NEGATIVE_KINDS, CatalogItem, is_positive
+from osreco.training.loop import (LoopConfig, base_model_dir, apply_threads, batches, load_tokenizer,
                                         resolve_device, run_epochs, save_atomically)
 
 __all__ = ["RerankExample", "build_rerank_examples", "RerankTrainConfig", "RerankTrainResult",
@@ -192,7 +192,7 @@ def train_reranker(config: RerankTrainConfig, train: list[RerankExample],
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def write(tmp: Path) -> None:
-        from osreco.exporter.curves import write_curves
+        from osreco.training.curves import write_curves
 
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))

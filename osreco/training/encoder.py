@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from osreco.exporter.errors import ConfigError
-from osreco.exporter.train_data import CatalogItem, is_positive
-from osreco.exporter.train_loop import (LoopConfig, base_model_dir, apply_threads, batches, load_tokenizer,
+from osreco.training.data import CatalogItem, is_positive
+from osreco.training.loop import (LoopConfig, base_model_dir, apply_threads, batches, load_tokenizer,
                                         resolve_device, run_epochs, save_atomically)
 
 __all__ = ["Pair", "PairConfig", "build_pairs", "split_pairs", "EncoderTrainConfig",
@@ -297,7 +297,7 @@ _ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_trans
 def _save_bi_encoder(model, tokenizer, base_dir: Path, out: Path, history: list[dict], steps: list[dict],
                      meta: dict) -> None:
     """Write the model, tokenizer, sentence-transformers config and the training record."""
-    from osreco.exporter.curves import write_curves
+    from osreco.training.curves import write_curves
 
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))

@@ -25,10 +25,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from osreco.plugin.errors import ConfigError, PluginError
-from osreco.plugin.intent import IntentOptions, detect_language, normalize_query, parse_intent
-from osreco.plugin.intent_types import RANGE_OPS, SORT_KEYS, SORT_ORDERS, FacetMatch, FieldMap, Intent, RangeFilter, \
+from osreco.plugin.intent.parser import IntentOptions, detect_language, normalize_query, parse_intent
+from osreco.plugin.intent.types import RANGE_OPS, SORT_KEYS, SORT_ORDERS, FacetMatch, FieldMap, Intent, RangeFilter, \
     SortKey
-from osreco.plugin.vocab import Vocabulary
+from osreco.plugin.intent.vocab import Vocabulary
 
 SYSTEM_PROMPT = """You turn a shopping or movie search query into JSON. Reply with ONE JSON object and nothing else:
 {"text": str, "filters": {facet: [values]}, "ranges": {field: {op: number}}, "exclude": {facet: [values]},

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.eval_data import EvalQuery
+from osreco.evaluation.data import EvalQuery
 
 __all__ = ["read_golden", "score_intents", "run_intent", "golden_parser", "templated_intent_cases"]
 
@@ -64,7 +64,7 @@ def score_intents(cases: Sequence[Mapping[str, object]], parse: Parse, source: s
     Returns:
         ``{"golden", "cases", "languages": {lang: {"cases", "exact", "accuracy"}, "all": ...}, "misses"}``.
     """
-    from osreco.plugin.intent import detect_language
+    from osreco.plugin.intent.parser import detect_language
 
     per_lang: dict[str, dict[str, int]] = {}
     misses: list[dict[str, object]] = []
@@ -118,8 +118,8 @@ def golden_parser(vocab_path: Path) -> Parse:
     Raises:
         ConfigError: the vocabulary file is missing or a case names an unknown vocabulary.
     """
-    from osreco.plugin.intent import parse_intent
-    from osreco.plugin.vocab import Vocabulary
+    from osreco.plugin.intent.parser import parse_intent
+    from osreco.plugin.intent.vocab import Vocabulary
 
     try:
         raw = json.loads(vocab_path.read_text(encoding="utf-8"))

@@ -2,16 +2,13 @@
 
     osreco cf train clicks.csv --index movies --model-dir models/cf
     osreco cf train --from-events --index movies
-    osreco cf eval
     osreco users forget alice --index movies
     osreco users expire --index movies --days 365
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import sys
 from contextlib import contextmanager
 from dataclasses import replace
@@ -21,8 +18,13 @@ from typing import Iterator
 import click
 from tqdm import tqdm
 
+from osreco.cf.interactions import (
+    Interaction,
+    ReadConfig,
+    collect_interactions,
+    read_interactions,
+)
 from osreco.ingest.errors import ConfigError, IngestError, InteractionError
-from osreco.ingest.interactions import Interaction, ReadConfig, collect_interactions, read_interactions
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 0, 1, 2, 3
 
@@ -79,9 +81,9 @@ def train(interactions: str | None, index: str, prefix: str | None, from_events:
     INTERACTIONS is a CSV/TSV/JSONL/.inter file of user_id,item_id,value,timestamp rows.
     User ids are pseudonymized with OSRECO_HMAC_KEY before anything is stored.
     """
-    from osreco.ingest import cf_store
-    from osreco.ingest.cf import CFConfig
-    from osreco.ingest.privacy import PrivacyConfig
+    from osreco.cf import store as cf_store
+    from osreco.cf.model import CFConfig
+    from osreco.cf.privacy import PrivacyConfig
 
     if bool(interactions) == from_events:
         _fail(ConfigError("give either INTERACTIONS or --from-events", field="interactions"), EXIT_USAGE)
@@ -112,8 +114,8 @@ def _config(base, factors: int, iterations: int, regularization: float | None,  
 def _train_and_store(client, store, privacy, config, path: str | None,  # noqa: ANN001
                      model_dir: str | None) -> dict[str, object]:
     """Read, train, fill cold items from content, write everything; returns the summary."""
-    from osreco.ingest import cf_store
-    from osreco.ingest.cf import train_models
+    from osreco.cf import store as cf_store
+    from osreco.cf.train import train_models
 
     known = cf_store.indexed_item_ids(client, store.item_index)
     data = _read(client, store, privacy, path, known)
@@ -152,7 +154,7 @@ def _train_and_store(client, store, privacy, config, path: str | None,  # noqa: 
 
 
 def _read(client, store, privacy, path: str | None, known: set[str]):  # noqa: ANN001, ANN202
-    from osreco.ingest.events import read_interactions_from_events
+    from osreco.cf.events import read_interactions_from_events
 
     read_config = ReadConfig(known_items=frozenset(known))
     if path:
@@ -197,64 +199,6 @@ def _print_summary(summary: dict[str, object], as_json: bool) -> None:
                                                      if summary["model_dir"] else ""))
 
 
-def ml100k_path() -> Path:
-    """MovieLens-100k's ``ml-100k.inter`` inside the recbole wheel (recbole is not imported)."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("recbole is not installed (it carries MovieLens-100k)", field="data",
-                          fix="pip install --no-deps recbole, or pass --data")
-    return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k" / "ml-100k.inter"
-
-
-def evaluate_file(path: Path, config, k: int = 10, test_fraction: float = 0.2) -> dict[str, dict[str, float]]:  # noqa: ANN001
-    """Train on each user's older events, test on the newest ``test_fraction`` (implicit: all events = 1).
-
-    Returns:
-        ``{method: {recall, ndcg, coverage}}`` plus an all-time popularity row.
-    """
-    from osreco.ingest.cf import decayed_popularity, evaluate, time_split, train_models
-
-    data = read_interactions(path)
-    events = [Interaction(e.user_id, e.item_id, 1.0, e.timestamp) for e in data.interactions]
-    train_events, test = time_split(events, test_fraction)
-    model = train_models(train_events, config, item_ids=sorted({e.item_id for e in events}))
-    results = evaluate(model, train_events, test, k)
-    model.popularity = decayed_popularity(train_events, model.item_ids.tolist(), half_life_days=1e9)
-    results["popularity (all-time)"] = evaluate(model, train_events, test, k)["popularity"]
-    return results
-
-
-@cf.command(name="eval")
-@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Interactions file (default: MovieLens-100k from the recbole wheel).")
-@click.option("--k", type=int, default=10, show_default=True, help="Cut-off of the metrics.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def eval_(data_path: str | None, k: int, as_json: bool) -> None:
-    """Print Recall@k, NDCG@k and coverage of popularity, ALS, EASE and the blend (time-ordered split)."""
-    from osreco.ingest.cf import CFConfig
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    with _exit_codes():
-        path = Path(data_path) if data_path else ml100k_path()
-        results = evaluate_file(path, CFConfig(), k)
-    if as_json:
-        click.echo(json.dumps(results))
-        return
-    click.echo(f"{path.name}: per-user time-ordered split (newest 20% of each user's events held out), "
-               f"all events as implicit positives, full ranking, k={k}\n")
-    click.echo(format_table(results, k))
-
-
-def format_table(results: dict[str, dict[str, float]], k: int = 10) -> str:
-    """Markdown table of the metrics, with NDCG relative to the stronger popularity row."""
-    base = max(results["popularity"]["ndcg"], results.get("popularity (all-time)", {}).get("ndcg", 0.0))
-    lines = [f"| method | Recall@{k} | NDCG@{k} | coverage | NDCG vs best popularity |", "|---|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['recall']:.4f} | {r['ndcg']:.4f} | {r['coverage']:.3f} | "
-                     f"{(r['ndcg'] / base - 1) * 100:+.0f}% |")
-    return "\n".join(lines)
-
-
 @click.group()
 def users() -> None:
     """Privacy operations on stored users and events."""
@@ -268,8 +212,8 @@ def users() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def forget(user: str, prefix: str, model_dir: str | None, as_json: bool) -> None:
     """Delete USER's events and vectors from every <prefix>-* index (USER is the raw id)."""
-    from osreco.ingest.events import forget as forget_user
-    from osreco.ingest.privacy import PrivacyConfig
+    from osreco.cf.events import forget as forget_user
+    from osreco.cf.privacy import PrivacyConfig
 
     with _exit_codes():
         privacy = PrivacyConfig.from_env()
@@ -284,7 +228,7 @@ def forget(user: str, prefix: str, model_dir: str | None, as_json: bool) -> None
 
 
 def _forget_in_model(model_dir: Path, user_key: str) -> None:
-    from osreco.ingest.cf import CFModel
+    from osreco.cf.model import CFModel
 
     CFModel.load(model_dir).without_user(user_key).save(model_dir)
 
@@ -295,7 +239,7 @@ def _forget_in_model(model_dir: Path, user_key: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def expire(prefix: str, days: float, as_json: bool) -> None:
     """Delete events older than the retention window (run it daily, e.g. from cron)."""
-    from osreco.ingest.events import expire_events
+    from osreco.cf.events import expire_events
 
     with _exit_codes():
         deleted = expire_events(_client(), prefix, days)

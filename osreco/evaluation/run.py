@@ -11,7 +11,7 @@ Three tasks, each run through the sidecar's own Flask app (``create_app`` + the 
 Every variant is a configuration of the same service (:data:`REC_VARIANTS`,
 :data:`SEARCH_VARIANTS`): fusion weights through ``FusionConfig``, and the three switches the
 sidecar has no setting for yet (intent filters, recommendation weights, a content signal)
-through :class:`osreco.plugin.eval_service.EvalService`, which overrides as little as possible.
+through :class:`osreco.evaluation.variants.EvalService`, which overrides as little as possible.
 
 Example:
     >>> report = run_eval(EvalConfig.from_env(quick=True))     # doctest: +SKIP
@@ -33,13 +33,13 @@ from tqdm import tqdm
 from osreco.ingest.connection import OpenSearchConfig, connect
 from osreco.plugin.config import DEV_HMAC_KEY, SidecarConfig
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.eval_data import EvalQuery, Movie, QueryPair, generate_queries, sample_pairs
-from osreco.plugin.eval_intent import golden_parser, run_intent, score_intents, templated_intent_cases
-from osreco.plugin.eval_report import compute_targets
-from osreco.plugin.eval_service import RecSettings
-from osreco.plugin.eval_setup import (SplitData, ensure_bundle, ensure_item_index, read_movies, split_ratings,
+from osreco.evaluation.data import EvalQuery, Movie, QueryPair, generate_queries, sample_pairs
+from osreco.evaluation.intent import golden_parser, run_intent, score_intents, templated_intent_cases
+from osreco.evaluation.report import compute_targets
+from osreco.evaluation.variants import RecSettings
+from osreco.evaluation.setup import (SplitData, ensure_bundle, ensure_item_index, read_movies, split_ratings,
                                       train_and_store_cf)
-from osreco.plugin.metrics_ir import coverage, mean, ndcg_at_k, recall_at_k, violation_rate
+from osreco.evaluation.metrics import coverage, mean, ndcg_at_k, recall_at_k, violation_rate
 
 log = logging.getLogger("osreco.eval")
 TASKS = ("rec", "search", "intent")
@@ -214,7 +214,7 @@ def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, 
         ConfigError: the bundle did not load, or a variant overrides an unknown fusion setting.
     """
     from osreco.plugin.app import create_app
-    from osreco.plugin.eval_service import EvalService
+    from osreco.evaluation.variants import EvalService
     from osreco.plugin.metrics import Metrics
     from osreco.plugin.service import SearchService
 
@@ -367,7 +367,7 @@ def run_eval(config: EvalConfig) -> dict[str, object]:
         config: the run's settings.
 
     Returns:
-        The report (see :mod:`osreco.plugin.eval_report`), with ``targets``.
+        The report (see :mod:`osreco.evaluation.report`), with ``targets``.
 
     Raises:
         ConfigError: bad settings or golden file; osreco.ingest / osreco.exporter errors for

@@ -1,13 +1,13 @@
-"""Collaborative filtering: implicit ALS, EASE / co-occurrence, time-decayed popularity.
+"""The served collaborative model: factors, item-item weights, popularity, and how to score with them.
 
-Training turns interactions into a :class:`CFModel`; the sidecar loads the model from disk
-(``CFModel.load``) and serves it without retraining: ``fold_in`` computes a user's vector
-from a handful of events by the same least-squares solve that ALS uses for users,
-``predict_item_factors`` gives items without interactions a factor from their content
-embedding, and ``recommend_cold`` serves people with no history.
+The sidecar loads a :class:`CFModel` from disk (``CFModel.load``) and serves it without
+retraining: ``fold_in`` computes a user's vector from a handful of events by the same
+least-squares solve that ALS uses for users, ``predict_item_factors`` gives items without
+interactions a factor from their content embedding, and ``recommend_cold`` serves people with
+no history. ``osreco.cf.train`` builds the model.
 
 Example:
-    >>> model = train_models(interactions, CFConfig(factors=64))
+    >>> model = CFModel.load("models/cf")
     >>> vec = model.fold_in(["42", "7"], [1.0, 1.0])
     >>> model.recommend(vec, exclude={"42", "7"}, k=10)
 """
@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from scipy import sparse
 
 from osreco.ingest.errors import ConfigError, InteractionError
-from osreco.ingest.interactions import Interaction, InteractionMatrix, build_matrix
 
 FORMAT_VERSION = 1
 WEIGHTINGS = ("bm25", "alpha", "none")
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass(frozen=True)
@@ -79,102 +76,6 @@ class CFConfig:
                 raise ConfigError(f"{name} must be > 0", field=name)
         if len(self.blend) != 3 or min(self.blend) < 0 or sum(self.blend) <= 0:
             raise ConfigError("blend needs three non-negative weights, not all zero", field="blend")
-
-
-def bm25_item_user(matrix: sparse.csr_matrix, k1: float, b: float) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """implicit's ``bm25_weight`` applied to items x users, returned as users x items.
-
-    Returns:
-        The weighted users x items matrix and the per-item row sums (for fold-in).
-    """
-    coo = sparse.coo_matrix(matrix.T)  # items x users, as in implicit's examples
-    n_items = float(coo.shape[0])
-    idf = math.log(n_items) - np.log1p(np.bincount(coo.col, minlength=coo.shape[1]))
-    item_sums = np.ravel(coo.tocsr().sum(axis=1)).astype(np.float64)
-    norm = (1.0 - b) + b * item_sums / max(item_sums.mean(), 1e-12)
-    data = coo.data * (k1 + 1.0) / (k1 * norm[coo.row] + coo.data) * idf[coo.col]
-    weighted = sparse.coo_matrix((data.astype(np.float32), (coo.row, coo.col)), shape=coo.shape)
-    return weighted.T.tocsr(), item_sums
-
-
-def train_als(weighted: sparse.csr_matrix, config: CFConfig,
-              progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Implicit-feedback ALS (``implicit``'s CPU solver) on an already weighted matrix.
-
-    Returns:
-        ``(user_factors, item_factors)`` as float32 arrays.
-    """
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
-
-    def _callback(iteration: int, _elapsed: float, _loss: float) -> None:
-        if progress:
-            progress("als", iteration + 1, config.iterations)
-
-    # implicit parallelizes over users itself; a threaded BLAS underneath slows it down.
-    with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization,
-                                        alpha=config.alpha, iterations=config.iterations,
-                                        random_state=config.seed, num_threads=config.threads)
-        model.fit(weighted, show_progress=False, callback=_callback)
-    return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
-
-
-def train_ease(binary: sparse.csr_matrix, lam: float) -> np.ndarray:
-    """EASE (Steck 2019): ``B = I - P / diag(P)`` with ``P = (X'X + lam I)^-1``, zero diagonal.
-
-    Returns:
-        Dense item x item weights (float32).
-    """
-    gram = (binary.T @ binary).toarray().astype(np.float64)
-    gram[np.diag_indices_from(gram)] += lam
-    inv = np.linalg.inv(gram)
-    weights = -inv / np.diag(inv)[None, :]
-    weights[np.diag_indices_from(weights)] = 0.0
-    return weights.astype(np.float32)
-
-
-def train_cooccurrence(binary: sparse.csr_matrix, neighbors: int) -> sparse.csr_matrix:
-    """Cosine item-item co-occurrence, keeping the ``neighbors`` strongest per item (large catalogs).
-
-    Returns:
-        Sparse item x item weights, zero diagonal.
-    """
-    counts = np.sqrt(np.ravel(binary.sum(axis=0))) + 1e-9
-    scaled = binary @ sparse.diags(1.0 / counts)
-    sim = (scaled.T @ scaled).tocsr()
-    sim.setdiag(0.0)
-    sim.eliminate_zeros()
-    rows, cols, vals = [], [], []
-    for i in range(sim.shape[0]):
-        start, end = sim.indptr[i], sim.indptr[i + 1]
-        top = np.argsort(-sim.data[start:end])[:neighbors] + start
-        rows.extend([i] * len(top))
-        cols.extend(sim.indices[top].tolist())
-        vals.extend(sim.data[top].tolist())
-    return sparse.csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=sim.shape)
-
-
-def decayed_popularity(interactions: Iterable[Interaction], item_ids: Sequence[str],
-                       half_life_days: float, now: float | None = None) -> np.ndarray:
-    """Per item, the count of its events weighted by ``0.5 ** (age / half_life)``.
-
-    Args:
-        now: reference time (epoch s); default the newest event, so old datasets still rank.
-
-    Returns:
-        float64 scores aligned with ``item_ids``.
-    """
-    events = list(interactions)
-    pos = {it: i for i, it in enumerate(item_ids)}
-    ref = now if now is not None else max((e.timestamp for e in events), default=0.0)
-    scores = np.zeros(len(item_ids), dtype=np.float64)
-    half_life_s = half_life_days * 86400.0
-    for e in events:
-        i = pos.get(e.item_id)
-        if i is not None:
-            scores[i] += 0.5 ** (max(ref - e.timestamp, 0.0) / half_life_s)
-    return scores
 
 
 def fit_content_regression(embeddings: np.ndarray, factors: np.ndarray, ridge: float) -> np.ndarray:
@@ -439,144 +340,3 @@ class CFModel:
         return CFModel(self.item_ids, self.item_factors, self.user_keys[keep], self.user_factors[keep],
                        self.popularity, self.item_sums, self.config, self.item_item, self.meta,
                        self.content_weights)
-
-
-def train_models(interactions: list[Interaction], config: CFConfig = CFConfig(),
-                 item_ids: Sequence[str] | None = None, progress: Progress | None = None) -> CFModel:
-    """Train ALS, the item-item model and popularity on the same interactions.
-
-    Args:
-        interactions: validated events (user ids already pseudonymized where stored).
-        config: training settings.
-        item_ids: the catalog's item ids (columns); default the items seen.
-        progress: called as ``(stage, done, total)``.
-
-    Returns:
-        The model with metadata (counts, data window, timings, item coverage).
-
-    Raises:
-        InteractionError: no interactions.
-    """
-    if not interactions:
-        raise InteractionError("no interactions to train on", fix="check the interactions file or events index")
-    started = time.perf_counter()
-    im = build_matrix(interactions, item_ids=item_ids)
-    binary = im.matrix.copy()
-    binary.data[:] = 1.0
-    weighted = _weighted(im, binary, config)
-    item_sums = np.ravel(im.matrix.T.sum(axis=1)).astype(np.float64)
-    user_f, item_f = train_als(weighted, config, progress)
-    if progress:
-        progress("item-item", 0, 1)
-    n_items = len(im.item_ids)
-    item_item = train_ease(binary, config.ease_lambda) if n_items <= config.max_ease_items \
-        else train_cooccurrence(binary, config.cooc_neighbors)
-    if progress:
-        progress("item-item", 1, 1)
-    popularity = decayed_popularity(interactions, im.item_ids.tolist(), config.half_life_days)
-    meta = _train_meta(interactions, im, config, time.perf_counter() - started)
-    return CFModel(im.item_ids, item_f, im.user_ids, user_f, popularity, item_sums, config, item_item, meta)
-
-
-def _weighted(im: InteractionMatrix, binary: sparse.csr_matrix, config: CFConfig) -> sparse.csr_matrix:
-    if config.weighting == "bm25":
-        return bm25_item_user(im.matrix, config.bm25_k1, config.bm25_b)[0]
-    return im.matrix if config.weighting == "alpha" else binary
-
-
-def _train_meta(interactions: list[Interaction], im: InteractionMatrix, config: CFConfig,
-                seconds: float) -> dict[str, object]:
-    seen = int((np.ravel(im.matrix.getnnz(axis=0)) > 0).sum())
-    stamps = [e.timestamp for e in interactions]
-    return {"models": ["als", "ease" if len(im.item_ids) <= config.max_ease_items else "cooccurrence", "popularity"],
-            "interactions": len(interactions), "users": len(im.user_ids), "items": len(im.item_ids),
-            "items_with_interactions": seen, "item_coverage": seen / max(len(im.item_ids), 1),
-            "data_window": {"from": min(stamps), "to": max(stamps)}, "train_seconds": round(seconds, 3),
-            "factors": config.factors}
-
-
-def time_split(interactions: Sequence[Interaction], test_fraction: float = 0.2,
-               min_events: int = 5) -> tuple[list[Interaction], dict[str, set[str]]]:
-    """Per-user time-ordered split: each user's newest ``test_fraction`` of events is held out.
-
-    Users with fewer than ``min_events`` events stay wholly in training. Test items the user
-    already has in training (repeats) are not held out.
-
-    Returns:
-        ``(train_events, {user_id: held-out item ids})``.
-    """
-    if not 0 < test_fraction < 1:
-        raise ConfigError("test_fraction must be in (0, 1)", field="test_fraction")
-    by_user: dict[str, list[Interaction]] = {}
-    for e in interactions:
-        by_user.setdefault(e.user_id, []).append(e)
-    train: list[Interaction] = []
-    test: dict[str, set[str]] = {}
-    for user, events in by_user.items():
-        events.sort(key=lambda e: (e.timestamp, e.item_id))
-        n_test = int(math.ceil(len(events) * test_fraction)) if len(events) >= min_events else 0
-        head, tail = events[:len(events) - n_test], events[len(events) - n_test:]
-        train.extend(head)
-        held = {e.item_id for e in tail} - {e.item_id for e in head}
-        if held:
-            test[user] = held
-    return train, test
-
-
-def recall_at_k(ranked: Sequence[str], relevant: set[str], k: int = 10) -> float:
-    """Share of the relevant items found in the top ``k`` (hits / |relevant|)."""
-    return len(set(ranked[:k]) & relevant) / len(relevant) if relevant else 0.0
-
-
-def ndcg_at_k(ranked: Sequence[str], relevant: set[str], k: int = 10) -> float:
-    """Binary-relevance NDCG@k; the ideal ranking puts min(k, |relevant|) hits first."""
-    dcg = sum(1.0 / math.log2(r + 2) for r, item in enumerate(ranked[:k]) if item in relevant)
-    ideal = sum(1.0 / math.log2(r + 2) for r in range(min(k, len(relevant))))
-    return dcg / ideal if ideal else 0.0
-
-
-def catalog_coverage(rankings: Iterable[Sequence[str]], n_items: int, k: int = 10) -> float:
-    """Share of the catalog that appears in at least one top-``k`` list."""
-    shown: set[str] = set()
-    for ranked in rankings:
-        shown.update(ranked[:k])
-    return len(shown) / n_items if n_items else 0.0
-
-
-def evaluate(model: CFModel, train: Sequence[Interaction], test: dict[str, set[str]],
-             k: int = 10) -> dict[str, dict[str, float]]:
-    """Recall@k, NDCG@k and coverage of popularity, ALS, item-item and the blend.
-
-    Every user in ``test`` is scored from their training history; training items are excluded.
-
-    Returns:
-        ``{method: {"recall": .., "ndcg": .., "coverage": ..}}``.
-    """
-    history: dict[str, list[Interaction]] = {}
-    for e in train:
-        history.setdefault(e.user_id, []).append(e)
-    scorers: dict[str, Callable[[str, list[str], list[float]], np.ndarray]] = {
-        "popularity": lambda u, h, v: model.popularity,
-        "als": lambda u, h, v: model.als_scores(_vector(model, u, h, v)),
-        "item-item": lambda u, h, v: model.item_item_scores(h),
-        "blend": lambda u, h, v: model.blended_scores(h, v, _vector(model, u, h, v)),
-    }
-    results: dict[str, dict[str, float]] = {}
-    for name, scorer in scorers.items():
-        rankings, recalls, ndcgs = [], [], []
-        for user, relevant in test.items():
-            events = history.get(user, [])
-            items, values = [e.item_id for e in events], [e.value for e in events]
-            best = top_k(scorer(user, items, values), k, model.item_positions(items))
-            ranked = [str(model.item_ids[i]) for i in best]
-            rankings.append(ranked)
-            recalls.append(recall_at_k(ranked, relevant, k))
-            ndcgs.append(ndcg_at_k(ranked, relevant, k))
-        results[name] = {"recall": float(np.mean(recalls)), "ndcg": float(np.mean(ndcgs)),
-                         "coverage": catalog_coverage(rankings, len(model.item_ids), k)}
-    return results
-
-
-def _vector(model: CFModel, user: str, items: list[str], values: list[float]) -> np.ndarray:
-    vec = model.user_vector(user)
-    return vec if vec is not None else model.fold_in(items, values)

@@ -25,8 +25,8 @@ import numpy as np
 
 from osreco.plugin import schemas
 from osreco.plugin.fusion import FusionOptions, SignalResult, read_msearch
-from osreco.plugin.intent import detect_language
-from osreco.plugin.intent_types import Intent
+from osreco.plugin.intent.parser import detect_language
+from osreco.plugin.intent.types import Intent
 from osreco.plugin.query import knn_query
 from osreco.plugin.service import SearchService, UserContext
 

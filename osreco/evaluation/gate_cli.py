@@ -1,4 +1,4 @@
-"""`osreco promote`: the quality gate between a trained model and the serving one (``osreco.promote``)."""
+"""`osreco promote`: the quality gate between a trained model and the serving one (``osreco.evaluation.gate``)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def promote_cmd(candidate: str, current: str, bundles_root: str, alias: str | No
     Example: osreco promote --candidate models/ft --current bundles/current --bundles-root bundles
     --alias movies
     """
-    from osreco.promote import PromoteConfig, harness_evaluator, offline_evaluator, promote
+    from osreco.evaluation.gate import PromoteConfig, harness_evaluator, offline_evaluator, promote
 
     outcome: dict = {}
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from opensearchpy import OpenSearch
 from opensearchpy.helpers import scan
 
-from osreco.ingest.interactions import Interaction
-from osreco.plugin.eval_data import Movie
+from osreco.cf.interactions import Interaction
+from osreco.evaluation.data import Movie
 
 log = logging.getLogger("osreco.eval")
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -130,8 +130,8 @@ def split_ratings(path: Path, known_items: frozenset[str], test_fraction: float 
     Returns:
         The split, with the held-out items graded by the user's rating.
     """
-    from osreco.ingest.cf import time_split
-    from osreco.ingest.interactions import ReadConfig, read_interactions
+    from osreco.evaluation.cf import time_split
+    from osreco.cf.interactions import ReadConfig, read_interactions
 
     data = read_interactions(path, ReadConfig(known_items=known_items))
     train, test = time_split(data.interactions, test_fraction)
@@ -183,9 +183,10 @@ def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_ke
     Returns:
         The training metadata plus write counts.
     """
-    from osreco.ingest import cf_store
-    from osreco.ingest.cf import CFConfig, train_models
-    from osreco.ingest.privacy import pseudonymize
+    from osreco.cf import store as cf_store
+    from osreco.cf.model import CFConfig
+    from osreco.cf.train import train_models
+    from osreco.cf.privacy import pseudonymize
 
     store = cf_store.StoreConfig(prefix=alias, item_index=alias,
                                  history_len=max([len(h) for h in split.histories.values()] + [1]))

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent_types import FacetMatch, FieldMap
+from osreco.plugin.intent.types import FacetMatch, FieldMap
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 """Maps texts to an (n, dim) array of unit vectors (e.g. ``Encoder.encode_queries``)."""

@@ -26,7 +26,7 @@ from opensearchpy.helpers import scan, streaming_bulk
 from osreco.ingest.errors import BulkError, ConfigError, IndexError_
 
 if TYPE_CHECKING:
-    from osreco.ingest.cf import CFModel
+    from osreco.cf.model import CFModel
 
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 Progress = Callable[[int], None]
@@ -260,14 +260,14 @@ def refresh_user_vector(client: OpenSearch, store: StoreConfig, model: "CFModel"
     the same items, so a long-known user is not reduced to their last few clicks.
 
     Args:
-        model: the loaded :class:`~osreco.ingest.cf.CFModel` (item factors stay fixed).
+        model: the loaded :class:`~osreco.cf.model.CFModel` (item factors stay fixed).
         user_key: the pseudonym.
         limit: newest events used.
 
     Returns:
         The new vector (zeros when none of the items is known to the model).
     """
-    from osreco.ingest.events import recent_events
+    from osreco.cf.events import recent_events
 
     doc = read_user(client, store, user_key)
     events = recent_events(client, store.prefix, user_key, limit)

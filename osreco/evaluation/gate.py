@@ -94,7 +94,7 @@ def offline_evaluator(max_queries: int = 48, users_per_query: int = 4, k: int = 
     """The personalized-search task of ``osreco eval``, kNN signal only, scored in memory.
 
     Same queries (English and Chinese templates), same time-ordered split and graded relevance
-    as ``osreco eval`` (``osreco.plugin.eval_data``); each query's vector is compared by cosine
+    as ``osreco eval`` (``osreco.evaluation.data``); each query's vector is compared by cosine
     with every MovieLens item's vector (exact search, no OpenSearch). It isolates what the
     encoder changes; the full sidecar numbers come from ``osreco eval``.
 
@@ -114,7 +114,7 @@ def offline_evaluator(max_queries: int = 48, users_per_query: int = 4, k: int = 
         import numpy as np
 
         from osreco.exporter import Encoder
-        from osreco.plugin.metrics_ir import mean, ndcg_at_k, recall_at_k
+        from osreco.evaluation.metrics import mean, ndcg_at_k, recall_at_k
 
         movies, texts, pairs = _eval_task(max_queries, users_per_query, seed)
         ids = _item_subset(sorted(texts, key=int), pairs, max_items, seed)
@@ -127,7 +127,7 @@ def offline_evaluator(max_queries: int = 48, users_per_query: int = 4, k: int = 
         depth = max(k, rerank_n) if rerank_bundle else k
         top = {q: [ids[j] for j in np.argsort(-(items @ v), kind="stable")[:depth]] for q, v in zip(queries, qv)}
         if rerank_bundle:
-            from osreco.exporter.rerank_train import rerank
+            from osreco.training.reranker import rerank
 
             scorer = Encoder(rerank_bundle, threads=threads)
             for q, ranked in top.items():
@@ -174,7 +174,7 @@ def harness_evaluator(variant: str = "osreco", quick: bool = True, alias_prefix:
         import tempfile
 
         from osreco.exporter import load_manifest
-        from osreco.plugin.evaluate import EvalConfig, run_eval
+        from osreco.evaluation.run import EvalConfig, run_eval
 
         short = load_manifest(bundle, verify=False).artifact_id.split(":")[-1][:12]
         alias = f"{alias_prefix}-{short}"
@@ -193,9 +193,9 @@ def harness_evaluator(variant: str = "osreco", quick: bool = True, alias_prefix:
 
 def _eval_task(max_queries: int, users_per_query: int, seed: int):
     """(movies, item texts, query pairs) of the evaluation's personalized-search task."""
-    from osreco.exporter.train_data import movielens_catalog, movielens_dir
-    from osreco.plugin.eval_data import Movie, generate_queries, sample_pairs
-    from osreco.plugin.eval_setup import split_ratings
+    from osreco.training.data import movielens_catalog, movielens_dir
+    from osreco.evaluation.data import Movie, generate_queries, sample_pairs
+    from osreco.evaluation.setup import split_ratings
 
     catalog = movielens_catalog()
     movies = {i: Movie(i, c.year, frozenset(c.genres)) for i, c in catalog.items()}

@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from osreco.plugin.intent_lexicon import DECADE_WORDS
-from osreco.plugin.intent_types import RangeFilter
+from osreco.plugin.intent.lexicon import DECADE_WORDS
+from osreco.plugin.intent.types import RangeFilter
 
 Bound = tuple[str, dict[str, float]]  # ("price" | "year", {op: value})
 

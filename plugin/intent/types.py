@@ -1,7 +1,7 @@
 """The typed intent of a search-box query, and the index field names it is grounded in.
 
-An :class:`Intent` is what the parsers (rules in :mod:`osreco.plugin.intent`, the optional
-LLM in :mod:`osreco.plugin.llm_intent`) produce and what :mod:`osreco.plugin.query` turns
+An :class:`Intent` is what the parsers (rules in :mod:`osreco.plugin.intent.parser`, the optional
+LLM in :mod:`osreco.plugin.intent.llm`) produce and what :mod:`osreco.plugin.query` turns
 into query DSL. It never holds DSL itself: only field names from :class:`FieldMap`, facet
 values from the index vocabulary, numbers and the remaining free text.
 

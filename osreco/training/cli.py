@@ -48,7 +48,7 @@ def _default_base() -> Path:
 
 def _load(events: str | None, catalog: str | None, max_users: int | None):
     """(events, catalog): from files, or MovieLens-derived when --events is not given."""
-    from osreco.exporter import train_data as td
+    from osreco.training import data as td
 
     cat = td.read_catalog(catalog) if catalog else td.movielens_catalog()
     if events:
@@ -88,7 +88,7 @@ def _loop_options(f: Callable) -> Callable:
 
 def _loop(kw: dict, default_lr: float):
     """LoopConfig from the shared options."""
-    from osreco.exporter.train_loop import LoopConfig
+    from osreco.training.loop import LoopConfig
 
     return LoopConfig(epochs=kw["epochs"], batch_size=kw["batch_size"], lr=kw["lr"] or default_lr,
                       max_steps=kw["max_steps"], device=kw["device"], threads=kw["threads"],
@@ -124,7 +124,7 @@ def train_encoder_cmd(no_next_items: bool, no_queries: bool, max_next_per_user: 
     Example: osreco train encoder --events events.jsonl --catalog items.jsonl -o models/ft
     """
     def job() -> None:
-        from osreco.exporter.train import EncoderTrainConfig, PairConfig, build_pairs, split_pairs, train_encoder
+        from osreco.training.encoder import EncoderTrainConfig, PairConfig, build_pairs, split_pairs, train_encoder
 
         events, catalog = _load(kw["events"], kw["catalog"], kw["max_users"])
         pairs = build_pairs(events, catalog, PairConfig(queries=not no_queries, next_items=not no_next_items,
@@ -153,9 +153,9 @@ def train_reranker_cmd(sampled_negatives: int, export_dir: str | None, quantize:
     Example: osreco train reranker --events events.jsonl -o models/rr --export bundles/rr-int8
     """
     def job() -> None:
-        from osreco.exporter.rerank_train import (RerankTrainConfig, build_rerank_examples, export_reranker,
+        from osreco.training.reranker import (RerankTrainConfig, build_rerank_examples, export_reranker,
                                                   train_reranker)
-        from osreco.exporter.train import split_pairs
+        from osreco.training.encoder import split_pairs
 
         events, catalog = _load(kw["events"], kw["catalog"], kw["max_users"])
         examples = build_rerank_examples(events, catalog, sampled_negatives, kw["seed"])
@@ -191,7 +191,7 @@ def train_events_cmd(out: str, max_users: int | None, queries_per_user: int, see
     def job() -> None:
         from collections import Counter
 
-        from osreco.exporter import train_data as td
+        from osreco.training import data as td
 
         events = td.movielens_events(td.MovieLensConfig(max_users=max_users, queries_per_user=queries_per_user,
                                                         seed=seed))

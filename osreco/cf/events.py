@@ -21,9 +21,9 @@ from typing import Iterable, Iterator
 from opensearchpy import OpenSearch, TransportError
 from opensearchpy.helpers import bulk, scan
 
+from osreco.cf.interactions import Interaction
+from osreco.cf.privacy import PrivacyConfig, is_pseudonym
 from osreco.ingest.errors import BulkError, ConfigError, InteractionError
-from osreco.ingest.interactions import Interaction
-from osreco.ingest.privacy import PrivacyConfig, is_pseudonym
 
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 EVENT_KINDS = ("view", "click", "add_to_cart", "purchase", "rating")

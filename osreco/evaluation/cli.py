@@ -48,8 +48,8 @@ def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | Non
     """
     from osreco.ingest.errors import IngestError
     from osreco.plugin.errors import ConfigError
-    from osreco.plugin.eval_report import to_markdown, write_chart
-    from osreco.plugin.evaluate import EvalConfig, run_eval
+    from osreco.evaluation.report import to_markdown, write_chart
+    from osreco.evaluation.run import EvalConfig, run_eval
 
     try:
         config = EvalConfig.from_env(quick=quick, alias=alias, bundle_dir=bundle_dir,

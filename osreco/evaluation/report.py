@@ -1,6 +1,6 @@
 """The report of ``osreco eval``: targets, markdown tables and the chart.
 
-The report is a plain JSON-friendly dict (see :func:`osreco.plugin.evaluate.run_eval`)::
+The report is a plain JSON-friendly dict (see :func:`osreco.evaluation.run.run_eval`)::
 
     {"recommendation": {"k", "users", "variants": {name: {"recall", "ndcg", "coverage"}}},
      "search": {"k", "queries", "pairs", "variants": {name: {"ndcg", "recall", "violation_rate"}},
