@@ -18,20 +18,20 @@ import os
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 os.environ["OMP_NUM_THREADS"] = "1"
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from typing import Callable  # noqa: E402
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
 
-import numpy as np  # noqa: E402
-from scipy import sparse  # noqa: E402
+import numpy as np
+from scipy import sparse
 
-from osreco.cf.model import CFConfig, CFModel  # noqa: E402
-from osreco.cf.train import decayed_popularity, train_models  # noqa: E402
-from osreco.evaluation.cf import evaluate, time_split  # noqa: E402
-from osreco.evaluation.cf import format_table, ml100k_path  # noqa: E402
-from osreco.cf.interactions import Interaction, read_interactions  # noqa: E402
+from osreco.cf.interactions import Interaction, read_interactions
+from osreco.cf.model import CFConfig, CFModel
+from osreco.cf.train import decayed_popularity, train_models
+from osreco.evaluation.cf import evaluate, format_table, time_split
+from osreco.ingest.movielens import movielens_ratings_path
 
 ALS_GRID = [{"regularization": r, "bm25_b": b} for r in (5.0, 10.0, 20.0, 50.0) for b in (0.3, 0.5, 0.8)]
 EASE_GRID = (100.0, 200.0, 300.0, 500.0)
@@ -39,7 +39,7 @@ EASE_GRID = (100.0, 200.0, 300.0, 500.0)
 
 def load_events() -> list[Interaction]:
     """ML-100k ratings as implicit positives (value 1)."""
-    data = read_interactions(ml100k_path())
+    data = read_interactions(movielens_ratings_path())
     return [Interaction(e.user_id, e.item_id, 1.0, e.timestamp) for e in data.interactions]
 
 

@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import os
 
-# One BLAS thread, set before numpy loads: on a busy 2-core machine OpenBLAS's thread pool
-# turns a 100x384 matmul from ~0.1 ms into ~25 ms (measured), which would be all noise.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# One BLAS thread, set before numpy loads: on a busy machine OpenBLAS's thread pool makes
+# small matmuls far slower, which would be all noise (docs/benchmarks.md, "Sidecar core").
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from osreco.plugin.explain import HistoryItem, explain  # noqa: E402
-from osreco.plugin.fusion import FusionOptions, fuse, mmr  # noqa: E402
-from osreco.plugin.intent.parser import parse_intent  # noqa: E402
-from osreco.plugin.query import QueryOptions, build_msearch  # noqa: E402
-from osreco.plugin.intent.vocab import Vocabulary  # noqa: E402
+from osreco.plugin.explain import HistoryItem, explain
+from osreco.plugin.fusion import FusionSettings, fuse, mmr
+from osreco.plugin.intent.parser import parse_intent
+from osreco.plugin.intent.vocab import Vocabulary
+from osreco.plugin.query import QueryOptions, build_msearch
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 
@@ -52,7 +53,7 @@ def _groups() -> dict[str, dict[str, Callable[[], object]]]:
     intent = parse_intent(cases[0]["q"], vocabs[cases[0]["vocab"]])
     opts = QueryOptions("items")
     qv, uv = vecs["1"], vecs["2"][:64]
-    fused = fuse(hits, FusionOptions())
+    fused = fuse(hits, FusionSettings())
     history = [HistoryItem(str(i), f"t{i}", vecs[str(i)]) for i in range(20)]
 
     def parse_all(group, vocab=None):
@@ -62,8 +63,8 @@ def _groups() -> dict[str, dict[str, Callable[[], object]]]:
         "parse (per query)": {"rules, English golden": parse_all(en), "rules, Chinese golden": parse_all(zh),
                               "rules, English, 1,300-value vocabulary": parse_all(en, big)},
         "build + fuse": {"build_msearch (3 signals, 384-d)": lambda: build_msearch(intent, opts, qv, uv),
-                         "fuse rrf (3 x 100 hits)": lambda: fuse(hits, FusionOptions()),
-                         "fuse linear (3 x 100 hits)": lambda: fuse(hits, FusionOptions(method="linear"))},
+                         "fuse rrf (3 x 100 hits)": lambda: fuse(hits, FusionSettings()),
+                         "fuse linear (3 x 100 hits)": lambda: fuse(hits, FusionSettings(method="linear"))},
         "re-rank + explain": {"mmr top 10 of 100 (384-d)": lambda: mmr(fused, vecs, 0.7, k=10),
                               "explain 10 results (20-item history)": lambda: [
                                   explain(c, intent, vecs[c.item_id], history) for c in fused[:10]]},

@@ -206,8 +206,8 @@ def main() -> None:
         print(f"\nPeak RSS (own process per size, bundle {tiny.name}, streamed catalog)\n")
         print("| items | peak RSS MiB | vs smallest | items/s |\n|---|---|---|---|")
         for r in reports:
-            print(f"| {r['items']:,} | {r['peak_rss_mib']:.1f} | {r['peak_rss_mib'] / reports[0]['peak_rss_mib']:.2f} | "
-                  f"{r['items_per_s']:.0f} |")
+            print(f"| {r['items']:,} | {r['peak_rss_mib']:.1f} | "
+                  f"{r['peak_rss_mib'] / reports[0]['peak_rss_mib']:.2f} | {r['items_per_s']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def ensure_index(client, bundle: Path, n: int) -> str:
     enc = Encoder(bundle, threads=2)
     if client.indices.exists_alias(name=alias):
         index = next(iter(client.indices.get_alias(name=alias)))
-        meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
+        _, meta = rebuild.alias_meta(client, index)
         if meta.get("artifact_id") == enc.artifact_id and client.count(index=alias)["count"] == n:
             return alias
         client.indices.delete(index=f"{alias}-v*")

@@ -50,8 +50,8 @@ def quality(args: argparse.Namespace) -> None:
 def latency(args: argparse.Namespace) -> None:
     """p50/p90 of one query embedding vs reranking N candidates (int8, optionally fp32)."""
     from osreco.exporter import Encoder
-    from osreco.training.reranker import rerank
     from osreco.training.data import movielens_catalog
+    from osreco.training.reranker import rerank
 
     docs = [c.document for c in movielens_catalog().values()]
     query_enc = Encoder(args.query_bundle, threads=args.threads, device="cpu")
@@ -105,8 +105,8 @@ def epoch(args: argparse.Namespace) -> None:
 
     import torch
 
-    from osreco.training.encoder import EncoderTrainConfig, PairConfig, build_pairs, train_encoder
     from osreco.training.data import MovieLensConfig, movielens_catalog, movielens_events
+    from osreco.training.encoder import EncoderTrainConfig, PairConfig, build_pairs, train_encoder
     from osreco.training.loop import LoopConfig
 
     torch.set_num_threads(args.threads)

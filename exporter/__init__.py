@@ -5,8 +5,7 @@ when called.
 """
 
 from osreco.exporter.encoder import Encoder
-from osreco.exporter.errors import (BundleError, ConfigError, ExporterError, ModelDirError,
-                                    ParityError, RuntimeEnvError)
+from osreco.exporter.errors import BundleError, ConfigError, ExporterError, ModelDirError, ParityError, RuntimeEnvError
 from osreco.exporter.export import ExportOptions, export_model
 from osreco.exporter.manifest import FORMAT_VERSION, Manifest, load_manifest
 

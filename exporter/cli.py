@@ -1,44 +1,21 @@
 """Click commands that osreco.exporter contributes to the `osreco` command line.
 
-Exit codes: 0 ok, 1 the export ran but failed validation (or failed midway), 2 bad usage or
-input (model folder, options, bundle), 3 environment (missing dependencies / providers).
+Exit codes (``osreco.errors``): 0 ok, 1 the export ran but failed validation (or failed midway),
+2 bad usage or input (model folder, options, bundle), 3 environment (missing dependencies /
+providers). Errors reach the one handler of ``osreco.cli_errors``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from osreco.exporter.errors import (BundleError, ConfigError, ExporterError, ModelDirError,
-                                    ParityError, RuntimeEnvError)
-
-EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 1, 2, 3
+from osreco.cli_errors import command
 
 
-def _exit_code(error: ExporterError) -> int:
-    if isinstance(error, (ConfigError, ModelDirError, BundleError)):
-        return EXIT_USAGE
-    if isinstance(error, RuntimeEnvError):
-        return EXIT_ENV
-    return EXIT_FAILURES
-
-
-def _fail(error: ExporterError, as_json: bool) -> None:
-    code = _exit_code(error)
-    if as_json:
-        payload = {"ok": False, "error": type(error).__name__, "message": str(error),
-                   "path": error.path, "exit_code": code}
-        if isinstance(error, ParityError):
-            payload["parity"] = error.parity
-        click.echo(json.dumps(payload, default=str))
-    click.echo(f"error: {error}", err=True)
-    sys.exit(code)
-
-
-@click.command("export")
+@command("export")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Bundle folder to create (written atomically).")
@@ -65,7 +42,8 @@ def _fail(error: ExporterError, as_json: bool) -> None:
               help="Also write BUNDLE_DIR/ml-commons/model.zip and register.json for OpenSearch ml-commons.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 def export_command(model_dir: Path, out_dir: Path, optimize: str | None, quantize: str | None,
-                   int8_scope: str, min_cosine: float | None, fp16: bool, pooling: str | None, normalize: bool | None, max_length: int | None,
+                   int8_scope: str, min_cosine: float | None, fp16: bool, pooling: str | None, normalize: bool | None,
+                   max_length: int | None,
                    opset: int | None, model_name: str | None, threads: int, overwrite: bool,
                    ml_commons: bool, as_json: bool) -> None:
     """Export a local Hugging Face model folder to a validated ONNX bundle.
@@ -81,34 +59,25 @@ def export_command(model_dir: Path, out_dir: Path, optimize: str | None, quantiz
     def report(line: str) -> None:
         click.echo(line, err=as_json)
 
-    try:
-        options = ExportOptions(optimize=optimize, quantize=quantize, fp16=fp16, pooling=pooling,
-                                normalize=normalize, max_length=max_length, opset=opset,
-                                model_name=model_name, threads=threads, overwrite=overwrite,
-                                ml_commons=ml_commons, int8_scope=int8_scope,
-                                min_cosine=min_cosine)
-        manifest = export_model(model_dir, out_dir, options, report=report)
-    except ExporterError as e:
-        _fail(e, as_json)
-        return
+    options = ExportOptions(optimize=optimize, quantize=quantize, fp16=fp16, pooling=pooling,
+                            normalize=normalize, max_length=max_length, opset=opset,
+                            model_name=model_name, threads=threads, overwrite=overwrite,
+                            ml_commons=ml_commons, int8_scope=int8_scope, min_cosine=min_cosine)
+    manifest = export_model(model_dir, out_dir, options, report=report)
     if as_json:
         click.echo(json.dumps({"ok": True, "bundle": str(out_dir), **manifest.to_dict()}, default=str))
     else:
         click.echo(f"wrote {out_dir} ({manifest.precision}, dim {manifest.dim}, {manifest.artifact_id})")
 
 
-@click.command("verify-bundle")
+@command("verify-bundle")
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def verify_bundle_command(bundle_dir: Path, as_json: bool) -> None:
     """Check a bundle's files against its manifest and that ONNX Runtime loads it."""
     from osreco.exporter.encoder import Encoder
 
-    try:
-        encoder = Encoder(bundle_dir, threads=1, device="cpu", cache_size=0)
-    except ExporterError as e:
-        _fail(e, as_json)
-        return
+    encoder = Encoder(bundle_dir, threads=1, device="cpu", cache_size=0)
     m = encoder.manifest
     if as_json:
         click.echo(json.dumps({"ok": True, **m.to_dict()}, default=str))

@@ -116,10 +116,10 @@ def optimize_onnx(src: Path, dst: Path, level: str, model_type: str) -> None:
 
 
 # Weight MatMuls kept in fp32 by default: the feed-forward block (up- and down-projection;
-# bert/roberta/mpnet and distilbert names). Measured on all-MiniLM-L6-v2 over the parity set,
-# each text alone and in mixed batches of 64: quantizing every weight MatMul gives min cosine
-# 0.977; the FFN up-projection reads LayerNorm outliers that per-tensor dynamic activation
-# scales cannot hold. Quantizing only Q, K, V and the attention output gives min 0.9935.
+# bert/roberta/mpnet and distilbert names). The FFN up-projection reads LayerNorm outliers
+# that per-tensor dynamic activation scales cannot hold, so quantizing every weight MatMul
+# fails the parity gate while Q, K, V and the attention output alone pass it (parity numbers:
+# docs/benchmarks.md, "Exporter / Encoder").
 FP32_PATTERNS = (r"/intermediate/", r"/layer\.\d+/output/dense/", r"/ffn/lin[12]/")
 
 
@@ -150,7 +150,7 @@ def quantize_int8(src: Path, dst: Path, scope: str = "attention") -> dict:
     Args:
         src: fp32 (optionally optimized) model. dst: output path.
         scope: ``attention`` (Q/K/V/output projections; FFN stays fp32) or ``all`` (every
-            weight MatMul: faster, but min cosine ~0.977 on all-MiniLM-L6-v2).
+            weight MatMul: faster, but below the parity gate on all-MiniLM-L6-v2; docs/benchmarks.md).
     Returns:
         ``{"isa": "avx512_vnni"|"avx2"|"other", "excluded_nodes": n}``.
     """

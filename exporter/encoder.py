@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from osreco.exporter.manifest import MODEL_NAME, TOKENIZER_NAME, Manifest, load_
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+def pool(hidden: np.ndarray, mask: np.ndarray, mode: str | None) -> np.ndarray:
     """Pool token vectors into one vector per text.
 
     Args:
@@ -31,7 +31,7 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     Returns:
         ``(batch, dim)`` float32.
     Raises:
-        ConfigError: unknown mode.
+        ConfigError: unknown mode (``None``: a classification bundle's).
     """
     hidden = hidden.astype(np.float32, copy=False)
     m = mask.astype(np.float32)[:, :, None]

@@ -1,50 +1,54 @@
 """Errors of osreco.exporter, each naming the file or option at fault and a fix.
 
-    ExporterError
-    ├── ConfigError        an export option or Encoder argument is invalid
-    ├── ModelDirError      the model folder is missing, unsupported or lacks a tokenizer
-    ├── BundleError        a bundle is missing files, was tampered with, or is too new
-    ├── ParityError        the exported graph does not compute what PyTorch computed
-    ├── RuntimeEnvError    onnxruntime / a provider / an optional dependency is missing
-    └── MLCommonsError     the ml-commons zip or registration failed
+Part of the one tree rooted at ``osreco.errors.OsrecoError`` (exit codes in brackets)::
+
+    OsrecoError
+    ├── ConfigError        [2] an export option or Encoder argument is invalid (osreco.errors)
+    └── ExporterError      [1]
+        ├── ModelDirError      [2] the model folder is missing, unsupported or lacks a tokenizer
+        ├── BundleError        [2] a bundle is missing files, was tampered with, or is too new
+        ├── ParityError        [1] the exported graph does not compute what PyTorch computed
+        ├── RuntimeEnvError    [3] onnxruntime / a provider / an optional dependency is missing
+        └── MLCommonsError     [1] the ml-commons zip or registration failed
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from osreco.errors import EXIT_ENV, EXIT_FAILURES, EXIT_USAGE, ConfigError, OsrecoError
 
-class ExporterError(Exception):
+__all__ = ["BundleError", "ConfigError", "ExporterError", "MLCommonsError", "ModelDirError",
+           "ParityError", "RuntimeEnvError"]
+
+
+class ExporterError(OsrecoError):
     """Root of the exporter's errors.
 
     Args:
         message: what is wrong.
-        path: the file or folder at fault, if any.
+        path: the file or folder at fault, if any (prefixed to the message).
         fix: one line telling the user how to fix it.
     """
 
-    def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
-        super().__init__(message)
+    exit_code = EXIT_FAILURES
+
+    def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None,
+                 **context: object):
         self.path = str(path) if path is not None else None
-        self.fix = fix
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        if self.path and self.path not in text:
-            text = f"{self.path}: {text}"
-        return f"{text} — fix: {self.fix}" if self.fix else text
-
-
-class ConfigError(ExporterError):
-    """An export option or Encoder argument is invalid."""
+        super().__init__(message, fix=fix, path=self.path, **context)
 
 
 class ModelDirError(ExporterError):
     """The model folder is missing, of an unsupported architecture, or has no tokenizer."""
 
+    exit_code = EXIT_USAGE
+
 
 class BundleError(ExporterError):
     """A bundle is incomplete, does not match its manifest, or has a newer format version."""
+
+    exit_code = EXIT_USAGE
 
 
 class ParityError(ExporterError):
@@ -52,12 +56,14 @@ class ParityError(ExporterError):
 
     def __init__(self, message: str, parity: dict | None = None, path: str | Path | None = None,
                  fix: str | None = None):
-        super().__init__(message, path=path, fix=fix)
+        super().__init__(message, path=path, fix=fix, parity=dict(parity or {}))
         self.parity = dict(parity or {})
 
 
 class RuntimeEnvError(ExporterError):
     """onnxruntime, a requested execution provider, or an export dependency is missing."""
+
+    exit_code = EXIT_ENV
 
 
 class MLCommonsError(ExporterError):

@@ -17,9 +17,9 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from osreco.exporter.errors import ConfigError, ExporterError
 from osreco.exporter.manifest import MODEL_NAME, POOLINGS, Manifest, write_manifest

@@ -60,7 +60,7 @@ class Manifest:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict, path: str | Path = MANIFEST_NAME) -> "Manifest":
+    def from_dict(cls, data: dict, path: str | Path = MANIFEST_NAME) -> Manifest:
         """Build from a parsed manifest.json.
 
         Args:

@@ -53,6 +53,7 @@ def register_body(manifest: Manifest, zip_sha256: str, zip_size: int, url: str |
     if manifest.task != "embedding":
         raise MLCommonsError("ml-commons text embedding needs an embedding bundle, not a "
                              f"{manifest.task} one", fix="export an embedding model with --ml-commons")
+    assert manifest.pooling is not None, "Manifest.check: an embedding bundle names its pooling"
     body = {
         "name": manifest.model_name,
         "version": version,

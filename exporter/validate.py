@@ -66,7 +66,7 @@ class Thresholds:
     max_abs_diff: float
 
     @classmethod
-    def for_precision(cls, precision: str, min_cosine: float | None = None) -> "Thresholds":
+    def for_precision(cls, precision: str, min_cosine: float | None = None) -> Thresholds:
         """Args: precision: fp32|int8|fp16; min_cosine: override. Returns: the thresholds."""
         if precision == "fp32":
             return cls(min_cosine if min_cosine is not None else 0.9999, 0.9, 0.99, 1e-3)
@@ -172,6 +172,7 @@ def measure_parity(info: ModelInfo, bundle_dir: Path, threads: int = 2) -> dict:
         ref, got = _torch_scores(info, pairs, m.max_length, m.input_names), enc.score_pairs(pairs)
         return {"max_abs_diff": float(np.abs(ref - got).max()),
                 "rank_agreement": rank_agreement(ref, got), "n_pairs": len(pairs)}
+    assert m.pooling is not None, "Manifest.check: an embedding bundle names its pooling"
     texts = list(PARITY_TEXTS)
     queries, docs = list(RETRIEVAL_QUERIES), list(RETRIEVAL_DOCS)
     ref = _torch_embed(info, texts + queries + docs, m.max_length, m.pooling, m.normalize, m.input_names)

@@ -1,8 +1,9 @@
-"""Catalog readers (JSONL, CSV, Parquet, recbole atomic files), the field map and row validation.
+"""Catalogs: the field map and row validation (rows come from :mod:`osreco.ingest.rows`).
 
-A catalog is read as a stream of ``(line, row)`` pairs; each row is validated against a
-:class:`FieldMap` into a :class:`CatalogItem` or a :class:`RowError` that names the line and
-field. Nothing here talks to OpenSearch or loads a model.
+A catalog is read as a stream of ``(line, row)`` pairs (JSONL, CSV, TSV, Parquet, recbole
+atomic files); each row is validated against a :class:`FieldMap` into a :class:`CatalogItem`
+or a :class:`RowError` that names the line and field. Nothing here talks to OpenSearch or
+loads a model.
 
 Example:
     >>> fields = FieldMap(id="sku", title="name", facets={"brand": "brand"})
@@ -12,22 +13,21 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Union
+from typing import TypeAlias
 
-from osreco.ingest.errors import CatalogError, ConfigError, RowError
+from osreco.ingest.errors import ConfigError, RowError
+from osreco.ingest.rows import FORMATS, count_rows, detect_format, read_rows
 
-FORMATS = ("jsonl", "csv", "parquet", "atomic")
+__all__ = ["FieldMap", "CatalogItem", "CatalogEntry", "read_catalog", "validate_row", "join_fields",
+           "FORMATS", "count_rows", "detect_format", "read_rows"]
 NUMERIC_TYPES = ("float", "integer")
-_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
-               ".parquet": "parquet", ".pq": "parquet", ".item": "atomic"}
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f", ""}
 MAX_ID_LENGTH = 512  # OpenSearch refuses _id longer than 512 bytes
@@ -78,7 +78,7 @@ class FieldMap:
             raise ConfigError("list_separator must not be empty", field="list_separator")
 
     @classmethod
-    def from_dict(cls, spec: Mapping[str, object], source: str = "schema") -> "FieldMap":
+    def from_dict(cls, spec: Mapping[str, object], source: str = "schema") -> FieldMap:
         """Build from a schema dict (the ``--schema`` JSON file).
 
         Args:
@@ -115,7 +115,7 @@ class FieldMap:
         return cls(**kwargs)  # type: ignore[arg-type]
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "FieldMap":
+    def from_file(cls, path: str | Path) -> FieldMap:
         """Read a JSON schema file; raises ConfigError naming the file when it is unusable."""
         try:
             spec = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -128,7 +128,11 @@ class FieldMap:
 
 
 def _as_tuple(value: object) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)  # type: ignore[union-attr]
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable):
+        return tuple(str(v) for v in value)
+    raise ConfigError(f"expected a name or a list of names, got {value!r}", field="text/embed_fields")
 
 
 def _as_mapping(value: object, source: str, key: str, keep_values: bool = False) -> dict[str, object]:
@@ -168,120 +172,7 @@ class CatalogItem:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-CatalogEntry = Union[CatalogItem, RowError]
-
-
-def detect_format(path: str | Path, fmt: str | None = None) -> str:
-    """The reader to use for ``path``: ``fmt`` when given, else from the extension.
-
-    Raises:
-        ConfigError: unknown format or extension.
-    """
-    if fmt:
-        if fmt not in FORMATS:
-            raise ConfigError(f"unknown catalog format {fmt!r}", field="--format", fix=f"use one of {FORMATS}")
-        return fmt
-    suffixes = Path(path).suffixes
-    ext = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (suffixes or [""])[-1]
-    if ext.lower() not in _EXTENSIONS:
-        raise ConfigError(f"cannot tell the format of {path} from its extension {ext!r}", field="--format",
-                          fix=f"pass --format, one of {FORMATS}")
-    return _EXTENSIONS[ext.lower()]
-
-
-def read_rows(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, dict[str, object] | RowError]]:
-    """Stream raw rows as ``(line, row)``; an unparsable row comes as a RowError instead.
-
-    Lines are 1-based physical lines for JSONL, CSV (the header is line 1) and atomic files,
-    and 1-based row numbers for Parquet.
-
-    Raises:
-        CatalogError: the file cannot be opened or its header/footer is unreadable.
-    """
-    kind = detect_format(path, fmt)
-    readers = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet, "atomic": _read_atomic}
-    try:
-        yield from readers[kind](Path(path))
-    except OSError as e:
-        raise CatalogError(f"cannot read catalog {path}: {e}", file=str(path),
-                           fix="check the path and permissions") from e
-
-
-def count_rows(path: str | Path, fmt: str | None = None) -> int | None:
-    """Cheap row count for progress bars (None when it would cost a full parse)."""
-    kind = detect_format(path, fmt)
-    try:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(path).metadata.num_rows
-        with open(path, "rb") as fh:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-        return max(lines - (1 if kind in ("csv", "atomic") else 0), 0)
-    except OSError:
-        return None
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object] | RowError]]:
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield line_no, RowError(f"invalid JSON: {e.msg} at column {e.colno}", line=line_no,
-                                        fix="write one JSON object per line")
-                continue
-            if not isinstance(row, dict):
-                yield line_no, RowError(f"expected a JSON object, got {type(row).__name__}", line=line_no)
-                continue
-            yield line_no, row
-
-
-def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, object] | RowError]]:
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
-        reader = csv.DictReader(fh)
-        line_no = 1
-        for row in reader:
-            start, line_no = line_no + 1, reader.line_num
-            if None in row:
-                yield start, RowError(f"row has {len(row) - 1 + len(row[None])} values, the header "
-                                      f"{len(reader.fieldnames or [])}", line=start, fix="quote values with commas")
-                continue
-            if all(v in ("", None) for v in row.values()):
-                continue
-            yield start, {k: v for k, v in row.items() if v is not None}
-
-
-def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, object] | RowError]]:
-    import pyarrow.parquet as pq  # only needed for parquet catalogs
-
-    try:
-        pfile = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises ArrowInvalid and friends, not OSError
-        raise CatalogError(f"cannot open parquet catalog {path}: {e}", file=str(path)) from e
-    row_no = 0
-    for batch in pfile.iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            row_no += 1
-            yield row_no, row
-
-
-def _read_atomic(path: Path) -> Iterator[tuple[int, dict[str, object] | RowError]]:
-    """recbole atomic files: tab-separated, header ``name:type``; ``token_seq`` splits on spaces."""
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        header = fh.readline().rstrip("\n").split("\t")
-        columns = [h.split(":", 1)[0] for h in header]
-        seq = {h.split(":", 1)[0] for h in header if h.endswith("_seq")}
-        for line_no, line in enumerate(fh, start=2):
-            if not line.strip():
-                continue
-            values = line.rstrip("\n").split("\t")
-            if len(values) != len(columns):
-                yield line_no, RowError(f"{len(values)} values for {len(columns)} columns", line=line_no)
-                continue
-            yield line_no, {c: (v.split() if c in seq else v) for c, v in zip(columns, values)}
+CatalogEntry: TypeAlias = CatalogItem | RowError
 
 
 def read_catalog(path: str | Path, fields: FieldMap, fmt: str | None = None) -> Iterator[CatalogEntry]:
@@ -335,9 +226,9 @@ def validate_row(row: Mapping[str, object], line: int, fields: FieldMap) -> Cata
         if value is not None:
             doc[name] = value
     for name, column in fields.dates.items():
-        value = _date(row.get(column), line, column)
-        if value is not None:
-            doc[name] = value
+        day = _date(row.get(column), line, column)
+        if day is not None:
+            doc[name] = day
     if fields.image:
         image = _text(row.get(fields.image))
         if image:

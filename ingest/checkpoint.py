@@ -38,7 +38,7 @@ class Checkpoint:
     dead_letter_offset: int | None = None
 
     @classmethod
-    def open(cls, path: Path | None, key: Mapping[str, object]) -> "Checkpoint":
+    def open(cls, path: Path | None, key: Mapping[str, object]) -> Checkpoint:
         """Load ``path`` when it belongs to the same ``key``; otherwise start from row 0.
 
         Raises:

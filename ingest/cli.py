@@ -4,8 +4,9 @@
                   [--rebuild] [--sync] [--dead-letter PATH] [--checkpoint PATH] [--json]
     osreco ingest pipeline install [--name osreco-items] [--model-id ID] [--default-for INDEX]
 
-Exit codes: 0 every row indexed or unchanged, 1 some rows were dead-lettered, 2 bad usage
-or input (schema, catalog, index built for another bundle), 3 environment (node, bundle).
+Exit codes (``osreco.errors``): 0 every row indexed or unchanged, 1 some rows were
+dead-lettered, 2 bad usage or input (schema, catalog, bundle, index built for another bundle),
+3 environment (node, files). Errors reach the one handler of ``osreco.cli_errors``.
 """
 
 from __future__ import annotations
@@ -16,24 +17,26 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
+from osreco.cli_errors import Group
+from osreco.errors import EXIT_FAILURES, EXIT_OK
 from osreco.ingest.catalog import FieldMap, count_rows, read_catalog
 from osreco.ingest.checkpoint import catalog_fingerprint
-from osreco.ingest.fixtures import (ECOMMERCE_FIELDS, MOVIELENS_FIELDS, ecommerce_catalog_path,
-                                    movielens_items_path, read_ecommerce_items, read_movielens_items)
-from osreco.ingest.errors import BulkError, CatalogError, ConfigError, IndexError_, IngestError
+from osreco.ingest.errors import ConfigError
+from osreco.ingest.fixtures import ECOMMERCE_FIELDS, ecommerce_catalog_path, read_ecommerce_items
 from osreco.ingest.index_spec import DEFAULT_FACETS, IndexSpec
+from osreco.ingest.movielens import MOVIELENS_FIELDS, movielens_items_path, read_movielens_items
 from osreco.ingest.pipeline import DEFAULT_PIPELINE, install_pipeline, pipeline_body
 from osreco.ingest.writer import IngestReport, WriteConfig
 
-EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 1, 2, 3
 FIXTURES = {"movielens": (movielens_items_path, read_movielens_items, MOVIELENS_FIELDS, "atomic"),
             "ecommerce": (ecommerce_catalog_path, read_ecommerce_items, ECOMMERCE_FIELDS, "jsonl")}
 
 
-class _IngestGroup(click.Group):
+class _IngestGroup(Group):
     """``osreco ingest CATALOG ...`` loads a catalog; ``osreco ingest pipeline ...`` is a subcommand."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -76,23 +79,23 @@ def _pair(value: str) -> tuple[str, str]:
     return name.strip(), (column or name).strip()
 
 
-def field_map_from_flags(flags: Mapping[str, object]) -> FieldMap:
+def field_map_from_flags(flags: Mapping[str, Any]) -> FieldMap:
     """Build a FieldMap from ``FIELD[=COLUMN]`` flags (numerics: ``FIELD[=COLUMN][:float|integer]``).
 
     Raises:
         ConfigError: an invalid combination (for example an unknown numeric type).
     """
     numeric = {}
-    for value in flags["numerics"]:  # type: ignore[attr-defined]
+    for value in flags["numerics"]:
         spec, _, kind = str(value).partition(":")
         name, column = _pair(spec)
         numeric[name] = (column, kind or ("integer" if name == "year" else "float"))
     return FieldMap(id=str(flags["id_field"]), title=str(flags["title_field"]),
-                    text=tuple(flags["text_fields"] or ("text",)),  # type: ignore[arg-type]
-                    facets=dict(map(_pair, flags["facets"])), numeric=numeric,  # type: ignore[arg-type]
-                    dates=dict(map(_pair, flags["dates"])),  # type: ignore[arg-type]
-                    image=flags["image_field"] or None, deleted=flags["deleted_field"] or None,  # type: ignore[arg-type]
-                    embed_fields=tuple(flags["embed"] or ("title", "text")),  # type: ignore[arg-type]
+                    text=tuple(flags["text_fields"] or ("text",)),
+                    facets=dict(map(_pair, flags["facets"])), numeric=numeric,
+                    dates=dict(map(_pair, flags["dates"])),
+                    image=flags["image_field"] or None, deleted=flags["deleted_field"] or None,
+                    embed_fields=tuple(flags["embed"] or ("title", "text")),
                     list_separator=str(flags["list_separator"]))
 
 
@@ -113,7 +116,8 @@ def field_map_from_flags(flags: Mapping[str, object]) -> FieldMap:
 @click.option("--date", "dates", multiple=True, help="FIELD[=COLUMN] date field (repeatable).")
 @click.option("--image-field", default=None, help="Column with an image path or URL.")
 @click.option("--deleted-field", default=None, help="Column marking a row deleted (true/1/yes).")
-@click.option("--embed-field", "embed", multiple=True, help="Index field(s) whose text is embedded (default: title, text).")
+@click.option("--embed-field", "embed", multiple=True,
+              help="Index field(s) whose text is embedded (default: title, text).")
 @click.option("--list-separator", default="|", show_default=True, help="Splits a facet string into values.")
 @click.option("--rebuild", is_flag=True, help="Write a new version, then swap the alias to it atomically.")
 @click.option("--sync", is_flag=True, help="Delete indexed items that the catalog no longer has.")
@@ -136,7 +140,7 @@ def field_map_from_flags(flags: Mapping[str, object]) -> FieldMap:
 @click.option("--url", default=None, help="OpenSearch URL (default: OPENSEARCH_URL or the local node).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
-def load(catalog: str, **flags: object) -> None:
+def load(catalog: str, **flags: Any) -> None:
     """Embed a catalog (JSONL, CSV, Parquet, recbole atomic) and write it to the index behind --index.
 
     CATALOG is a file, or `fixture:movielens` / `fixture:ecommerce` for the packaged catalogs
@@ -144,25 +148,14 @@ def load(catalog: str, **flags: object) -> None:
 
     Example: osreco ingest items.jsonl --bundle bundles/minilm --index products --facet brand --numeric price
     """
-    as_json = bool(flags["as_json"])
-    try:
-        opts = load_options(catalog, flags)
-    except IngestError as e:
-        _fail(e, EXIT_USAGE, as_json)
+    opts = load_options(catalog, flags)
     show = sys.stderr.isatty() if flags["progress"] is None else bool(flags["progress"])
-    try:
-        report = run_load(opts, show_progress=show)
-    except (ConfigError, CatalogError, IndexError_) as e:
-        _fail(e, EXIT_USAGE, as_json)
-    except IngestError as e:
-        _fail(e, EXIT_ENV, as_json)
-    except _environment_errors() as e:
-        _fail(e, EXIT_ENV, as_json)
-    _print_report(report, opts, as_json)
-    sys.exit(0 if report.ok else EXIT_FAILURES)
+    report = run_load(opts, show_progress=show)
+    _print_report(report, opts, bool(flags["as_json"]))
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILURES)
 
 
-def load_options(catalog: str, flags: Mapping[str, object]) -> LoadOptions:
+def load_options(catalog: str, flags: Mapping[str, Any]) -> LoadOptions:
     """Validate the flags of `osreco ingest CATALOG` into one frozen LoadOptions.
 
     Raises:
@@ -240,24 +233,6 @@ def run_load(opts: LoadOptions, show_progress: bool = False) -> IngestReport:
         bar.close()
 
 
-def _environment_errors() -> tuple[type[BaseException], ...]:
-    from opensearchpy.exceptions import OpenSearchException
-
-    from osreco.exporter.errors import ExporterError
-
-    return (OpenSearchException, ExporterError, OSError)
-
-
-def _fail(error: BaseException, code: int, as_json: bool) -> None:
-    context = getattr(error, "context", {})
-    if as_json:
-        click.echo(json.dumps({"ok": False, "error": str(error), "type": type(error).__name__,
-                               "context": {k: v for k, v in context.items() if v is not None}}, default=str))
-    else:
-        click.echo(f"error: {error}", err=True)
-    sys.exit(code)
-
-
 def _print_report(report: IngestReport, opts: LoadOptions, as_json: bool) -> None:
     data = dict(report.to_dict(), alias=opts.index, dead_letter=str(opts.write.dead_letter))
     if as_json:
@@ -277,7 +252,8 @@ def pipeline() -> None:
 
 @pipeline.command("install")
 @click.option("--name", default=DEFAULT_PIPELINE, show_default=True, help="Pipeline id.")
-@click.option("--facet", "facets", multiple=True, help=f"Facets to trim and lowercase (default: {', '.join(DEFAULT_FACETS)}).")
+@click.option("--facet", "facets", multiple=True,
+              help=f"Facets to trim and lowercase (default: {', '.join(DEFAULT_FACETS)}).")
 @click.option("--model-id", default=None, help="Deployed ml-commons model: add a text_embedding processor.")
 @click.option("--default", "defaults", multiple=True, help="FIELD=VALUE set when missing (default popularity=0).")
 @click.option("--default-for", default=None, help="Index or alias whose default_pipeline becomes this one.")
@@ -291,19 +267,11 @@ def install(name: str, facets: tuple[str, ...], model_id: str | None, defaults: 
     """
     from osreco.ingest.connection import OpenSearchConfig, connect
 
-    try:
-        parsed = {k: _literal(v) for k, v in (d.split("=", 1) for d in defaults if "=" in d)} if defaults else None
-        if defaults and len(parsed or {}) != len(defaults):
-            raise ConfigError("--default takes FIELD=VALUE", field="--default")
-        body = pipeline_body(facets or DEFAULT_FACETS, model_id=model_id, defaults=parsed)
-    except IngestError as e:
-        _fail(e, EXIT_USAGE, as_json)
-    try:
-        install_pipeline(connect(OpenSearchConfig.from_env(url)), name, body, default_for=default_for)
-    except IngestError as e:
-        _fail(e, EXIT_USAGE, as_json)
-    except _environment_errors() as e:
-        _fail(e, EXIT_ENV, as_json)
+    parsed = {k: _literal(v) for k, v in (d.split("=", 1) for d in defaults if "=" in d)} if defaults else None
+    if defaults and len(parsed or {}) != len(defaults):
+        raise ConfigError("--default takes FIELD=VALUE", field="--default")
+    body = pipeline_body(facets or DEFAULT_FACETS, model_id=model_id, defaults=parsed)
+    install_pipeline(connect(OpenSearchConfig.from_env(url)), name, body, default_for=default_for)
     click.echo(json.dumps({"ok": True, "name": name, "body": body}) if as_json else
                f"installed ingest pipeline {name} ({len(body['processors'])} processors"
                f"{', text_embedding with model ' + model_id if model_id else ''})")

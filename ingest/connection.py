@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from opensearchpy import OpenSearch
 
@@ -40,7 +41,7 @@ class OpenSearchConfig:
             raise ConfigError(f"CA file {self.ca_path} does not exist", field="OPENSEARCH_CA_PATH")
 
     @classmethod
-    def from_env(cls, url: str | None = None) -> "OpenSearchConfig":
+    def from_env(cls, url: str | None = None) -> OpenSearchConfig:
         """From ``OPENSEARCH_URL``, ``OPENSEARCH_USERNAME``, ``OPENSEARCH_PASSWORD``,
         ``OPENSEARCH_CA_PATH``, ``OPENSEARCH_VERIFY_CERTS``.
 
@@ -57,7 +58,7 @@ class OpenSearchConfig:
                    verify_certs=os.environ.get("OPENSEARCH_VERIFY_CERTS", "true").lower() != "false")
 
 
-def connect(config: OpenSearchConfig, **kwargs: object) -> OpenSearch:
+def connect(config: OpenSearchConfig, **kwargs: Any) -> OpenSearch:
     """An opensearch-py client for ``config`` (extra kwargs go to the client)."""
     auth = (config.username, config.password) if config.username else None
     return OpenSearch(hosts=[config.url], http_auth=auth, use_ssl=config.url.startswith("https"),

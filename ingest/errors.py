@@ -1,41 +1,38 @@
 """Errors of osreco.ingest, each carrying the context needed to fix it.
 
-    IngestError
-    ├── ConfigError          a setting is missing or invalid (names the setting)
-    ├── CatalogError         a catalog file cannot be read at all (names the file)
-    │   └── RowError         one row is invalid (names line and field); it is dead-lettered
-    ├── IndexError_          the index is missing or does not match the bundle
-    ├── BulkError            OpenSearch refused a write after retries (names the item)
-    └── InteractionError     interactions for collaborative filtering are unusable
+Part of the one tree rooted at ``osreco.errors.OsrecoError`` (exit codes in brackets)::
+
+    OsrecoError
+    ├── ConfigError          [2] a setting is missing or invalid (names it; 3 for OPENSEARCH_*)
+    └── IngestError          [3]
+        ├── CatalogError     [2] a catalog file cannot be read at all (names the file)
+        │   └── RowError     [2] one row is invalid (names line and field); it is dead-lettered
+        ├── IndexError_      [2] the index is missing or does not match the bundle
+        └── BulkError        [3] OpenSearch refused a write after retries (names the item)
 """
 
 from __future__ import annotations
 
+from osreco.errors import EXIT_ENV, EXIT_USAGE, ConfigError, OsrecoError
 
-class IngestError(Exception):
-    """Root of osreco.ingest errors."""
-
-    def __init__(self, message: str, *, fix: str | None = None, **context: object):
-        super().__init__(message)
-        self.fix = fix
-        self.context = context
-
-    def __str__(self) -> str:
-        base = super().__str__()
-        return f"{base} — fix: {self.fix}" if self.fix else base
+__all__ = ["BulkError", "CatalogError", "ConfigError", "IndexError_", "IngestError", "RowError"]
 
 
-class ConfigError(IngestError):
-    def __init__(self, message: str, *, field: str, fix: str | None = None):
-        super().__init__(message, fix=fix, field=field)
-        self.field = field
+class IngestError(OsrecoError):
+    """Root of osreco.ingest errors; a bare one is the environment's (node, files)."""
+
+    exit_code = EXIT_ENV
 
 
 class CatalogError(IngestError):
-    pass
+    """A catalog file cannot be read at all."""
+
+    exit_code = EXIT_USAGE
 
 
 class RowError(CatalogError):
+    """One catalog row is invalid; the writer dead-letters it and carries on."""
+
     def __init__(self, message: str, *, line: int, field: str | None = None, fix: str | None = None):
         super().__init__(message, fix=fix, line=line, field=field)
         self.line = line
@@ -43,12 +40,10 @@ class RowError(CatalogError):
 
 
 class IndexError_(IngestError):
-    pass
+    """The index is missing or was built for another bundle."""
+
+    exit_code = EXIT_USAGE
 
 
 class BulkError(IngestError):
-    pass
-
-
-class InteractionError(IngestError):
-    pass
+    """OpenSearch refused a write after every retry."""

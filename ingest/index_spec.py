@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from osreco.ingest.errors import ConfigError, IndexError_
 
@@ -37,9 +37,14 @@ def _osreco_version() -> str:
 class _EncoderLike(Protocol):
     """What ``IndexSpec.from_encoder`` reads from an Encoder."""
 
-    dim: int
-    artifact_id: str
-    manifest: object
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def artifact_id(self) -> str: ...
+
+    @property
+    def manifest(self) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -96,15 +101,15 @@ class IndexSpec:
                 raise ConfigError(f"numeric field {name!r} has type {kind!r}", field=f"numeric.{name}")
 
     @classmethod
-    def from_encoder(cls, encoder: _EncoderLike, alias: str, **overrides: object) -> "IndexSpec":
+    def from_encoder(cls, encoder: _EncoderLike, alias: str, **overrides: Any) -> IndexSpec:
         """Take dim, artifact id, model name and normalization from an Encoder's manifest."""
         manifest = encoder.manifest
         return cls(alias=alias, dim=int(encoder.dim), artifact_id=str(encoder.artifact_id),
                    model=str(getattr(manifest, "model_name", "") or ""),
-                   normalize=bool(getattr(manifest, "normalize", True)), **overrides)  # type: ignore[arg-type]
+                   normalize=bool(getattr(manifest, "normalize", True)), **overrides)
 
     def with_fields(self, facets: tuple[str, ...] = (), numeric: Mapping[str, str] | None = None,
-                    dates: tuple[str, ...] = ()) -> "IndexSpec":
+                    dates: tuple[str, ...] = ()) -> IndexSpec:
         """A copy that also maps the given facets, numerics and dates (defaults are kept)."""
         from dataclasses import replace
 
@@ -181,7 +186,8 @@ class IndexSpec:
             if meta.get(key) != getattr(self, key):
                 raise IndexError_(f"index {index} was built with {key}={meta.get(key)!r}, the bundle has "
                                   f"{getattr(self, key)!r}", index=index, field=key,
-                                  fix=f"re-embed everything with `--rebuild`, or pass the bundle {index} was built with")
+                                  fix=f"re-embed everything with `--rebuild`, "
+                                      f"or pass the bundle {index} was built with")
 
 
 def hybrid_search_pipeline_body(weights: tuple[float, float] = (0.3, 0.7),

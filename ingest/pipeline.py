@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from opensearchpy import OpenSearch
 
 from osreco.ingest.errors import ConfigError
@@ -22,7 +24,7 @@ EMBED_SOURCE_FIELD = "_osreco_embed_text"
 
 def pipeline_body(facets: tuple[str, ...] = DEFAULT_FACETS, model_id: str | None = None,
                   defaults: dict[str, object] | None = None,
-                  embed_fields: tuple[str, ...] = ("title", "text")) -> dict[str, object]:
+                  embed_fields: tuple[str, ...] = ("title", "text")) -> dict[str, Any]:
     """Build the ingest pipeline body.
 
     Args:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, TransportError
@@ -77,6 +78,23 @@ def alias_indexes(client: OpenSearch, alias: str) -> list[str]:
     return []
 
 
+def alias_meta(client: OpenSearch, alias: str) -> tuple[str, dict[str, Any]]:
+    """The one concrete index behind ``alias`` (or ``alias`` itself when it names an index) and
+    its mapping's ``_meta`` (``{}`` when it has none).
+
+    Raises:
+        IndexError_: ``alias`` points at more than one index.
+        opensearchpy.NotFoundError: no index or alias of that name (left to the caller: a CLI
+            creates the index, the sidecar answers "not ready").
+    """
+    mappings = client.indices.get_mapping(index=alias)
+    if len(mappings) != 1:
+        raise IndexError_(f"alias {alias!r} points at {len(mappings)} indexes", index=alias,
+                          fix="point the alias at exactly one index")
+    index, body = next(iter(mappings.items()))
+    return str(index), dict((body.get("mappings") or {}).get("_meta") or {})
+
+
 def ensure_index(client: OpenSearch, spec: IndexSpec) -> str:
     """The index to write to: the one behind ``spec.alias``, created as ``-v1`` with the alias if absent.
 
@@ -92,7 +110,7 @@ def ensure_index(client: OpenSearch, spec: IndexSpec) -> str:
     if len(current) > 1:
         raise IndexError_(f"alias {spec.alias} points at {len(current)} indexes {current}", index=spec.alias,
                           fix="run with --rebuild to write one new version and move the alias to it")
-    meta = client.indices.get_mapping(index=current[0])[current[0]]["mappings"].get("_meta")
+    _, meta = alias_meta(client, current[0])
     spec.check_meta(meta, current[0])
     return current[0]
 

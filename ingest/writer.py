@@ -2,10 +2,11 @@
 
 Pipelined: the caller's thread validates, looks up content hashes and embeds batch N+1
 while one writer thread serializes and sends batch N. Every row ends in exactly one bucket
-(indexed, unchanged, deleted, dead-lettered). Retries use exponential backoff with jitter
-on 429, 502/503/504, timeouts, dropped connections and the k-NN circuit breaker (a 400);
-mapping errors are dead-lettered. A checkpoint is written after each fully checked bulk
-response, so a killed run resumes after the last confirmed batch.
+(indexed, unchanged, deleted, dead-lettered). Retries follow the policy of
+:mod:`osreco.ingest.bulk` (exponential backoff with jitter on 429, 502/503/504, timeouts,
+dropped connections and the k-NN circuit breaker); mapping errors are dead-lettered. A
+checkpoint is written after each fully checked bulk response, so a killed run resumes after
+the last confirmed batch.
 
 Example:
     >>> report = index_items(client, encoder, "products-v1", read_catalog(path, fields),
@@ -17,37 +18,36 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
-import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 from opensearchpy import OpenSearch
-from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import TransportError
 
+from osreco.ingest.bulk import RetryPolicy, retry_call, send_bulk
 from osreco.ingest.catalog import CatalogEntry, CatalogItem
 from osreco.ingest.checkpoint import Checkpoint, DeadLetters
 from osreco.ingest.errors import BulkError, ConfigError, RowError
 
-log = logging.getLogger(__name__)
-RETRY_STATUS = frozenset({429, 502, 503, 504})
-T = TypeVar("T")
+_Action = tuple[dict[str, object], dict[str, object] | None, CatalogItem]
 
 
 class EncoderLike(Protocol):
     """What the writer needs from ``osreco.exporter.Encoder``."""
 
-    dim: int
-    artifact_id: str
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def artifact_id(self) -> str: ...
 
     def encode_items(self, texts: list[str], batch_size: int = 64) -> np.ndarray: ...
 
@@ -59,9 +59,8 @@ class WriteConfig:
     Args:
         batch_size: items per bulk request.
         embed_batch_size: items per encoder call inside ``encode_items``.
-        max_retries: attempts after the first one before a BulkError.
-        backoff_base_s, backoff_max_s: exponential backoff (full jitter between 50 and 100 %).
-        request_timeout_s: timeout of each bulk request.
+        max_retries, backoff_base_s, backoff_max_s, request_timeout_s: the retry policy, as in
+            :class:`~osreco.ingest.bulk.RetryPolicy` (same defaults); after the retries a BulkError.
         dead_letter: JSONL file for rows that failed validation or were refused.
         checkpoint: JSON file written after each confirmed batch (resume point).
         sync: delete indexed items that the catalog no longer has.
@@ -74,10 +73,10 @@ class WriteConfig:
 
     batch_size: int = 256
     embed_batch_size: int = 64
-    max_retries: int = 10
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    request_timeout_s: float = 60.0
+    max_retries: int = RetryPolicy.max_retries
+    backoff_base_s: float = RetryPolicy.backoff_base_s
+    backoff_max_s: float = RetryPolicy.backoff_max_s
+    request_timeout_s: float = RetryPolicy.request_timeout_s
     dead_letter: Path | None = None
     checkpoint: Path | None = None
     sync: bool = False
@@ -92,8 +91,7 @@ class WriteConfig:
                 raise ConfigError(f"WriteConfig.{name} must be >= 1", field=name)
         if self.depth < 0:
             raise ConfigError("WriteConfig.depth must be >= 0", field="depth")
-        if self.max_retries < 0 or self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:
-            raise ConfigError("retries must be >= 0 and 0 <= backoff_base_s <= backoff_max_s", field="max_retries")
+        RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s)  # raises on bad retry settings
 
 
 @dataclass
@@ -143,50 +141,11 @@ class _Batch:
     """One prepared batch: bulk actions plus the rows already settled without a write."""
 
     last_row: int
-    actions: list[tuple[dict[str, object], dict[str, object] | None, CatalogItem]] = field(default_factory=list)
+    actions: list[_Action] = field(default_factory=list)
     dead: list[dict[str, object]] = field(default_factory=list)
     unchanged: int = 0
     embedded: int = 0
     reused: int = 0
-
-
-def retry_call(fn: Callable[[], T], config: WriteConfig, what: str, report: IngestReport | None = None) -> T:
-    """Call ``fn``; on a dropped connection, timeout, 429 or 502/503/504, back off and retry.
-
-    Raises:
-        BulkError: still failing after ``config.max_retries`` retries.
-    """
-    for attempt in range(config.max_retries + 1):
-        try:
-            return fn()
-        except (OSConnectionError, TransportError) as e:
-            status = e.status_code if isinstance(e, TransportError) else None
-            if not isinstance(e, OSConnectionError) and status not in RETRY_STATUS:
-                raise
-            if attempt == config.max_retries:
-                raise BulkError(f"{what} failed after {attempt + 1} attempts: {e}", status=status,
-                                fix="check that OpenSearch is reachable and healthy, then rerun "
-                                    "(the checkpoint resumes the load)") from e
-            if report is not None:
-                report.add_retry()
-            delay = backoff_delay(attempt, config)
-            log.warning("%s: %s; retrying in %.1fs (attempt %d)", what, e, delay, attempt + 1)
-            time.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def backoff_delay(attempt: int, config: WriteConfig, rng: random.Random | None = None) -> float:
-    """Exponential backoff capped at ``backoff_max_s``, scaled by a jitter in [0.5, 1)."""
-    raw = min(config.backoff_max_s, config.backoff_base_s * (2 ** attempt))
-    return raw * (0.5 + (rng or random).random() / 2)
-
-
-def is_retryable_item(status: int, error: object) -> bool:
-    """True for item failures worth retrying: 429, 502/503/504 and the k-NN circuit breaker."""
-    if status in RETRY_STATUS:
-        return True
-    text = json.dumps(error).lower() if error is not None else ""
-    return status == 400 and ("circuit_breaking" in text or "circuit breaker" in text)
 
 
 def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: Iterable[CatalogEntry],
@@ -241,7 +200,7 @@ def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: I
         if config.sync:
             report.deleted_missing = _delete_missing(client, index, seen, config, report)
         if config.refresh:
-            retry_call(lambda: client.indices.refresh(index=index), config, f"refresh {index}", report)
+            retry_call(lambda: client.indices.refresh(index=index), config, f"refresh {index}", report.add_retry)
     finally:
         for future in in_flight:
             future.cancel()
@@ -338,7 +297,7 @@ def _lookup(client: OpenSearch, index: str | None, ids: list[str], config: Write
     fields = ["content_hash", "cf_vector"] + (["embedding"] if with_vectors else [])
     resp = retry_call(lambda: client.mget(index=index, body={"ids": ids}, params={"_source_includes": ",".join(fields)},
                                           request_timeout=config.request_timeout_s),
-                      config, f"look up {len(ids)} items in {index}", report)
+                      config, f"look up {len(ids)} items in {index}", report.add_retry)
     return {d["_id"]: d.get("_source", {}) for d in resp["docs"] if d.get("found")}
 
 
@@ -360,39 +319,24 @@ def _write(client: OpenSearch, index: str, batch: _Batch, config: WriteConfig, r
     checkpoint.save(batch.last_row, report.counts(), dead_letters.offset())
 
 
-def _send_bulk(client: OpenSearch, actions: list[tuple[dict[str, object], dict[str, object] | None, CatalogItem]],
-               config: WriteConfig, report: IngestReport) -> list[dict[str, object]]:
-    """Bulk-write ``actions`` until each one succeeded or was refused for good; returns the refused."""
-    pending, refused = actions, []
-    for attempt in range(config.max_retries + 1):
-        if not pending:
-            return refused
-        body = _ndjson(pending)
-        resp = retry_call(lambda: client.bulk(body=body, request_timeout=config.request_timeout_s), config,
-                          f"bulk of {len(pending)} items", report)
-        retry = []
-        for action, result in zip(pending, resp["items"]):
-            op, res = next(iter(result.items()))
-            status, error = int(res.get("status", 500)), res.get("error")
-            if status < 300 or (op == "delete" and status == 404):
-                continue
-            if is_retryable_item(status, error):
-                retry.append(action)
-            else:
-                refused.append(_dead_item(action[2], op, status, error))
-        pending = retry
-        if pending and attempt < config.max_retries:
-            report.add_retry()
-            time.sleep(backoff_delay(attempt, config))
+def _send_bulk(client: OpenSearch, actions: list[_Action], config: WriteConfig,
+               report: IngestReport) -> list[dict[str, object]]:
+    """Bulk-write ``actions`` until each one succeeded or was refused for good; returns the refused.
+
+    Raises:
+        BulkError: items still refused for a retryable reason after ``config.max_retries`` retries.
+    """
+    refused, pending = send_bulk(client, actions, _ndjson, config, report.add_retry)
     if pending:
+        first = pending[0][0][2]
         raise BulkError(f"{len(pending)} items still refused after {config.max_retries} retries, first "
-                        f"{pending[0][2].item_id!r} (line {pending[0][2].line})", item_id=pending[0][2].item_id,
+                        f"{first.item_id!r} (line {first.line})", item_id=first.item_id,
                         fix="the cluster is overloaded (429) or out of k-NN memory: add capacity, lower "
                             "--batch-size, then rerun to resume")
-    return refused
+    return [_dead_item(action[2], op, status, error) for action, op, status, error in refused]
 
 
-def _ndjson(actions: list[tuple[dict[str, object], dict[str, object] | None, CatalogItem]]) -> str:
+def _ndjson(actions: Sequence[_Action]) -> str:
     lines = []
     for action, doc, _ in actions:
         lines.append(json.dumps(action))
@@ -419,16 +363,16 @@ def _delete_missing(client: OpenSearch, index: str, seen: dict[str, int], config
     """Delete documents whose ids the catalog no longer has (``--sync``); returns how many."""
     from opensearchpy.helpers import scan
 
-    retry_call(lambda: client.indices.refresh(index=index), config, f"refresh {index}", report)
+    retry_call(lambda: client.indices.refresh(index=index), config, f"refresh {index}", report.add_retry)
     stale = [hit["_id"] for hit in scan(client, index=index, query={"_source": False}, size=1000)
              if hit["_id"] not in seen]
     for start in range(0, len(stale), config.batch_size):
         body = "".join(json.dumps({"delete": {"_index": index, "_id": i}}) + "\n"
                        for i in stale[start:start + config.batch_size])
-        resp = retry_call(lambda: client.bulk(body=body, request_timeout=config.request_timeout_s), config,
-                          "delete missing items", report)
+        resp = retry_call(partial(client.bulk, body=body, request_timeout=config.request_timeout_s), config,
+                          "delete missing items", report.add_retry)
         bad = [r["delete"] for r in resp["items"] if r["delete"]["status"] not in (200, 404)]
         if bad:
-            raise BulkError(f"could not delete {len(bad)} missing items, first {bad[0]['_id']!r}: {bad[0].get('error')}",
-                            item_id=bad[0]["_id"])
+            raise BulkError(f"could not delete {len(bad)} missing items, first {bad[0]['_id']!r}: "
+                            f"{bad[0].get('error')}", item_id=bad[0]["_id"])
     return len(stale)

@@ -1,25 +1,26 @@
 """The ``osreco`` command line: one group, subcommands contributed by each package.
 
-Exit codes: 0 success, 1 a job finished but reported failures (for example dead-lettered
-rows), 2 bad usage or bad input, 3 an environment problem (node, Java, Maven, model files).
+Exit codes (``osreco.errors``): 0 success, 1 a job finished but reported failures (for example
+dead-lettered rows), 2 bad usage or bad input, 3 an environment problem (node, Java, Maven,
+model files, a missing dependency). Every command's errors reach the one handler of
+``osreco.cli_errors``, which prints ``error: ...`` (or a JSON object with ``--json``) and exits
+with the error's code.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 
 from osreco import __version__
-from osreco.errors import NodeError, OsrecoError
+from osreco.cli_errors import group
+from osreco.errors import EXIT_ENV, NodeError, OsrecoError
 from osreco.node import OPTIONAL_PLUGINS, LocalNode, NodeConfig
 
-EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 1, 2, 3
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="osreco")
 def cli() -> None:
     """osreco — personalized, language-aware search and recommendation for OpenSearch."""
@@ -57,15 +58,17 @@ def _node(heap: str | None = None, port: int | None = None, plugins: str | None 
               help=f"Comma list of optional plugins beyond k-NN: {','.join(OPTIONAL_PLUGINS)} "
                    "(default: all); '' for k-NN only.")
 @click.option("--version", "version", default=None, help="OpenSearch version (default: newest that loads).")
+@click.option("--fresh", is_flag=True,
+              help="Start on an empty data folder (a running node is stopped first); downloads stay cached. "
+                   "Also OSRECO_NODE_FRESH=1.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def start(heap: str | None, port: int | None, plugins: str | None, version: str | None,
+def start(heap: str | None, port: int | None, plugins: str | None, version: str | None, fresh: bool,
           as_json: bool) -> None:
     """Start the node (downloading it once) and wait for green health with k-NN."""
     node = _node(heap, port, plugins, version)
-    try:
-        url = node.start()
-    except NodeError as e:
-        _fail_node(e)
+    if fresh:
+        node = node.with_config(fresh=True)
+    url = node.start()
     st = node.status()
     click.echo(json.dumps(st) if as_json else f"OpenSearch {st.get('version')} ready at {url} "
                f"(plugins: {', '.join(st.get('loaded_plugins', []))})")
@@ -96,8 +99,7 @@ def url() -> None:
     """Print the running node's URL (for OPENSEARCH_URL); exit 3 when none runs."""
     u = _node().url()
     if not u:
-        click.echo("no local node is running: run `osreco opensearch start`", err=True)
-        sys.exit(EXIT_ENV)
+        raise NodeError("no local node is running", fix="run `osreco opensearch start`")
     click.echo(u)
 
 
@@ -108,32 +110,23 @@ def demo() -> None:
 
     try:
         run_demo()
-    except NodeError as e:
-        _fail_node(e)
     except OsrecoError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_ENV)
-
-
-def _fail_node(e: NodeError) -> None:
-    click.echo(f"error: {e}", err=True)
-    if e.log_tail:
-        click.echo("--- tail of the node's log ---\n" + e.log_tail, err=True)
-    sys.exit(EXIT_ENV)
+        if type(e) is OsrecoError:  # the demo's own failures (a step, the sidecar) are its environment's
+            e.exit_code = EXIT_ENV
+        raise
 
 
 def _register_package_commands() -> None:
     """Each package contributes click commands through its own ``cli`` module; ``osreco promote``,
-    which spans the parts, comes from this package's ``promote_cli``."""
+    which spans the parts, comes from ``osreco.evaluation.gate_cli``."""
+    from osreco.cf import cli as cf_cli
+    from osreco.evaluation import cf as eval_cf
+    from osreco.evaluation import cli as eval_cli
     from osreco.evaluation import gate_cli as promote_cli
     from osreco.exporter import cli as exporter_cli
-    from osreco.training import cli as train_cli
-    from osreco.cf import cli as cf_cli
     from osreco.ingest import cli as ingest_cli
     from osreco.plugin import cli as plugin_cli
-    from osreco.evaluation import cli as eval_cli
-
-    from osreco.evaluation import cf as eval_cf
+    from osreco.training import cli as train_cli
 
     for module in (exporter_cli, train_cli, ingest_cli, cf_cli, plugin_cli, eval_cli, promote_cli):
         for command in module.commands:
@@ -145,12 +138,8 @@ _register_package_commands()
 
 
 def main() -> None:
-    """Console-script entry: map osreco errors to one clear line and an exit code."""
-    try:
-        cli(standalone_mode=True)
-    except OsrecoError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
+    """Console-script entry (errors are handled by the group, see ``osreco.cli_errors``)."""
+    cli()
 
 
 if __name__ == "__main__":

@@ -19,14 +19,18 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from osreco.errors import OsrecoError
+from osreco.ingest.errors import RowError
+from osreco.ingest.movielens import movielens_ratings_path
+from osreco.ingest.rows import read_rows
 
 ALIAS = "osreco-demo-movies"
 DEMO_USER = "demo-user-42"
 DEMO_HMAC_KEY = "osreco-demo-only-hmac-key-not-a-secret"
-QUERIES = [
+QUERIES: list[dict[str, str | bool]] = [
     {"q": "90s sci-fi, no horror"},
     {"q": "a funny animated movie for kids"},
     {"q": "80年代的动作片"},
@@ -66,15 +70,6 @@ def _osreco(*args: str, ok_codes: tuple[int, ...] = (0,), env: dict | None = Non
     return proc.stdout
 
 
-def _ml100k_dir() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        raise OsrecoError("MovieLens-100k is not installed", fix="pip install --no-deps recbole==1.2.1")
-    return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,7 +80,7 @@ def _http(method: str, url: str, body: dict | None = None, timeout: float = 30.0
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback sidecar
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # loopback sidecar
         return json.loads(resp.read())
 
 
@@ -106,7 +101,6 @@ def prepare(paths: DemoPaths, opensearch_url: str) -> None:
           f"min cosine vs PyTorch={manifest.get('parity', {}).get('min_cosine')}")
 
     _step("2. ingest MovieLens-100k items (title, year, genres) into a k-NN index")
-    ml = _ml100k_dir()
     dead = paths.root / "movies.dead-letter.jsonl"
     out = _osreco("ingest", "fixture:movielens", "--bundle", str(paths.bundle), "--index", ALIAS,
                   "--no-progress", "--dead-letter", str(dead),
@@ -115,12 +109,13 @@ def prepare(paths: DemoPaths, opensearch_url: str) -> None:
     report = json.loads(out)
     print(f"read={report.get('rows_read')} indexed={report.get('indexed')} unchanged={report.get('unchanged')} "
           f"dead-lettered={report.get('dead_lettered')}")
-    for line in (dead.read_text().splitlines() if dead.exists() else [])[:5]:
-        row = json.loads(line)
+    for _, row in islice(read_rows(dead, "jsonl") if dead.exists() else (), 5):
+        if isinstance(row, RowError):
+            continue
         print(f"   dead letter: line {row.get('line')} item {row.get('item_id')}: {row.get('reason')}")
 
     _step("3. train collaborative filtering on 100,000 ratings (ALS, EASE, popularity)")
-    out = _osreco("cf", "train", str(ml / "ml-100k.inter"), "--index", ALIAS, "--model-dir",
+    out = _osreco("cf", "train", str(movielens_ratings_path()), "--index", ALIAS, "--model-dir",
                   str(paths.cf_model), "--json", env={**env, "OSRECO_HMAC_KEY": DEMO_HMAC_KEY})
     summary = json.loads(out)
     print(json.dumps({k: summary[k] for k in list(summary)[:8]}, default=str)[:600])
@@ -138,7 +133,8 @@ def serve(paths: DemoPaths, opensearch_url: str) -> tuple[subprocess.Popen, str]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise OsrecoError(f"the sidecar exited with {proc.returncode}:\n{proc.stderr.read()[-3000:]}")
+            stderr = proc.stderr.read() if proc.stderr else ""  # always a pipe here
+            raise OsrecoError(f"the sidecar exited with {proc.returncode}:\n{stderr[-3000:]}")
         try:
             if _http("GET", f"{base}/readyz", timeout=5).get("status") == "ready":
                 return proc, base

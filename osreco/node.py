@@ -5,8 +5,12 @@ set. Layout under the cache directory::
 
     downloads/                 zips fetched with ``mvn dependency:copy``
     opensearch-<version>/      unpacked distribution with plugins installed
-    node/data, node/logs       the node's data and logs
+    node/data, node/logs       the node's data and logs (``node-<name>/`` for a named node)
     node/state.json            pid, port and url of the running node
+
+``NodeConfig(fresh=True)`` (``osreco opensearch start --fresh``, or ``OSRECO_NODE_FRESH=1``)
+empties the node's data folder before the start; downloads and the install stay cached. Versions, JDKs,
+downloads and the install are in :mod:`osreco.node_install`; this module runs the process.
 
 OpenSearch refuses to run as root; when started by root, the node runs as the system user
 ``osreco-node`` (created on first use) and the cache lives under ``/var/cache/osreco``.
@@ -14,7 +18,7 @@ OpenSearch refuses to run as root; when started by root, the node runs as the sy
 Example::
 
     node = LocalNode(NodeConfig.from_env())
-    url = node.start()      # downloads once, then starts in ~15 s
+    url = node.start()      # downloads once, then starts from the cache
     node.stop()
 """
 
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -30,120 +33,27 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from osreco.errors import NodeError
+from osreco.node_install import (
+    OPTIONAL_PLUGINS,
+    PLUGIN_FOLDERS,
+    VERSION_2X,
+    VERSION_3X,
+    Distribution,
+    NodeConfig,
+    default_cache_dir,
+    find_jdks,
+    java_major,
+)
+
+__all__ = ["OPTIONAL_PLUGINS", "PLUGIN_FOLDERS", "SERVICE_USER", "VERSION_2X", "VERSION_3X", "LocalNode",
+           "NodeConfig", "default_cache_dir", "find_jdks", "java_major"]
 
 SERVICE_USER = "osreco-node"
-# Newest pair that loads here (OpenSearch X.Y.Z <-> k-NN X.Y.Z.0), then the Java 17 fallback.
-VERSION_3X = "3.6.0"
-VERSION_2X = "2.19.1"
-# Optional plugins, in install order (ml-commons needs job-scheduler, neural-search needs both).
-OPTIONAL_PLUGINS = {
-    "job-scheduler": "org.opensearch.plugin:opensearch-job-scheduler",
-    "ml-commons": "org.opensearch.plugin:opensearch-ml-plugin",
-    "neural-search": "org.opensearch.plugin:neural-search",
-}
-PLUGIN_FOLDERS = {
-    "knn": "opensearch-knn",
-    "job-scheduler": "opensearch-job-scheduler",
-    "ml-commons": "opensearch-ml",
-    "neural-search": "opensearch-neural-search",
-}
-
-
-def default_cache_dir() -> Path:
-    """``$OSRECO_CACHE``, else ``/var/cache/osreco`` for root, else ``~/.cache/osreco``."""
-    if os.environ.get("OSRECO_CACHE"):
-        return Path(os.environ["OSRECO_CACHE"])
-    if os.geteuid() == 0:
-        return Path("/var/cache/osreco")
-    return Path.home() / ".cache" / "osreco"
-
-
-def java_major(java_home: Path) -> int | None:
-    """The major version of the JDK at ``java_home``, or None when it does not run."""
-    try:
-        out = subprocess.run([str(java_home / "bin" / "java"), "-version"],
-                             capture_output=True, text=True, timeout=30).stderr
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    if not m:
-        return None
-    major = int(m.group(1))
-    return int(m.group(2)) if major == 1 and m.group(2) else major
-
-
-def find_jdks(jvm_root: Path = Path("/usr/lib/jvm")) -> list[tuple[int, Path]]:
-    """JDKs on this machine as (major, home), newest first: JAVA_HOME, the JVM folder, PATH."""
-    homes: list[Path] = []
-    if os.environ.get("JAVA_HOME"):
-        homes.append(Path(os.environ["JAVA_HOME"]))
-    jvm = jvm_root
-    if jvm.is_dir():
-        homes += sorted(p for p in jvm.iterdir() if (p / "bin" / "java").exists() and not p.is_symlink())
-    java = shutil.which("java")
-    if java:
-        homes.append(Path(os.path.realpath(java)).parent.parent)
-    found: dict[Path, int] = {}
-    for home in homes:
-        home = home.resolve()
-        if home not in found and (major := java_major(home)):
-            found[home] = major
-    return sorted(((m, h) for h, m in found.items()), key=lambda t: -t[0])
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    """Everything the local node needs; validated when built.
-
-    Args:
-        cache_dir: where downloads, the install, data and logs live.
-        version: OpenSearch version; None picks 3.x on Java 21+, else 2.19.x on Java 17.
-        java_home: JDK to run with; None picks the newest that fits ``version``.
-        heap: JVM heap, e.g. ``"2g"``; sized for a 2-core / 24 GiB machine.
-        port: HTTP port; 0 picks a free one.
-        plugins: optional plugins beyond k-NN (names from ``OPTIONAL_PLUGINS``).
-        start_timeout_s: how long to wait for green health.
-        name: node name; each name has its own data, logs and state under the cache.
-        jvm_root: the folder searched for JDKs besides JAVA_HOME and PATH.
-    """
-
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    version: str | None = None
-    java_home: Path | None = None
-    heap: str = "2g"
-    port: int = 0
-    plugins: tuple[str, ...] = ("job-scheduler", "ml-commons", "neural-search")
-    start_timeout_s: float = 180.0
-    name: str = "default"
-    jvm_root: Path = Path("/usr/lib/jvm")
-
-    def __post_init__(self) -> None:
-        unknown = set(self.plugins) - set(OPTIONAL_PLUGINS)
-        if unknown:
-            raise NodeError(f"unknown plugin(s) {sorted(unknown)}",
-                            fix=f"choose from {sorted(OPTIONAL_PLUGINS)}")
-        if not re.fullmatch(r"\d+[mg]", self.heap):
-            raise NodeError(f"heap {self.heap!r} is not like 2g or 1536m", fix="pass --heap 2g")
-        if not 0 <= self.port < 65536:
-            raise NodeError(f"port {self.port} is out of range", fix="pass a port in 1..65535, or 0")
-
-    @classmethod
-    def from_env(cls, **overrides: object) -> "NodeConfig":
-        """Build from ``OSRECO_OPENSEARCH_VERSION``, ``OSRECO_NODE_HEAP``, ``OSRECO_NODE_PLUGINS``."""
-        kw: dict[str, object] = {}
-        if os.environ.get("OSRECO_OPENSEARCH_VERSION"):
-            kw["version"] = os.environ["OSRECO_OPENSEARCH_VERSION"]
-        if os.environ.get("OSRECO_NODE_HEAP"):
-            kw["heap"] = os.environ["OSRECO_NODE_HEAP"]
-        if "OSRECO_NODE_PLUGINS" in os.environ:
-            kw["plugins"] = tuple(p for p in os.environ["OSRECO_NODE_PLUGINS"].split(",") if p)
-        kw.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**kw)  # type: ignore[arg-type]
 
 
 def _free_port() -> int:
@@ -157,127 +67,22 @@ def _port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _get_json(url: str, timeout: float = 5.0) -> object:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+def _get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # loopback only
         return json.loads(resp.read())
 
 
-class LocalNode:
+class LocalNode(Distribution):
     """Fetch, install, start, stop and report on the local OpenSearch node."""
 
-    def __init__(self, config: NodeConfig | None = None):
+    def __init__(self, config: NodeConfig | None = None) -> None:
         self.config = config or NodeConfig.from_env()
         self.cache = self.config.cache_dir
         self.node_dir = self.cache / ("node" if self.config.name == "default" else f"node-{self.config.name}")
         self.state_file = self.node_dir / "state.json"
 
-    # -- choosing versions -------------------------------------------------------------
-    def resolve_runtime(self) -> tuple[str, Path]:
-        """Pick (OpenSearch version, JDK home): 3.x on Java 21+, else 2.19.x on Java 17+."""
-        cfg = self.config
-        jdks = [(cfg_major, cfg.java_home)] if cfg.java_home and (cfg_major := java_major(cfg.java_home)) else find_jdks(cfg.jvm_root)
-        if not jdks:
-            raise NodeError("no Java found (JAVA_HOME unset and nothing under /usr/lib/jvm)",
-                            fix="install a JDK 21+ (or 17 for OpenSearch 2.19) and set JAVA_HOME")
-        want = cfg.version
-        need = 21 if (want or VERSION_3X).startswith("3.") else 11
-        for major, home in jdks:
-            if major >= need:
-                return (want or VERSION_3X), home
-        if want is None:
-            for major, home in jdks:
-                if major >= 17:
-                    return VERSION_2X, home
-        raise NodeError(f"OpenSearch {want or VERSION_3X} needs Java {need}+, found only "
-                        f"{', '.join(str(m) for m, _ in jdks)}",
-                        fix="install a Temurin 21+ JDK and set JAVA_HOME to it")
-
-    # -- fetching and installing -------------------------------------------------------
-    def _artifacts(self, version: str) -> list[tuple[str, str, str]]:
-        """(name, maven coordinate, file name) of the distribution and each plugin."""
-        items = [("opensearch", f"org.opensearch.distribution.integ-test-zip:opensearch:{version}:zip",
-                  f"opensearch-{version}.zip"),
-                 ("knn", f"org.opensearch.plugin:opensearch-knn:{version}.0:zip",
-                  f"opensearch-knn-{version}.0.zip")]
-        for name in OPTIONAL_PLUGINS:
-            if name in self.config.plugins:
-                ga = OPTIONAL_PLUGINS[name]
-                items.append((name, f"{ga}:{version}.0:zip", f"{ga.split(':')[1]}-{version}.0.zip"))
-        return items
-
-    def fetch(self, version: str) -> dict[str, Path]:
-        """Download every zip not already cached and intact; returns name -> path."""
-        downloads = self.cache / "downloads"
-        downloads.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        for name, coord, fname in self._artifacts(version):
-            path = downloads / fname
-            if path.exists() and not _zip_ok(path):
-                path.unlink()  # corrupt or truncated: fetch it again
-            if not path.exists():
-                self._mvn_copy(coord, downloads)
-                if not path.exists() or not _zip_ok(path):
-                    raise NodeError(f"download of {coord} left no intact {path}",
-                                    fix=f"delete {downloads} and retry; check that Maven can reach its registry")
-            paths[name] = path
-        return paths
-
-    @staticmethod
-    def _mvn_copy(coord: str, out: Path) -> None:
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise NodeError("Maven (mvn) is not on PATH; it fetches OpenSearch",
-                            fix="apt-get install maven, or set OPENSEARCH_URL to an existing node")
-        print(f"fetching {coord} ...", flush=True)
-        proc = subprocess.run([mvn, "-B", "-q", "dependency:copy", f"-Dartifact={coord}",
-                               f"-DoutputDirectory={out}"], capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            err = [ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines() if "ERROR" in ln]
-            raise NodeError(f"mvn could not fetch {coord}: {(err or ['(no message)'])[0][:300]}",
-                            fix="check the version exists in Maven Central and that mvn works offline-free")
-
-    def install(self, version: str, java_home: Path) -> Path:
-        """Unpack the distribution and install the plugins (once); returns its home."""
-        zips = self.fetch(version)
-        home = self.cache / f"opensearch-{version}"
-        marker = home / ".osreco-install.json"
-        if home.exists() and not marker.exists():
-            shutil.rmtree(home)  # a half-finished unpack from an earlier interrupted run
-        if not home.exists():
-            tmp = self.cache / f".unpack-{version}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            with zipfile.ZipFile(zips["opensearch"]) as zf:
-                zf.extractall(tmp)
-            inner = tmp / f"opensearch-{version}"
-            for p in (inner / "bin").iterdir():
-                p.chmod(0o755)
-            inner.rename(home)
-            shutil.rmtree(tmp, ignore_errors=True)
-            marker.write_text(json.dumps({"version": version, "plugins": []}))
-        installed = set(json.loads(marker.read_text())["plugins"])
-        for name in ["knn", *OPTIONAL_PLUGINS]:
-            if name not in zips or name in installed:
-                continue
-            self._install_plugin(home, java_home, zips[name], name)
-            installed.add(name)
-            marker.write_text(json.dumps({"version": version, "plugins": sorted(installed)}))
-        return home
-
-    @staticmethod
-    def _install_plugin(home: Path, java_home: Path, zip_path: Path, name: str) -> None:
-        folder = home / "plugins" / PLUGIN_FOLDERS[name]
-        if folder.exists():
-            shutil.rmtree(folder)
-        env = {**os.environ, "JAVA_HOME": str(java_home)}
-        proc = subprocess.run([str(home / "bin" / "opensearch-plugin"), "install", "--batch",
-                               zip_path.as_uri()], capture_output=True, text=True, env=env, timeout=600)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-5:])
-            raise NodeError(f"plugin {name} did not install from {zip_path}:\n{tail}",
-                            fix=f"delete {zip_path} to re-download it, or drop {name} with --plugins")
-
     # -- running -----------------------------------------------------------------------
-    def state(self) -> dict | None:
+    def state(self) -> dict[str, Any] | None:
         """The recorded state of a running node, or None when none is recorded alive."""
         try:
             st = json.loads(self.state_file.read_text())
@@ -286,21 +91,26 @@ class LocalNode:
         return st if _pid_alive(st.get("pid", -1)) else None
 
     def url(self) -> str | None:
+        """The running node's base URL, or None when none runs."""
         st = self.state()
         return st["url"] if st else None
 
     def start(self) -> str:
         """Start the node (or find it running) and wait for green health and k-NN.
 
+        With ``config.fresh`` a running node is stopped and the start begins on an empty data folder.
+
         Returns:
             The node's base URL, e.g. ``http://127.0.0.1:41234``.
         Raises:
             NodeError: with the cause, the fix and the tail of the node's log.
         """
-        if (st := self.state()) and _healthy(st["url"]):
-            return st["url"]
-        if st:  # alive but unhealthy: a stale process from an earlier run
+        st = self.state()
+        if st and _healthy(st["url"]) and not self.config.fresh:
+            return str(st["url"])
+        if st:  # alive but unhealthy (a stale process from an earlier run), or a fresh start asked for
             self._terminate(st["pid"])
+            self.state_file.unlink(missing_ok=True)
         port = self.config.port or _free_port()
         if _port_in_use(port):
             raise NodeError(f"port {port} is already in use on 127.0.0.1",
@@ -308,9 +118,7 @@ class LocalNode:
         version, java_home = self.resolve_runtime()
         home = self.install(version, java_home)
         transport = _free_port()
-        data, logs = self.node_dir / "data", self.node_dir / "logs"
-        for d in (data, logs, self.node_dir / "tmp"):
-            d.mkdir(parents=True, exist_ok=True)
+        data, logs = self.prepare_dirs()
         log_file = logs / "stdout.log"
         cmd = [str(home / "bin" / "opensearch"),
                "-E", "discovery.type=single-node", "-E", "network.host=127.0.0.1",
@@ -339,6 +147,29 @@ class LocalNode:
                                                "started_at": time.time()}))
         self._wait_ready(proc, url, log_file)
         return url
+
+    def prepare_dirs(self) -> tuple[Path, Path]:
+        """Create the node's data, logs and tmp folders; with ``config.fresh``, empty data first.
+
+        Only this node's own data folder is emptied (each name has its own), never the
+        downloads or the install. Refuses while the node is recorded alive: its files are open.
+
+        Returns:
+            (data folder, logs folder).
+        """
+        data, logs = self.node_dir / "data", self.node_dir / "logs"
+        if self.config.fresh and data.exists():
+            if self.state():
+                raise NodeError(f"the node using {data} is still running",
+                                fix="stop it first (osreco opensearch stop), or start with --fresh")
+            try:
+                shutil.rmtree(data)
+            except OSError as e:
+                raise NodeError(f"cannot empty the node's data folder {data}: {e}",
+                                fix=f"delete {data} by hand, then start again") from e
+        for d in (data, logs, self.node_dir / "tmp"):
+            d.mkdir(parents=True, exist_ok=True)
+        return data, logs
 
     def _own_by_service_user(self, home: Path) -> None:
         """OpenSearch will not run as root: run it as a system user that owns its folders."""
@@ -394,22 +225,15 @@ class LocalNode:
             return {"running": False, "cache_dir": str(self.cache), "cache_bytes": _du(self.cache)}
         out = {"running": True, **st, "cache_dir": str(self.cache), "cache_bytes": _du(self.cache)}
         try:
-            out["health"] = _get_json(f"{st['url']}/_cluster/health")["status"]  # type: ignore[index]
-            out["loaded_plugins"] = sorted({p["component"] for p in _get_json(f"{st['url']}/_cat/plugins?format=json")})  # type: ignore[union-attr]
+            out["health"] = _get_json(f"{st['url']}/_cluster/health")["status"]
+            out["loaded_plugins"] = sorted({p["component"] for p in _get_json(f"{st['url']}/_cat/plugins?format=json")})
         except (OSError, urllib.error.URLError, ValueError) as e:
             out["health"] = f"unreachable ({e})"
         return out
 
-    def with_config(self, **changes: object) -> "LocalNode":
-        return LocalNode(replace(self.config, **changes))  # type: ignore[arg-type]
-
-
-def _zip_ok(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return bool(zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+    def with_config(self, **changes: object) -> LocalNode:
+        """The same node with some of its settings changed (``NodeConfig`` field names)."""
+        return LocalNode(replace(self.config, **changes))  # type: ignore[arg-type]  # field names, any value type
 
 
 def _pid_alive(pid: int) -> bool:
@@ -433,8 +257,8 @@ def _healthy(url: str) -> bool:
         plugins = _get_json(f"{url}/_cat/plugins?format=json", timeout=3)
     except (OSError, urllib.error.URLError, ValueError):
         return False
-    return health.get("status") == "green" and any(  # type: ignore[union-attr]
-        p.get("component") == "opensearch-knn" for p in plugins)  # type: ignore[union-attr]
+    return health.get("status") == "green" and any(
+        p.get("component") == "opensearch-knn" for p in plugins)
 
 
 def _tail(path: Path, lines: int = 25) -> str:

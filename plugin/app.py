@@ -14,15 +14,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from osreco.plugin import schemas
 from osreco.plugin.config import SidecarConfig
-from osreco.plugin.errors import PayloadTooLargeError, PluginError, RequestError
+from osreco.plugin.errors import ConfigError, PayloadTooLargeError, PluginError, RequestError
 from osreco.plugin.metrics import Metrics
 from osreco.plugin.security import KeyChecker, load_keys, presented_key
 
@@ -56,7 +57,7 @@ def create_app(config: SidecarConfig, services: Services | None = None) -> Flask
         ConfigError: the API keys file is missing or malformed.
     """
     app = Flask("osreco.plugin")
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # on Flask's default provider, not the base type
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
     metrics = getattr(services, "metrics", None) or Metrics()
     if services is None:
@@ -97,7 +98,7 @@ def _install_hooks(app: Flask, metrics: Metrics, checker: KeyChecker | None) -> 
 def error_response(e: Exception) -> tuple[Response, int]:
     """The one mapping from exceptions to HTTP: plugin errors carry their status,
     werkzeug's HTTP errors keep theirs, anything else is a logged 500 without internals."""
-    if isinstance(e, PluginError):
+    if isinstance(e, (PluginError, ConfigError)):  # ConfigError is the tree's, not the plugin's
         resp = jsonify(e.to_dict())
         retry = getattr(e, "retry_after_s", None)
         if retry is not None:

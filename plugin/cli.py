@@ -10,17 +10,23 @@ Production runs the same app under gunicorn::
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from osreco.ingest.errors import IngestError
-from osreco.plugin.errors import PluginError
-
-EXIT_USAGE, EXIT_ENV = 2, 3
+from osreco.cli_errors import Command, command, group
 
 
-@click.command()
+class _ServeCommand(Command):
+    """``osreco serve``: its help ends with the sidecar's settings, generated from ``SETTINGS``."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from osreco.plugin.config import settings_help
+
+        with formatter.section("Settings (environment variables; the options above override them)"):
+            formatter.write_dl(settings_help())
+
+
+@command(cls=_ServeCommand)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", type=int, default=8080, show_default=True, help="TCP port.")
 @click.option("--index", default=None, help="Item index alias (else OSRECO_INDEX).")
@@ -39,8 +45,9 @@ def serve(host: str, port: int, index: str | None, bundle: str | None, rerank_bu
           rerank_top_n: int | None, bundles_root: str | None, dev: bool) -> None:
     """Serve the sidecar with werkzeug (threaded; for development).
 
-    Settings come from OSRECO_* and OPENSEARCH_* variables (see README). For production
-    use gunicorn: `gunicorn -w 2 --threads 8 osreco.plugin.wsgi:app`.
+    Settings come from the OSRECO_* variables listed below and OPENSEARCH_URL (with
+    OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD, OPENSEARCH_CA_PATH, OPENSEARCH_VERIFY_CERTS).
+    For production use gunicorn: `gunicorn -w 2 --threads 8 osreco.plugin.wsgi:app`.
     """
     from osreco.plugin.app import create_app
     from osreco.plugin.config import SidecarConfig
@@ -58,17 +65,13 @@ def serve(host: str, port: int, index: str | None, bundle: str | None, rerank_bu
         overrides["bundles_root"] = bundles_root
     if dev:
         overrides["dev_mode"] = True
-    try:
-        app = create_app(SidecarConfig.from_env(**overrides))
-    except (PluginError, IngestError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE if "config" in type(e).__name__.lower() else EXIT_ENV)
+    app = create_app(SidecarConfig.from_env(None, **overrides))
     if dev:
         click.echo("warning: dev mode — API keys are off", err=True)
     app.run(host=host, port=port, threaded=True)
 
 
-@click.group()
+@group()
 def apikey() -> None:
     """Manage the sidecar's API keys (stored hashed; a key is shown once)."""
 
@@ -83,11 +86,7 @@ def create(path: str, name: str, as_json: bool) -> None:
     from osreco.plugin.security import append_key, create_key
 
     key, record = create_key(name)
-    try:
-        append_key(path, record)
-    except PluginError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
+    append_key(path, record)
     if as_json:
         click.echo(json.dumps({"key": key, "key_id": record.key_id, "name": name, "file": path}))
     else:

@@ -1,16 +1,90 @@
-"""The sidecar's one frozen configuration; the environment is read only in ``from_env``."""
+"""The sidecar's one frozen configuration; the environment is read only in ``from_env``.
+
+Every variable ``from_env`` reads is listed once, in :data:`SETTINGS` (name, meaning, default);
+``osreco serve --help`` and the README's "Sidecar settings" table are generated from it
+(``python -m osreco.plugin.config --write README.md`` rewrites the table).
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from osreco.ingest.connection import OpenSearchConfig
 from osreco.plugin.errors import ConfigError
+from osreco.plugin.fusion import FusionSettings
 
-FUSION_METHODS = ("rrf", "linear")
 RETRIEVAL_MODES = ("msearch", "hybrid")
 DEV_HMAC_KEY = "osreco-dev-only-hmac-key"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable of the sidecar.
+
+    Args:
+        name: the variable.
+        meaning: what it sets (markdown: backticks for literals).
+        default: the value used when it is unset or empty, as written in the environment.
+        unset: what an unset variable means when there is no default value.
+    """
+
+    name: str
+    meaning: str
+    default: str = ""
+    unset: str = "none"
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the docs show it."""
+        return f"`{self.default}`" if self.default else self.unset
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("OSRECO_INDEX", "item index alias that reads go through", "osreco-items"),
+    Setting("OSRECO_BUNDLE", "model bundle folder", unset="BM25 only (reported)"),
+    Setting("OSRECO_CF_MODEL", "trained CF model folder (`osreco cf train --model-dir`)", unset="no CF boost"),
+    Setting("OSRECO_STORE_PREFIX", "prefix of the `-users` and `-events` indexes", unset="the index alias"),
+    Setting("OSRECO_API_KEYS_FILE", "file of hashed API keys (`osreco apikey create`)",
+            unset="required outside dev mode"),
+    Setting("OSRECO_DEV_MODE", "`1`: no API keys and a fixed HMAC key; never in production", unset="off"),
+    Setting("OSRECO_HMAC_KEY", "key that pseudonymizes user ids (never stored)", unset="required outside dev mode"),
+    Setting("OSRECO_FACETS", "facet fields the intent parser links query words to", "brand,color,category,genres"),
+    Setting("OSRECO_EMBED_VOCABULARY", "`0`: link query words to facet values without embeddings", "1"),
+    Setting("OSRECO_RETRIEVAL", "`msearch` (fusion in the sidecar) or `hybrid` (neural-search pipeline)",
+            "msearch"),
+    Setting("OSRECO_FUSION", "`rrf` or `linear` fusion of the signals", "rrf"),
+    Setting("OSRECO_BM25_WEIGHT", "weight of BM25 in linear fusion", "0.5"),
+    Setting("OSRECO_DENSE_WEIGHT", "weight of kNN in linear fusion", "0.5"),
+    Setting("OSRECO_CF_WEIGHT", "strength of the collaborative boost (`0` = off)", "0.3"),
+    Setting("OSRECO_CANDIDATES", "candidates each signal contributes", "50"),
+    Setting("OSRECO_EF_SEARCH", "HNSW candidate list size of the kNN searches", "100"),
+    Setting("OSRECO_MMR_LAMBDA", "MMR relevance/diversity trade-off in [0, 1]", unset="off"),
+    Setting("OSRECO_LLM_URL", "OpenAI-compatible chat endpoint of the optional LLM intent parser", unset="off"),
+    Setting("OSRECO_LLM_TIMEOUT_S", "seconds the LLM parser may take before the rules parser answers", "2"),
+    Setting("OSRECO_SEARCH_TIMEOUT_S", "time budget sent to OpenSearch per request, seconds", "2"),
+    Setting("OSRECO_REQUEST_TIMEOUT_S", "client-side timeout, seconds; past it the sidecar answers 503", "5"),
+    Setting("OSRECO_ENCODER_THREADS", "onnxruntime intra-op threads", "1"),
+    Setting("OSRECO_MAX_BODY_BYTES", "largest accepted request body", "65536"),
+    Setting("OSRECO_MAX_Q_CHARS", "longest accepted query text", "512"),
+    Setting("OSRECO_MAX_K", "most results per page (at most 100)", "100"),
+    Setting("OSRECO_MAX_PAGE", "deepest page number", "50"),
+    Setting("OSRECO_BUNDLES_ROOT", "where `osreco promote` installs bundles; the sidecar hot-reloads the one "
+            "the index was rebuilt with from here", unset="folder of a symlinked `OSRECO_BUNDLE`"),
+    Setting("OSRECO_BUNDLE_RELOAD_S", "how often the alias's `_meta.artifact_id` is checked (also at once when "
+            "a search sees a rebuilt index); `0` = never", "5"),
+    Setting("OSRECO_RERANK_BUNDLE", "cross-encoder bundle (`osreco train reranker --export`) that re-orders "
+            "the top N fused candidates of a search with free text left (it reads the whole query)",
+            unset="off"),
+    Setting("OSRECO_RERANK_TOP_N", "candidates the reranker scores (1..1000)", "50"),
+    Setting("OSRECO_RERANK_FIELDS", "`_source` fields joined into the item text the reranker reads",
+            "title,text,brand,color,category,genres,year"),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -39,42 +113,6 @@ class Limits:
                 raise ConfigError(f"{name} must be >= 1", field=name)
         if self.max_k > 100:
             raise ConfigError("max_k cannot exceed 100", field="max_k", fix="set OSRECO_MAX_K <= 100")
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """How candidate lists are merged.
-
-    Args:
-        method: ``rrf`` (reciprocal rank) or ``linear`` (min-max normalized, weighted).
-        bm25_weight, dense_weight: weights of the two text signals (linear fusion).
-        cf_weight: strength of the collaborative boost (0 disables it).
-        rrf_k: the RRF rank constant.
-        candidates: how many candidates each signal contributes (more when paging deeper).
-        ef_search: HNSW candidate list size of the kNN searches (raised to ``candidates``).
-        mmr_lambda: relevance/diversity trade-off for MMR; ``None`` disables MMR.
-    """
-
-    method: str = "rrf"
-    bm25_weight: float = 0.5
-    dense_weight: float = 0.5
-    cf_weight: float = 0.3
-    rrf_k: int = 60
-    candidates: int = 50
-    ef_search: int = 100
-    mmr_lambda: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.method not in FUSION_METHODS:
-            raise ConfigError(f"fusion method {self.method!r} is not one of {FUSION_METHODS}",
-                              field="OSRECO_FUSION")
-        for name in ("bm25_weight", "dense_weight", "cf_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0", field=name)
-        if self.rrf_k < 1 or not 1 <= self.candidates <= 1000 or self.ef_search < 1:
-            raise ConfigError("rrf_k must be >= 1 and candidates in 1..1000", field="candidates")
-        if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
-            raise ConfigError("mmr_lambda must be in [0, 1]", field="OSRECO_MMR_LAMBDA")
 
 
 @dataclass(frozen=True)
@@ -124,7 +162,7 @@ class SidecarConfig:
     cf_model_dir: str | None = None
     store_prefix: str | None = None
     facets: tuple[str, ...] = ("brand", "color", "category", "genres")
-    fusion: FusionConfig = field(default_factory=FusionConfig)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
     retrieval: str = "msearch"
     limits: Limits = field(default_factory=Limits)
     api_keys_file: str | None = None
@@ -164,7 +202,8 @@ class SidecarConfig:
         if self.cf_model_dir and not os.path.isdir(self.cf_model_dir):
             raise ConfigError(f"CF model folder {self.cf_model_dir} does not exist", field="OSRECO_CF_MODEL")
         if self.bundles_root and not os.path.isdir(self.bundles_root):
-            raise ConfigError(f"OSRECO_BUNDLES_ROOT: bundles root {self.bundles_root} does not exist", field="OSRECO_BUNDLES_ROOT",
+            raise ConfigError(f"OSRECO_BUNDLES_ROOT: bundles root {self.bundles_root} does not exist",
+                              field="OSRECO_BUNDLES_ROOT",
                               fix="pass the --bundles-root that `osreco promote` installs into")
         if self.bundle_reload_s < 0:
             raise ConfigError("OSRECO_BUNDLE_RELOAD_S: bundle_reload_s must be >= 0 (0 disables the hot-reload)",
@@ -205,66 +244,117 @@ class SidecarConfig:
         return self.hmac_key or DEV_HMAC_KEY
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "SidecarConfig":
-        """Build from ``OSRECO_*`` and ``OPENSEARCH_*`` variables; ``overrides`` win.
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> SidecarConfig:
+        """Build from the variables of :data:`SETTINGS` and ``OPENSEARCH_*``; ``overrides`` win.
 
         Example:
             ``OSRECO_INDEX=products OSRECO_BUNDLE=/models/minilm-int8 OSRECO_API_KEYS_FILE=keys.json``
         """
         env = dict(os.environ if env is None else env)
         os_cfg = overrides.pop("opensearch", None) or OpenSearchConfig.from_env(env.get("OPENSEARCH_URL"))
-        fusion = FusionConfig(
-            method=env.get("OSRECO_FUSION", "rrf"),
-            bm25_weight=_float(env, "OSRECO_BM25_WEIGHT", 0.5),
-            dense_weight=_float(env, "OSRECO_DENSE_WEIGHT", 0.5),
-            cf_weight=_float(env, "OSRECO_CF_WEIGHT", 0.3),
-            candidates=_int(env, "OSRECO_CANDIDATES", 50),
-            ef_search=_int(env, "OSRECO_EF_SEARCH", 100),
-            mmr_lambda=_float(env, "OSRECO_MMR_LAMBDA", None))
-        limits = Limits(max_body_bytes=_int(env, "OSRECO_MAX_BODY_BYTES", 64 * 1024),
-                        max_q_chars=_int(env, "OSRECO_MAX_Q_CHARS", 512),
-                        max_k=_int(env, "OSRECO_MAX_K", 100),
-                        max_page=_int(env, "OSRECO_MAX_PAGE", 50))
+        fusion = FusionSettings(
+            method=_text(env, "OSRECO_FUSION"),
+            bm25_weight=_float(env, "OSRECO_BM25_WEIGHT"),
+            dense_weight=_float(env, "OSRECO_DENSE_WEIGHT"),
+            cf_weight=_float(env, "OSRECO_CF_WEIGHT"),
+            candidates=_int(env, "OSRECO_CANDIDATES"),
+            ef_search=_int(env, "OSRECO_EF_SEARCH"),
+            mmr_lambda=_optional_float(env, "OSRECO_MMR_LAMBDA"))
+        limits = Limits(max_body_bytes=_int(env, "OSRECO_MAX_BODY_BYTES"),
+                        max_q_chars=_int(env, "OSRECO_MAX_Q_CHARS"),
+                        max_k=_int(env, "OSRECO_MAX_K"),
+                        max_page=_int(env, "OSRECO_MAX_PAGE"))
         values: dict[str, object] = dict(
-            opensearch=os_cfg, alias=env.get("OSRECO_INDEX", "osreco-items"),
-            bundle_dir=env.get("OSRECO_BUNDLE") or None, cf_model_dir=env.get("OSRECO_CF_MODEL") or None,
-            store_prefix=env.get("OSRECO_STORE_PREFIX") or None,
-            facets=tuple(f.strip() for f in env.get("OSRECO_FACETS", "brand,color,category,genres").split(",")
-                         if f.strip()),
-            fusion=fusion, retrieval=env.get("OSRECO_RETRIEVAL", "msearch"), limits=limits,
-            api_keys_file=env.get("OSRECO_API_KEYS_FILE") or None,
-            dev_mode=env.get("OSRECO_DEV_MODE", "").lower() in ("1", "true", "yes"),
-            hmac_key=env.get("OSRECO_HMAC_KEY") or None, llm_url=env.get("OSRECO_LLM_URL") or None,
-            llm_timeout_s=_float(env, "OSRECO_LLM_TIMEOUT_S", 2.0),
-            search_timeout_s=_float(env, "OSRECO_SEARCH_TIMEOUT_S", 2.0),
-            request_timeout_s=_float(env, "OSRECO_REQUEST_TIMEOUT_S", 5.0),
-            encoder_threads=_int(env, "OSRECO_ENCODER_THREADS", 1),
-            embed_vocabulary=env.get("OSRECO_EMBED_VOCABULARY", "1").lower() not in ("0", "false", "no"),
-            bundles_root=env.get("OSRECO_BUNDLES_ROOT") or None,
-            bundle_reload_s=_float(env, "OSRECO_BUNDLE_RELOAD_S", 5.0),
-            rerank_bundle=env.get("OSRECO_RERANK_BUNDLE") or None,
-            rerank_top_n=_int(env, "OSRECO_RERANK_TOP_N", 50))
-        if env.get("OSRECO_RERANK_FIELDS"):
-            values["rerank_fields"] = tuple(f.strip() for f in env["OSRECO_RERANK_FIELDS"].split(",") if f.strip())
+            opensearch=os_cfg, alias=_text(env, "OSRECO_INDEX"),
+            bundle_dir=_text(env, "OSRECO_BUNDLE") or None, cf_model_dir=_text(env, "OSRECO_CF_MODEL") or None,
+            store_prefix=_text(env, "OSRECO_STORE_PREFIX") or None,
+            facets=_names(env, "OSRECO_FACETS"),
+            fusion=fusion, retrieval=_text(env, "OSRECO_RETRIEVAL"), limits=limits,
+            api_keys_file=_text(env, "OSRECO_API_KEYS_FILE") or None,
+            dev_mode=_text(env, "OSRECO_DEV_MODE").lower() in ("1", "true", "yes"),
+            hmac_key=_text(env, "OSRECO_HMAC_KEY") or None, llm_url=_text(env, "OSRECO_LLM_URL") or None,
+            llm_timeout_s=_float(env, "OSRECO_LLM_TIMEOUT_S"),
+            search_timeout_s=_float(env, "OSRECO_SEARCH_TIMEOUT_S"),
+            request_timeout_s=_float(env, "OSRECO_REQUEST_TIMEOUT_S"),
+            encoder_threads=_int(env, "OSRECO_ENCODER_THREADS"),
+            embed_vocabulary=_text(env, "OSRECO_EMBED_VOCABULARY").lower() not in ("0", "false", "no"),
+            bundles_root=_text(env, "OSRECO_BUNDLES_ROOT") or None,
+            bundle_reload_s=_float(env, "OSRECO_BUNDLE_RELOAD_S"),
+            rerank_bundle=_text(env, "OSRECO_RERANK_BUNDLE") or None,
+            rerank_top_n=_int(env, "OSRECO_RERANK_TOP_N"),
+            rerank_fields=_names(env, "OSRECO_RERANK_FIELDS"))
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # one dict[str, object] for fields of many types
 
 
-def _float(env: dict[str, str], name: str, default: float | None) -> float | None:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
+def _text(env: dict[str, str], name: str) -> str:
+    """The variable's value, or its :data:`SETTINGS` default when unset or empty (every name is listed)."""
+    return env.get(name) or _BY_NAME[name].default
+
+
+def _names(env: dict[str, str], name: str) -> tuple[str, ...]:
+    return tuple(f.strip() for f in _text(env, name).split(",") if f.strip())
+
+
+def _float(env: dict[str, str], name: str) -> float:
+    return _number(name, _text(env, name))
+
+
+def _optional_float(env: dict[str, str], name: str) -> float | None:
+    raw = _text(env, name)
+    return _number(name, raw) if raw else None
+
+
+def _number(name: str, raw: str) -> float:
     try:
         return float(raw)
     except ValueError as e:
         raise ConfigError(f"{name}={raw!r} is not a number", field=name) from e
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
+def _int(env: dict[str, str], name: str) -> int:
+    raw = _text(env, name)
     try:
         return int(raw)
     except ValueError as e:
         raise ConfigError(f"{name}={raw!r} is not an integer", field=name) from e
+
+
+README_BEGIN = "<!-- sidecar-settings: generated from osreco.plugin.config.SETTINGS; " \
+               "regenerate with `python -m osreco.plugin.config --write README.md` -->"
+README_END = "<!-- /sidecar-settings -->"
+
+
+def settings_markdown() -> str:
+    """The README table of :data:`SETTINGS`."""
+    rows = [f"| `{s.name}` | {s.meaning} | {s.shown_default} |" for s in SETTINGS]
+    return "\n".join(["| variable | meaning | default |", "|---|---|---|", *rows])
+
+
+def settings_help() -> list[tuple[str, str]]:
+    """(name, meaning and default) rows of :data:`SETTINGS` for ``osreco serve --help``."""
+    return [(s.name, f"{s.meaning} (default: {s.shown_default})".replace("`", "")) for s in SETTINGS]
+
+
+def with_settings_table(readme: str) -> str:
+    """``readme`` with the text between the settings markers replaced by :func:`settings_markdown`."""
+    pattern = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+    if not pattern.search(readme):
+        raise ValueError(f"the README has no {README_BEGIN} ... {README_END} markers")
+    return pattern.sub(lambda _: f"{README_BEGIN}\n\n{settings_markdown()}\n\n{README_END}", readme, count=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m osreco.plugin.config``: print the settings table, or rewrite it in a README."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--write", type=Path, metavar="README", help="rewrite the table in this file")
+    args = parser.parse_args(argv)
+    if args.write is None:
+        sys.stdout.write(settings_markdown() + "\n")
+        return
+    text = args.write.read_text(encoding="utf-8")
+    args.write.write_text(with_settings_table(text), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,14 +1,17 @@
 """Errors of osreco.plugin, each carrying its HTTP status and the context needed to fix it.
 
-    PluginError                      500 unless a subclass says otherwise
-    ├── ConfigError                  a sidecar setting is missing or invalid (names the setting)
-    ├── RequestError                 400: a request field is invalid (names the field)
-    │   └── PayloadTooLargeError     413: the body is larger than the configured limit
-    ├── AuthError                    401: missing or unknown API key
-    ├── NotFoundError                404: an item or route does not exist
-    ├── NotReadyError                503: node, alias or bundle do not match (readiness)
-    ├── NodeUnavailableError         503 + Retry-After: the node is unreachable or timed out
-    └── UpstreamError                502: the node answered with an unexpected error
+Part of the one tree rooted at ``osreco.errors.OsrecoError`` (HTTP status, then exit code)::
+
+    OsrecoError
+    ├── ConfigError                  500 [2] a sidecar setting is missing or invalid (osreco.errors)
+    └── PluginError                  500 [3] unless a subclass says otherwise
+        ├── RequestError             400 [2] a request field is invalid (names the field)
+        │   └── PayloadTooLargeError 413 [2] the body is larger than the configured limit
+        ├── AuthError                401 [2] missing or unknown API key
+        ├── NotFoundError            404 [2] an item or route does not exist
+        ├── NotReadyError            503 [3] node, alias or bundle do not match (readiness)
+        ├── NodeUnavailableError     503 [3] + Retry-After: the node is unreachable or timed out
+        └── UpstreamError            502 [3] the node answered with an unexpected error
 
 Degradations (encoder down, user store down, LLM parser down) are *not* errors: the
 service records them in the response and the metrics and carries on.
@@ -16,42 +19,28 @@ service records them in the response and the metrics and carries on.
 
 from __future__ import annotations
 
+from osreco.errors import EXIT_ENV, EXIT_USAGE, ConfigError, OsrecoError
 
-class PluginError(Exception):
-    """Root of osreco.plugin errors; ``status`` is the HTTP status the one handler sends."""
+__all__ = ["AuthError", "ConfigError", "NodeUnavailableError", "NotFoundError", "NotReadyError",
+           "PayloadTooLargeError", "PluginError", "RequestError", "UpstreamError"]
+
+
+class PluginError(OsrecoError):
+    """Root of osreco.plugin errors; ``status`` is the HTTP status the one handler sends
+    (``to_dict`` is the body), ``exit_code`` what the command line exits with."""
 
     status: int = 500
     code: str = "internal_error"
+    exit_code = EXIT_ENV
 
     def __init__(self, message: str, *, fix: str | None = None, **context: object):
-        super().__init__(message)
-        self.fix = fix
-        self.context = {k: v for k, v in context.items() if v is not None}
-
-    def __str__(self) -> str:
-        base = super().__str__()
-        return f"{base} — fix: {self.fix}" if self.fix else base
-
-    def to_dict(self) -> dict[str, object]:
-        """The JSON error body: ``{"error": {code, message, fix?, **context}}``."""
-        body: dict[str, object] = {"code": self.code, "message": super().__str__()}
-        if self.fix:
-            body["fix"] = self.fix
-        body.update(self.context)
-        return {"error": body}
-
-
-class ConfigError(PluginError):
-    code = "config_error"
-
-    def __init__(self, message: str, *, field: str, fix: str | None = None):
-        super().__init__(message, fix=fix, field=field)
-        self.field = field
+        super().__init__(message, fix=fix, **{k: v for k, v in context.items() if v is not None})
 
 
 class RequestError(PluginError):
     status = 400
     code = "invalid_request"
+    exit_code = EXIT_USAGE
 
     def __init__(self, message: str, *, field: str, fix: str | None = None):
         super().__init__(message, fix=fix, field=field)
@@ -66,11 +55,13 @@ class PayloadTooLargeError(RequestError):
 class AuthError(PluginError):
     status = 401
     code = "unauthorized"
+    exit_code = EXIT_USAGE
 
 
 class NotFoundError(PluginError):
     status = 404
     code = "not_found"
+    exit_code = EXIT_USAGE
 
 
 class NotReadyError(PluginError):

@@ -22,37 +22,46 @@ holds each signal's share of ``score`` (they add up to it) for explanations.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any
 
 import numpy as np
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent.types import FieldMap, SortKey
+from osreco.plugin.intent.types import IntentFields, SortKey
 
-__all__ = ["Candidate", "FusionOptions", "SignalResult", "fuse", "read_msearch", "apply_sort", "mmr",
+__all__ = ["Candidate", "FusionSettings", "SignalResult", "fuse", "read_msearch", "apply_sort", "mmr",
            "candidates_from_hybrid", "hybrid_signal_scores"]
 
 FUSION_METHODS = ("rrf", "linear")
 CF_MODES = ("multiplicative", "additive")
-
-
-class FusionSettings(Protocol):
-    """What :func:`fuse` reads; ``osreco.plugin.config.FusionConfig`` satisfies it too."""
-
-    method: str
-    bm25_weight: float
-    dense_weight: float
-    cf_weight: float
-    rrf_k: int
+Hit = Mapping[str, Any]  # one OpenSearch hit: ``_id``, ``_score``, ``_source``
 
 
 @dataclass(frozen=True)
-class FusionOptions:
-    """Fusion settings (see the module docstring for the formulas).
+class FusionSettings:
+    """How candidate lists are retrieved and merged (formulas in the module docstring).
+
+    The sidecar's configured fusion (``SidecarConfig.fusion``), the fixed settings of
+    ``/v1/recommend`` and ``/v1/items/<id>/similar``, and the evaluation's variants are all
+    values of this one class.
+
+    Args:
+        method: ``rrf`` (reciprocal rank) or ``linear`` (min-max normalized, weighted).
+        bm25_weight, dense_weight: weights of the two text signals.
+        cf_weight: strength of the collaborative boost (0 disables it).
+        rrf_k: the RRF rank constant.
+        popularity_weight: weight of the popularity listing (recommendations).
+        content_weight: weight of a ``content`` signal when one is fused (0 = none asked).
+        cf_mode: ``multiplicative`` or ``additive`` collaborative boost.
+        candidates: how many candidates each signal contributes (more when paging deeper).
+        ef_search: HNSW candidate list size of the kNN searches (raised to ``candidates``).
+        mmr_lambda: relevance/diversity trade-off for MMR; ``None`` disables MMR.
 
     Raises:
-        ConfigError: unknown method/mode, a negative weight, or ``rrf_k < 1``.
+        ConfigError: unknown method/mode, a negative weight, ``rrf_k < 1``, ``candidates``
+            outside 1..1000, ``ef_search < 1`` or ``mmr_lambda`` outside [0, 1].
     """
 
     method: str = "rrf"
@@ -61,18 +70,25 @@ class FusionOptions:
     cf_weight: float = 0.3
     rrf_k: int = 60
     popularity_weight: float = 0.5
+    content_weight: float = 0.0
     cf_mode: str = "multiplicative"
+    candidates: int = 50
+    ef_search: int = 100
+    mmr_lambda: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in FUSION_METHODS:
-            raise ConfigError(f"fusion method {self.method!r} is not one of {FUSION_METHODS}", field="method")
+            raise ConfigError(f"fusion method {self.method!r} is not one of {FUSION_METHODS}",
+                              field="OSRECO_FUSION")
         if self.cf_mode not in CF_MODES:
             raise ConfigError(f"cf_mode {self.cf_mode!r} is not one of {CF_MODES}", field="cf_mode")
-        for name in ("bm25_weight", "dense_weight", "cf_weight", "popularity_weight"):
+        for name in ("bm25_weight", "dense_weight", "cf_weight", "popularity_weight", "content_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0", field=name)
-        if self.rrf_k < 1:
-            raise ConfigError("rrf_k must be >= 1", field="rrf_k")
+        if self.rrf_k < 1 or not 1 <= self.candidates <= 1000 or self.ef_search < 1:
+            raise ConfigError("rrf_k must be >= 1 and candidates in 1..1000", field="candidates")
+        if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
+            raise ConfigError("mmr_lambda must be in [0, 1]", field="OSRECO_MMR_LAMBDA")
 
 
 @dataclass(frozen=True)
@@ -109,13 +125,13 @@ class SignalResult:
     """One ``_msearch`` response, read: its hits and what went wrong with it."""
 
     signal: str
-    hits: list[dict]
+    hits: list[dict[str, Any]]
     timed_out: bool = False
     failed_shards: int = 0
     error: str | None = None
 
 
-def read_msearch(signals: Sequence[str], responses: Sequence[Mapping]) -> dict[str, SignalResult]:
+def read_msearch(signals: Sequence[str], responses: Sequence[Mapping[str, Any]]) -> dict[str, SignalResult]:
     """Pair ``_msearch`` responses with their signals, keeping errors, timeouts, shard failures.
 
     Args:
@@ -140,12 +156,11 @@ def read_msearch(signals: Sequence[str], responses: Sequence[Mapping]) -> dict[s
 
 
 def _weight(config: FusionSettings, signal: str) -> float:
-    if signal == "popularity":
-        return float(getattr(config, "popularity_weight", 0.5))
+    """The weight of ``signal``'s list; a signal without a weight setting counts 0."""
     return float(getattr(config, f"{signal}_weight", 0.0))
 
 
-def _normalized(hits: Sequence[Mapping]) -> dict[str, float]:
+def _normalized(hits: Sequence[Hit]) -> dict[str, float]:
     """Min-max normalized scores by item; rank-based when scores are missing."""
     n = len(hits)
     raw = {str(h["_id"]): (float(h["_score"]) if h.get("_score") is not None else 1.0 - i / n)
@@ -156,18 +171,18 @@ def _normalized(hits: Sequence[Mapping]) -> dict[str, float]:
     return {k: (1.0 if hi == lo else (v - lo) / (hi - lo)) for k, v in raw.items()}
 
 
-def _lists(hits_by_signal: Mapping[str, Sequence[Mapping] | SignalResult]) -> dict[str, list[Mapping]]:
+def _lists(hits_by_signal: Mapping[str, Sequence[Hit] | SignalResult]) -> dict[str, list[Hit]]:
     return {s: list(h.hits if isinstance(h, SignalResult) else h) for s, h in hits_by_signal.items()}
 
 
-def fuse(hits_by_signal: Mapping[str, Sequence[Mapping] | SignalResult], config: FusionSettings = FusionOptions(),
+def fuse(hits_by_signal: Mapping[str, Sequence[Hit] | SignalResult], config: FusionSettings = FusionSettings(),
          affinity: Mapping[str, float] | None = None) -> list[Candidate]:
     """Fuse per-signal hit lists into one ranking (formulas in the module docstring).
 
     Args:
         hits_by_signal: signal -> OpenSearch hits (``_id``, ``_score``, ``_source``) in rank
             order, or the :class:`SignalResult` from :func:`read_msearch`.
-        config: :class:`FusionOptions` or the sidecar's ``FusionConfig``.
+        config: the fusion settings.
         affinity: optional item -> raw collaborative affinity (e.g. dot products), used
             instead of the ``cf`` list's scores.
 
@@ -176,10 +191,10 @@ def fuse(hits_by_signal: Mapping[str, Sequence[Mapping] | SignalResult], config:
     """
     lists = _lists(hits_by_signal)
     text = [s for s in lists if s != "cf"]
-    mode = getattr(config, "cf_mode", "multiplicative") if text else "additive"
+    mode = config.cf_mode if text else "additive"
     k, beta = config.rrf_k, float(config.cf_weight)
     ranks: dict[str, dict[str, int]] = {}
-    sources: dict[str, Mapping] = {}
+    sources: dict[str, Mapping[str, Any]] = {}
     raw: dict[str, dict[str, float]] = {}
     for signal, hits in lists.items():
         for r, h in enumerate(hits, 1):
@@ -214,7 +229,7 @@ def fuse(hits_by_signal: Mapping[str, Sequence[Mapping] | SignalResult], config:
     return sorted(out, key=lambda c: (-c.score, min(c.ranks.values()), c.item_id))
 
 
-def apply_sort(candidates: Sequence[Candidate], sort: SortKey | None, fields: FieldMap = FieldMap(),
+def apply_sort(candidates: Sequence[Candidate], sort: SortKey | None, fields: IntentFields = IntentFields(),
                require: tuple[str, ...] = ("bm25",)) -> list[Candidate]:
     """Re-rank by a sort cue: the relevant candidates by the key, the others after, in fused order.
 
@@ -236,7 +251,7 @@ def apply_sort(candidates: Sequence[Candidate], sort: SortKey | None, fields: Fi
     rest = [c for c in candidates if c not in relevant]
     sign = 1.0 if sort.order == "asc" else -1.0
 
-    def key(ic: tuple[int, Candidate]) -> tuple:
+    def key(ic: tuple[int, Candidate]) -> tuple[bool, float, int]:
         value = _sort_value(ic[1].source, name, fields.release_date if sort.key == "year" else None)
         return (value is None, sign * value if value is not None else 0.0, ic[0])
 
@@ -300,7 +315,7 @@ def mmr(candidates: Sequence[Candidate], vectors: Mapping[str, np.ndarray], lamb
     return [pool[i] for i in order] + [c for i, c in enumerate(pool) if not taken[i]]
 
 
-def hybrid_signal_scores(hit: Mapping, signals: Sequence[str], weights: Sequence[float]) -> dict[str, float]:
+def hybrid_signal_scores(hit: Mapping[str, Any], signals: Sequence[str], weights: Sequence[float]) -> dict[str, float]:
     """Per-signal normalized scores of one hit from the ``hybrid_score_explanation`` output.
 
     The explanation lists only the sub-queries that matched, in sub-query order, without
@@ -331,8 +346,8 @@ def hybrid_signal_scores(hit: Mapping, signals: Sequence[str], weights: Sequence
     return out
 
 
-def candidates_from_hybrid(response: Mapping, signals: Sequence[str], weights: Sequence[float],
-                           config: FusionSettings = FusionOptions()) -> list[Candidate]:
+def candidates_from_hybrid(response: Mapping[str, Any], signals: Sequence[str], weights: Sequence[float],
+                           config: FusionSettings = FusionSettings()) -> list[Candidate]:
     """Candidates from a native ``hybrid`` response, in the same shape as :func:`fuse`'s.
 
     The node has already combined the scores (``score`` = its score); per-signal scores are
@@ -358,8 +373,7 @@ def candidates_from_hybrid(response: Mapping, signals: Sequence[str], weights: S
         item, sc = str(h["_id"]), per[str(h["_id"])]
         contrib = {s: w[s] * v for s, v in sc.items()}
         score = float(h.get("_score") or 0.0)
-        boost = score * float(config.cf_weight) * sc.get("cf", 0.0) if getattr(config, "cf_mode", "multiplicative") \
-            == "multiplicative" else 0.0
+        boost = score * float(config.cf_weight) * sc.get("cf", 0.0) if config.cf_mode == "multiplicative" else 0.0
         if boost:
             contrib["cf"] = contrib.get("cf", 0.0) + boost
         out.append(Candidate(item, score + boost, sc.get("bm25"), sc.get("dense"), sc.get("cf"), ranks[item],

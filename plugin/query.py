@@ -1,5 +1,5 @@
 """Intent -> OpenSearch query DSL (pure): one ``_msearch``, the native ``hybrid`` query and its
-search pipeline, "similar items" and "recommend for a user".
+search pipeline, "similar items", "recommend for a user" and the lookup of a user's history.
 
 Rules every body follows:
 
@@ -20,15 +20,17 @@ Rules every body follows:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent.types import FieldMap, Intent
+from osreco.plugin.intent.types import Intent, IntentFields
 
 Vector = Sequence[float] | np.ndarray
+Json = dict[str, Any]  # one JSON object: a DSL clause, a search body or an _msearch line
 SIGNALS = ("bm25", "dense", "cf", "popularity")
 
 
@@ -50,7 +52,7 @@ class QueryOptions:
     """
 
     index: str
-    fields: FieldMap = FieldMap()
+    fields: IntentFields = IntentFields()
     size: int = 100
     ef_search: int = 200
     timeout: str = "2s"
@@ -81,8 +83,12 @@ class MsearchPlan:
     ``signals[i]`` names the i-th response: ``bm25``, ``dense``, ``cf`` or ``popularity``.
     """
 
-    lines: list[dict]
+    lines: list[Json]
     signals: tuple[str, ...]
+
+    def adding(self, signal: str, index: str, body: Json) -> MsearchPlan:
+        """This plan plus one more sub-search (``body`` on ``index``) answering ``signal``."""
+        return MsearchPlan([*self.lines, {"index": index}, body], (*self.signals, signal))
 
 
 @dataclass(frozen=True)
@@ -97,13 +103,13 @@ class HybridSearch:
         pipeline_body: normalization (min_max) + combination (arithmetic_mean, weights).
     """
 
-    body: dict
+    body: Json
     signals: tuple[str, ...]
     pipeline_id: str
-    pipeline_body: dict
+    pipeline_body: Json
 
 
-def filter_clauses(intent: Intent, options: QueryOptions) -> tuple[list[dict], list[dict]]:
+def filter_clauses(intent: Intent, options: QueryOptions) -> tuple[list[Json], list[Json]]:
     """The intent's constraints as ``(filter, must_not)`` clause lists, in a fixed order.
 
     Args:
@@ -113,7 +119,7 @@ def filter_clauses(intent: Intent, options: QueryOptions) -> tuple[list[dict], l
     Returns:
         facet clauses (in the intent's field order), then range clauses; exclusions per field.
     """
-    filters: list[dict] = []
+    filters: list[Json] = []
     for name, values in intent.terms().items():
         if name in options.all_of:
             filters.extend({"term": {name: v}} for v in values)
@@ -124,8 +130,8 @@ def filter_clauses(intent: Intent, options: QueryOptions) -> tuple[list[dict], l
     return filters, must_not
 
 
-def _bool(filters: list[dict], must_not: list[dict], extra_not: Sequence[dict] = ()) -> dict:
-    out: dict = {}
+def _bool(filters: list[Json], must_not: list[Json], extra_not: Sequence[Json] = ()) -> Json:
+    out: Json = {}
     if filters:
         out["filter"] = filters
     if must_not or extra_not:
@@ -133,7 +139,7 @@ def _bool(filters: list[dict], must_not: list[dict], extra_not: Sequence[dict] =
     return {"bool": out}
 
 
-def _base(options: QueryOptions, size: int) -> dict:
+def _base(options: QueryOptions, size: int) -> Json:
     return {"size": size, "timeout": options.timeout, "track_total_hits": False,
             "_source": options.fields.source_fields()}
 
@@ -142,7 +148,7 @@ def _vector(v: Vector) -> list[float]:
     return [float(x) for x in np.asarray(v, dtype=np.float32).ravel()]
 
 
-def lexical_query(intent: Intent, options: QueryOptions) -> dict:
+def lexical_query(intent: Intent, options: QueryOptions) -> Json:
     """The BM25 query: ``multi_match`` of the remaining text under the intent's filters.
 
     With no remaining text it is a filtered ``match_all`` (see :func:`listing_sort`).
@@ -157,26 +163,26 @@ def lexical_query(intent: Intent, options: QueryOptions) -> dict:
     return q
 
 
-def listing_sort(intent: Intent, fields: FieldMap) -> list:
+def listing_sort(intent: Intent, fields: IntentFields) -> list[Json]:
     """Sort of a text-less listing: the sort cue's field (``year`` then ``release_date`` for
     "newest", so catalogs with only dates sort too), else popularity; ties by ``item_id``."""
     key, order = (intent.sort.key, intent.sort.order) if intent.sort else ("popularity", "desc")
-    out: list = [{fields.sort_field(key): {"order": order, "missing": "_last"}}]
+    out: list[Json] = [{fields.sort_field(key): {"order": order, "missing": "_last"}}]
     if key == "year":
         out.append({fields.release_date: {"order": order, "missing": "_last"}})
     return out + [{fields.item_id: "asc"}]
 
 
-def knn_query(field: str, vector: Vector, k: int, options: QueryOptions, filter_bool: dict | None) -> dict:
+def knn_query(field: str, vector: Vector, k: int, options: QueryOptions, filter_bool: Json | None) -> Json:
     """A k-NN query on ``field`` with an optional efficient ``filter`` (a ``bool`` query)."""
-    body: dict = {"vector": _vector(vector), "k": k, "method_parameters": {"ef_search": options.ef_search}}
+    body: Json = {"vector": _vector(vector), "k": k, "method_parameters": {"ef_search": options.ef_search}}
     if filter_bool and filter_bool["bool"]:
         body["filter"] = filter_bool
     return {"knn": {field: body}}
 
 
 def _signal_bodies(intent: Intent, options: QueryOptions, query_vector: Vector | None,
-                   user_vector: Vector | None) -> list[tuple[str, dict]]:
+                   user_vector: Vector | None) -> list[tuple[str, Json]]:
     filters, must_not = filter_clauses(intent, options)
     fb = _bool(filters, must_not)
     out = [("bm25", lexical_query(intent, options))]
@@ -204,7 +210,7 @@ def build_msearch(intent: Intent, options: QueryOptions, query_vector: Vector | 
         >>> plan = build_msearch(intent, QueryOptions("items"), qvec, uvec)
         >>> responses = client.msearch(body=plan.lines)["responses"]
     """
-    lines: list[dict] = []
+    lines: list[Json] = []
     signals = []
     for signal, query in _signal_bodies(intent, options, query_vector, user_vector):
         body = _base(options, options.size)
@@ -263,7 +269,7 @@ def build_hybrid_search(intent: Intent, options: QueryOptions, query_vector: Vec
 
 
 def build_similar(item_id: str, item_vector: Vector, options: QueryOptions,
-                  intent: Intent | None = None) -> dict:
+                  intent: Intent | None = None) -> Json:
     """Items nearest to one item's ``embedding``, the item itself excluded.
 
     Args:
@@ -282,6 +288,21 @@ def build_similar(item_id: str, item_vector: Vector, options: QueryOptions,
     return body
 
 
+def build_history(item_ids: Sequence[str], fields: IntentFields) -> Json:
+    """The user's history items looked up by id, titles only: the signal ``history`` that
+    "because you liked" cites (searched next to the retrieval, never fused). An ``ids``
+    lookup of a few items: the one body without ``timeout`` and ``track_total_hits``.
+
+    Args:
+        item_ids: the user's recent items, oldest first.
+        fields: index field names (``title``).
+
+    Returns:
+        a search body.
+    """
+    return {"size": len(item_ids), "_source": [fields.title], "query": {"ids": {"values": list(item_ids)}}}
+
+
 def build_recommend(user_vector: Vector | None, seen_item_ids: Sequence[str],
                     options: QueryOptions) -> MsearchPlan:
     """A user's recommendations: kNN on ``cf_vector`` (taste) and a popularity listing.
@@ -298,7 +319,7 @@ def build_recommend(user_vector: Vector | None, seen_item_ids: Sequence[str],
         the plan with signals ``("cf", "popularity")`` or ``("popularity",)``.
     """
     seen = [{"ids": {"values": list(dict.fromkeys(seen_item_ids))}}] if seen_item_ids else []
-    lines: list[dict] = []
+    lines: list[Json] = []
     signals = []
     if user_vector is not None:
         body = _base(options, options.size)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("osreco.plugin.reload")
 
@@ -110,7 +111,7 @@ class BundleReloader:
                 return self._outcome("missing")
             try:
                 encoder = self._load(path)
-            except Exception as e:  # noqa: BLE001 - any load failure keeps the old encoder, reported
+            except Exception as e:  # any load failure keeps the old encoder, reported
                 self.last_error = f"bundle {path} for index {index} failed to load: {type(e).__name__}: {e}"
                 return self._outcome("failed")
             self._swap(encoder, path)
@@ -130,7 +131,7 @@ class BundleReloader:
         if self.index is not None and any(n != self.index for n in names):
             self._wake.set()
 
-    def start(self) -> "BundleReloader":
+    def start(self) -> BundleReloader:
         """Run :meth:`check` in a daemon thread every ``interval_s`` (sooner when woken)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="osreco-bundle-reload", daemon=True)
@@ -147,7 +148,7 @@ class BundleReloader:
         while not self._stop.is_set():
             try:
                 self.check()
-            except Exception as e:  # noqa: BLE001 - node down or similar: try again next round
+            except Exception as e:  # node down or similar: try again next round
                 log.debug("bundle reload check failed: %s", e)
             self._wake.wait(self.interval_s)
             self._wake.clear()

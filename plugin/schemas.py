@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
+from datetime import datetime
 
+from osreco.cf.events import EVENT_KINDS
 from osreco.plugin.config import Limits
 from osreco.plugin.errors import RequestError
 
-EVENT_KINDS = ("view", "click", "add_to_cart", "purchase", "rating")
 LANGUAGES = ("en", "zh")
+FLOAT32_MAX = 3.4028234663852886e38  # the events index stores ``value`` as a float
 RANGE_OPS = ("gte", "gt", "lte", "lt")
 _FIELD_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 _ID_RE = re.compile(r"^[^\x00-\x1f]{1,128}$")
@@ -149,7 +150,7 @@ def parse_search(raw: object, limits: Limits) -> SearchRequest:
         q=_str(body["q"], "q", limits.max_q_chars).strip(),
         user_id=None if user_id is None else parse_identifier(user_id, "user_id"),
         filters=parse_filters(body["filters"]) if body.get("filters") is not None else (),
-        k=k, page=page, language=language)  # type: ignore[arg-type]
+        k=k, page=page, language=language)
 
 
 def parse_event(raw: object, where: str = "event") -> Event:
@@ -163,13 +164,16 @@ def parse_event(raw: object, where: str = "event") -> Event:
     if kind not in EVENT_KINDS:
         raise RequestError(f"kind must be one of {EVENT_KINDS}", field=f"{where}.kind")
     value = None if body.get("value") is None else _number(body["value"], f"{where}.value")
+    if value is not None and abs(value) > FLOAT32_MAX:
+        raise RequestError(f"value must be within +-{FLOAT32_MAX:g} (stored as a 32-bit float)",
+                           field=f"{where}.value")
     if kind == "rating" and (value is None or not 0.0 <= value <= 10.0):
         raise RequestError("a rating needs a value in 0..10", field=f"{where}.value")
     ts = parse_timestamp(body.get("timestamp"), f"{where}.timestamp")
     pos = body.get("position")
     return Event(
         user_id=parse_identifier(body["user_id"], f"{where}.user_id"),
-        item_id=parse_identifier(body["item_id"], f"{where}.item_id"), kind=kind, value=value,  # type: ignore[arg-type]
+        item_id=parse_identifier(body["item_id"], f"{where}.item_id"), kind=kind, value=value,
         timestamp=ts,
         query=None if body.get("query") is None else _str(body["query"], f"{where}.query", 512, True),
         position=None if pos is None else _int(pos, f"{where}.position", 0, 10_000),

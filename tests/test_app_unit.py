@@ -221,6 +221,13 @@ def test_event_timestamps_validated():
         assert e.value.field == "event.timestamp"
 
 
+def test_event_value_fits_the_stored_float():
+    assert schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "view", "value": -3.4e38}).value == -3.4e38
+    with pytest.raises(RequestError) as e:   # finite here, -Infinity as the index's 32-bit float
+        schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "view", "value": -1.7976931348623157e308})
+    assert e.value.field == "event.value"
+
+
 def test_sidecar_import_does_not_load_torch():
     import subprocess
     import sys

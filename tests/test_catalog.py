@@ -9,11 +9,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from osreco.ingest.catalog import (CatalogItem, FieldMap, count_rows, detect_format, read_catalog, read_rows,
-                                   validate_row)
+from osreco.ingest.catalog import (
+    CatalogItem,
+    FieldMap,
+    count_rows,
+    detect_format,
+    read_catalog,
+    read_rows,
+    validate_row,
+)
 from osreco.ingest.errors import CatalogError, ConfigError, RowError
-from osreco.ingest.fixtures import (ECOMMERCE_FIELDS, ECOMMERCE_QUERIES, MOVIELENS_ITEMS, read_ecommerce_items,
-                                    read_movielens_items, repair_movielens_row)
+from osreco.ingest.fixtures import ECOMMERCE_FIELDS, ECOMMERCE_QUERIES, read_ecommerce_items
+from osreco.ingest.movielens import MOVIELENS_ITEMS, read_movielens_items, repair_movielens_row
 
 FIELDS = FieldMap(id="sku", title="name", text=("desc",), facets={"brand": "brand", "genres": "tags"},
                   numeric={"price": ("price", "float"), "year": ("year", "integer")},
@@ -71,7 +78,7 @@ def test_jsonl_reader_reports_physical_lines(tmp_path):
     path = _write_jsonl(tmp_path / "c.jsonl", [{"sku": "a", "name": "A"}, "", "{broken", [1, 2],
                                                {"sku": "b", "name": "B"}])
     out = list(read_catalog(path, FIELDS))
-    assert [(type(e).__name__, getattr(e, "line")) for e in out] == [
+    assert [(type(e).__name__, e.line) for e in out] == [
         ("CatalogItem", 1), ("RowError", 3), ("RowError", 4), ("CatalogItem", 5)]
     assert "invalid JSON" in str(out[1]) and "expected a JSON object" in str(out[2])
 

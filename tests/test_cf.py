@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from osreco.cf.errors import InteractionError
+from osreco.cf.interactions import Interaction
 from osreco.cf.model import CFConfig, CFModel, top_k
 from osreco.cf.train import bm25_item_user, decayed_popularity, train_cooccurrence, train_models
-from osreco.evaluation.cf import catalog_coverage, ndcg_at_k, recall_at_k, time_split
-from osreco.ingest.errors import ConfigError, InteractionError
-from osreco.cf.interactions import Interaction
+from osreco.evaluation.cf import time_split
+from osreco.evaluation.metrics import coverage, ndcg_binary_at_k, recall_uncapped_at_k
+from osreco.ingest.errors import ConfigError
 
 GROUP_A = [f"a{i}" for i in range(10)]
 GROUP_B = [f"b{i}" for i in range(10)]
@@ -172,10 +174,10 @@ def test_time_split_holds_out_each_users_newest_events():
 
 
 def test_metrics_by_exact_value():
-    assert recall_at_k(["a", "b", "c"], {"a", "c", "z", "y"}, k=2) == 0.25
-    assert ndcg_at_k(["x", "a"], {"a"}, k=10) == pytest.approx(1 / math.log2(3))
-    assert ndcg_at_k(["a", "b"], {"a", "b"}, k=10) == 1.0
-    assert catalog_coverage([["a", "b"], ["b", "c"]], n_items=6) == 0.5
+    assert recall_uncapped_at_k(["a", "b", "c"], {"a", "c", "z", "y"}, k=2) == 0.25
+    assert ndcg_binary_at_k(["x", "a"], {"a"}, k=10) == pytest.approx(1 / math.log2(3))
+    assert ndcg_binary_at_k(["a", "b"], {"a", "b"}, k=10) == 1.0
+    assert coverage([["a", "b"], ["b", "c"]], catalog_size=6, k=10) == 0.5
     assert top_k(np.array([0.1, 0.9, 0.9, 0.5]), 3, exclude_idx=[3]).tolist() == [1, 2, 0]
 
 

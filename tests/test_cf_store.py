@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from opensearchpy.helpers import bulk
 
 from osreco.cf import store as cf_store
-from osreco.cf.model import CFConfig, CFModel
-from osreco.cf.train import train_models
 from osreco.cf.cli import cf
+from osreco.cf.interactions import Interaction
+from osreco.cf.model import CFConfig, CFModel
+from osreco.cf.privacy import pseudonymize
+from osreco.cf.train import train_models
 from osreco.ingest.errors import IndexError_
 from osreco.ingest.index_spec import IndexSpec
-from osreco.cf.interactions import Interaction
-from osreco.cf.privacy import pseudonymize
 
 pytestmark = pytest.mark.integration
 

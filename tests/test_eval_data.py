@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from osreco.evaluation.data import (Constraints, EvalQuery, Movie, generate_queries, relevant_grades,
-                                     sample_pairs)
+from osreco.evaluation.data import Constraints, EvalQuery, Movie, generate_queries, relevant_grades, sample_pairs
 
 SCIFI_90 = Movie("1", 1995, frozenset({"sci-fi"}))
 SCIFI_HORROR = Movie("2", 1996, frozenset({"sci-fi", "horror"}))
@@ -27,7 +26,7 @@ def test_constraints_genres_exclusions_and_years():
     assert Constraints(year_min=1990).satisfied_by(SCIFI_90)
 
 
-def test_generated_queries_include_the_issue_examples():
+def test_generated_queries_include_the_documented_examples():
     catalog = [Movie(str(i), 1900 + i % 100, frozenset(g)) for i, g in enumerate(
         [{"comedy"}, {"sci-fi"}, {"action"}, {"comedy", "romance"}, {"horror", "sci-fi"}] * 400)]
     queries = {q.text: q for q in generate_queries(catalog, min_matches=1)}

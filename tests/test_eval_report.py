@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from osreco.plugin.errors import ConfigError
 from osreco.evaluation.data import Constraints, EvalQuery
-from osreco.evaluation.report import compute_targets, numbers_in_unit_interval, to_markdown, write_chart
 from osreco.evaluation.intent import run_intent
-from osreco.evaluation.run import pick_queries
+from osreco.evaluation.report import compute_targets, numbers_in_unit_interval, to_markdown, write_chart
+from osreco.evaluation.tasks import pick_queries
+from osreco.plugin.errors import ConfigError
 
 
 def _report(full_ndcg: float, violations: float, blend: float) -> dict:
@@ -66,13 +66,15 @@ def test_intent_exact_match_per_language(tmp_path):
     cases = [{"q": "a 90s comedy", "language": "en",
               "expected": {"filters": {"genres": ["comedy"]}, "ranges": {"year": {"gte": 1990, "lte": 1999}},
                            "exclude": {}, "text": "", "sort": None}},
-             {"q": "不要爱情片的喜剧", "expected": {"filters": {"genres": ["comedy"]}, "exclude": {"genres": ["romance"]}}},
+             {"q": "不要爱情片的喜剧",
+              "expected": {"filters": {"genres": ["comedy"]}, "exclude": {"genres": ["romance"]}}},
              {"q": "sci-fi but not horror",
               "expected": {"filters": {"genres": ["sci-fi"]}, "exclude": {"genres": ["horror"]}}}]
     golden.write_text("\n".join(json.dumps(c, ensure_ascii=False) for c in cases) + "\n\n", encoding="utf-8")
     answers = {"a 90s comedy": {"filters": {"genres": ["comedy"]}, "ranges": {"year": {"lte": 1999.0, "gte": 1990.0}},
                                 "exclude": {}, "text": "90s"},
-               "不要爱情片的喜剧": {"filters": {"genres": ["comedy"]}, "exclude": {"genres": ["romance"]}, "ranges": {}},
+               "不要爱情片的喜剧": {"filters": {"genres": ["comedy"]}, "exclude": {"genres": ["romance"]},
+                                  "ranges": {}},
                "sci-fi but not horror": {"filters": {"genres": ["sci-fi", "horror"]}, "exclude": {}, "ranges": {}}}
     result = run_intent(golden, lambda q, lang, vocab: answers[q])
     assert result["languages"]["en"] == {"cases": 2, "exact": 1, "accuracy": 0.5}

@@ -15,10 +15,18 @@ from click.testing import CliRunner
 
 from osreco.cf import store as cf_store
 from osreco.cf.cli import cf, users
-from osreco.ingest.errors import ConfigError, InteractionError
-from osreco.cf.events import (Event, events_index, expire_events, forget, from_ubi,
-                                  read_interactions_from_events, write_events)
+from osreco.cf.errors import InteractionError
+from osreco.cf.events import (
+    Event,
+    events_index,
+    expire_events,
+    forget,
+    from_ubi,
+    read_interactions_from_events,
+    write_events,
+)
 from osreco.cf.privacy import PrivacyConfig
+from osreco.ingest.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -67,16 +75,17 @@ def test_forget_leaves_no_trace_in_any_index(os_client, index_name):
 
 
 def test_forget_cli_also_rewrites_a_saved_model(os_client, index_name, tmp_path, monkeypatch):
+    from osreco.cf.interactions import Interaction
     from osreco.cf.model import CFConfig, CFModel
     from osreco.cf.train import train_models
-    from osreco.cf.interactions import Interaction
 
     monkeypatch.setenv("OSRECO_HMAC_KEY", KEY)
-    key = _seed_user(os_client, index_name, "carol", ["i1"])
+    carol = f"carol-{uuid.uuid4().hex[:8]}"  # unique: _traces searches every index on the node
+    key = _seed_user(os_client, index_name, carol, ["i1"])
     model = train_models([Interaction(key, "i1", 1.0, 0.0), Interaction("u_other", "i2", 1.0, 0.0)],
                          CFConfig(factors=2, iterations=2, threads=1))
     model.save(tmp_path)
-    result = CliRunner().invoke(users, ["forget", "carol", "--index", index_name, "--model-dir", str(tmp_path),
+    result = CliRunner().invoke(users, ["forget", carol, "--index", index_name, "--model-dir", str(tmp_path),
                                         "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["total"] == 2

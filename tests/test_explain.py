@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from osreco.plugin.explain import (HistoryItem, Liked, because_you_liked, check_filters, explain, range_label,
-                                   signal_contributions)
+from osreco.plugin.explain import (
+    HistoryItem,
+    Liked,
+    because_you_liked,
+    check_filters,
+    explain,
+    range_label,
+    signal_contributions,
+)
 from osreco.plugin.fusion import Candidate
 from osreco.plugin.intent.types import FacetMatch, Intent, RangeFilter
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from osreco.exporter import (BundleError, Encoder, ExportOptions, ModelDirError, ParityError,
-                             export_model, load_manifest)
+from osreco.exporter import BundleError, Encoder, ExportOptions, ModelDirError, ParityError, export_model, load_manifest
 from osreco.exporter.manifest import FORMAT_VERSION
 
 
@@ -137,7 +136,7 @@ def test_cli_export_json_and_verify(tiny_model_factory, tmp_path):
 def test_cli_bad_input_exit_codes(tiny_model_factory, tmp_path):
     missing = _cli(["export", str(tmp_path / "nope"), "-o", str(tmp_path / "b"), "--json"])
     assert missing.exit_code == 2
-    assert json.loads(missing.stdout)["error"] == "ModelDirError"
+    assert json.loads(missing.stdout)["type"] == "ModelDirError"
     failed = _cli(["export", str(tiny_model_factory("bert")), "-o", str(tmp_path / "b"),
                    "--quantize", "int8", "--fp16"])
     assert failed.exit_code == 2 and "exclude each other" in failed.stderr

@@ -9,11 +9,10 @@ import pytest
 
 from osreco.exporter import ConfigError, ExportOptions, Manifest
 from osreco.exporter.encoder import l2_normalize, length_buckets, logits_to_scores, pool
-from osreco.exporter.errors import BundleError, ModelDirError
+from osreco.exporter.errors import BundleError, ModelDirError, ParityError
 from osreco.exporter.manifest import FORMAT_VERSION, compute_artifact_id, load_manifest
 from osreco.exporter.modeldir import inspect_model_dir
 from osreco.exporter.validate import Thresholds, check_parity, cosine_rows, rank_agreement, topk_overlap
-from osreco.exporter.errors import ParityError
 
 HIDDEN = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, -100.0]]], dtype=np.float32)
 MASK = np.array([[1, 1, 0]])

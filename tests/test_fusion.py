@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.fusion import (Candidate, FusionOptions, apply_sort, candidates_from_hybrid, fuse,
-                                  hybrid_signal_scores, mmr, read_msearch)
+from osreco.plugin.fusion import (
+    Candidate,
+    FusionSettings,
+    apply_sort,
+    candidates_from_hybrid,
+    fuse,
+    hybrid_signal_scores,
+    mmr,
+    read_msearch,
+)
 from osreco.plugin.intent.types import SortKey
 
 
@@ -18,7 +26,7 @@ def hit(item, score, **source):
 BM25 = [hit("a", 3.0, price=30), hit("b", 2.0, price=10), hit("c", 1.0, price=20)]
 DENSE = [hit("b", 0.9), hit("d", 0.8, price=1)]
 CF = [hit("c", 2.0), hit("a", 1.0)]
-NO_CF = FusionOptions(cf_weight=0.0)
+NO_CF = FusionSettings(cf_weight=0.0)
 
 
 def ids(cands):
@@ -38,18 +46,18 @@ def test_rrf_exact_scores():
 
 
 def test_linear_min_max_and_ties():
-    out = fuse({"bm25": BM25, "dense": DENSE}, FusionOptions(method="linear", cf_weight=0.0))
+    out = fuse({"bm25": BM25, "dense": DENSE}, FusionSettings(method="linear", cf_weight=0.0))
     assert [(c.item_id, c.score) for c in out] == [("b", 0.75), ("a", 0.5), ("d", 0.0), ("c", 0.0)]
 
 
 def test_linear_weights_can_silence_a_signal():
-    out = fuse({"bm25": BM25, "dense": DENSE}, FusionOptions(method="linear", bm25_weight=0.0, dense_weight=1.0,
+    out = fuse({"bm25": BM25, "dense": DENSE}, FusionSettings(method="linear", bm25_weight=0.0, dense_weight=1.0,
                                                               cf_weight=0.0))
     assert [(c.item_id, c.score) for c in out] == [("b", 1.0), ("a", 0.0), ("d", 0.0), ("c", 0.0)]
 
 
 def test_multiplicative_cf_boost_lifts_liked_items():
-    out = fuse({"bm25": BM25, "dense": DENSE, "cf": CF}, FusionOptions(cf_weight=0.5))
+    out = fuse({"bm25": BM25, "dense": DENSE, "cf": CF}, FusionSettings(cf_weight=0.5))
     assert ids(out) == ["b", "c", "a", "d"]
     c = next(x for x in out if x.item_id == "c")
     assert c.score == pytest.approx(0.5 / 63 * 1.5)
@@ -59,34 +67,36 @@ def test_multiplicative_cf_boost_lifts_liked_items():
 
 
 def test_cf_only_items_stay_last_in_multiplicative_mode():
-    out = fuse({"bm25": BM25[:1], "cf": [hit("z", 5.0)]}, FusionOptions(cf_weight=0.5))
+    out = fuse({"bm25": BM25[:1], "cf": [hit("z", 5.0)]}, FusionSettings(cf_weight=0.5))
     assert ids(out) == ["a", "z"] and out[1].score == 0.0
 
 
 def test_additive_for_recommendations():
     pop = [hit("p", None), hit("q", None)]
     out = fuse({"cf": [hit("q", 2.0), hit("r", 1.0)], "popularity": pop},
-               FusionOptions(cf_mode="additive", cf_weight=1.0, popularity_weight=0.5))
+               FusionSettings(cf_mode="additive", cf_weight=1.0, popularity_weight=0.5))
     scores = {c.item_id: c.score for c in out}
     assert scores == pytest.approx({"q": 0.5 / 62 + 1 / 61, "r": 1 / 62, "p": 0.5 / 61})
     assert ids(out) == ["q", "r", "p"]
-    only_cf = fuse({"cf": [hit("x", 3.0), hit("y", 1.0)]}, FusionOptions())
+    only_cf = fuse({"cf": [hit("x", 3.0), hit("y", 1.0)]}, FusionSettings())
     assert ids(only_cf) == ["x", "y"] and only_cf[0].score == pytest.approx(0.3 / 61)
 
 
 def test_explicit_affinity_overrides_cf_scores():
-    out = fuse({"bm25": BM25}, FusionOptions(method="linear", bm25_weight=1.0, cf_weight=1.0),
+    out = fuse({"bm25": BM25}, FusionSettings(method="linear", bm25_weight=1.0, cf_weight=1.0),
                affinity={"a": 0.0, "c": 4.0})
     assert [(c.item_id, c.score) for c in out] == [("a", 1.0), ("b", 0.5), ("c", 0.0)]
-    out = fuse({"bm25": BM25[1:]}, FusionOptions(method="linear", bm25_weight=1.0, cf_weight=1.0),
+    out = fuse({"bm25": BM25[1:]}, FusionSettings(method="linear", bm25_weight=1.0, cf_weight=1.0),
                affinity={"b": 0.0, "c": 4.0})
     assert [(c.item_id, c.score) for c in out] == [("b", 1.0), ("c", 0.0)]
 
 
 def test_accepts_the_sidecar_fusion_config():
-    from osreco.plugin.config import FusionConfig
+    from osreco.plugin.config import SidecarConfig
 
-    out = fuse({"bm25": BM25, "dense": DENSE}, FusionConfig(cf_weight=0.0))
+    config = SidecarConfig.from_env({"OPENSEARCH_URL": "http://localhost:9200", "OSRECO_DEV_MODE": "1",
+                                     "OSRECO_CF_WEIGHT": "0"})
+    out = fuse({"bm25": BM25, "dense": DENSE}, config.fusion)
     assert ids(out) == ["b", "a", "d", "c"]
 
 
@@ -148,7 +158,7 @@ def test_hybrid_scores_are_recovered_per_signal():
 def test_candidates_from_hybrid_same_shape():
     resp = {"hits": {"hits": [_explained("x", 0.8, [("bm25", 1.0), ("knn", 1.0)]),
                               _explained("y", 0.4, [("knn", 1.0)])]}}
-    out = candidates_from_hybrid(resp, ("bm25", "dense"), (0.4, 0.6), FusionOptions(cf_weight=0.0))
+    out = candidates_from_hybrid(resp, ("bm25", "dense"), (0.4, 0.6), FusionSettings(cf_weight=0.0))
     assert [(c.item_id, c.score, c.bm25_score, c.dense_score, c.cf_score, c.ranks) for c in out] == [
         ("x", 0.8, 1.0, 1.0, None, {"bm25": 1, "dense": 1}), ("y", 0.4, None, 1.0, None, {"dense": 2})]
     assert out[0].contributions == pytest.approx({"bm25": 0.4, "dense": 0.6})
@@ -157,4 +167,4 @@ def test_candidates_from_hybrid_same_shape():
 @pytest.mark.parametrize("kwargs", [dict(method="borda"), dict(cf_mode="max"), dict(bm25_weight=-1), dict(rrf_k=0)])
 def test_options_are_validated(kwargs):
     with pytest.raises(ConfigError):
-        FusionOptions(**kwargs)
+        FusionSettings(**kwargs)

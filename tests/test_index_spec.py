@@ -6,10 +6,11 @@ import random
 
 import pytest
 
+from osreco.ingest.bulk import backoff_delay, is_retryable_item
 from osreco.ingest.errors import ConfigError, IndexError_
 from osreco.ingest.index_spec import IndexSpec, hybrid_search_pipeline_body
 from osreco.ingest.pipeline import pipeline_body
-from osreco.ingest.writer import IngestReport, WriteConfig, backoff_delay, is_retryable_item
+from osreco.ingest.writer import IngestReport, WriteConfig
 
 SPEC = IndexSpec(alias="products", dim=4, artifact_id="sha256:ab", model="tiny", cf_dim=2,
                  facets=("brand",), numeric={"price": "float"}, dates=())
@@ -54,7 +55,8 @@ def test_defaults_faiss_l2_and_extra_fields():
 
 def test_versions_and_validation():
     assert SPEC.versioned_name(3) == "products-v3"
-    assert (SPEC.version_of("products-v12"), SPEC.version_of("products-v"), SPEC.version_of("other-v1")) == (12, None, None)
+    assert (SPEC.version_of("products-v12"), SPEC.version_of("products-v"),
+            SPEC.version_of("other-v1")) == (12, None, None)
     for bad in ({"alias": "Products"}, {"alias": "p-v2"}, {"dim": 0}, {"engine": "nmslib"}, {"m": 1},
                 {"artifact_id": ""}):
         with pytest.raises(ConfigError):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from osreco.ingest.catalog import FieldMap, read_catalog
-from osreco.ingest.fixtures import MOVIELENS_ITEMS, read_movielens_items
 from osreco.ingest.index_spec import IndexSpec
+from osreco.ingest.movielens import MOVIELENS_ITEMS, read_movielens_items
 from osreco.ingest.rebuild import ensure_index
 from osreco.ingest.writer import WriteConfig, index_items
 
@@ -80,7 +80,8 @@ def test_counts_add_up_and_bad_rows_are_dead_lettered(os_client, index_name, enc
     dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
     assert sorted((d["line"], d["stage"]) for d in dead) == [(15, "validate"), (21, "validate"), (26, "index")]
     refused = next(d for d in dead if d["stage"] == "index")
-    assert (refused["item_id"], refused["status"], refused["error_type"]) == ("too-big", 400, "mapper_parsing_exception")
+    assert (refused["item_id"], refused["status"], refused["error_type"]) == \
+        ("too-big", 400, "mapper_parsing_exception")
     expected = sorted(r["item_id"] for i, r in enumerate(rows) if i not in (14, 20, 25))
     assert ids_in(os_client, index_name) == expected
     assert not (tmp_path / "ck.json").exists()  # a completed load removes its checkpoint
@@ -131,7 +132,8 @@ def test_duplicate_ids_are_dead_lettered_once(os_client, index_name, encoder, tm
     report = ingest(os_client, encoder, index_name, write_catalog(tmp_path / "c.jsonl", rows), tmp_path)
     dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
     assert (report.indexed, report.dead_lettered) == (5, 1)
-    assert (dead[0]["line"], dead[0]["item_id"], dead[0]["reason"]) == (6, "p0", "duplicate item id, first seen on line 1")
+    assert (dead[0]["line"], dead[0]["item_id"], dead[0]["reason"]) == \
+        (6, "p0", "duplicate item id, first seen on line 1")
 
 
 def test_movielens_items_load_with_the_junk_row_dead_lettered(os_client, index_name, encoder, tmp_path):
@@ -169,7 +171,8 @@ def test_interrupted_run_resumes_with_another_batch_size(os_client, index_name, 
     assert 8 <= done < 100 and done % 8 == 0
     embedded_before = encoder.texts
     resumed = index_items(os_client, encoder, index, read_catalog(path, FIELDS),
-                          WriteConfig(batch_size=7, dead_letter=tmp_path / "dead.jsonl", checkpoint=tmp_path / "ck.json"))
+                          WriteConfig(batch_size=7, dead_letter=tmp_path / "dead.jsonl",
+                                      checkpoint=tmp_path / "ck.json"))
     assert resumed.resumed_rows == done
     assert (resumed.rows_read, resumed.indexed + resumed.unchanged, resumed.dead_lettered) == (100, 99, 1)
     assert encoder.texts - embedded_before <= 100 - done  # settled rows are not embedded again

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from opensearchpy import TransportError
 
 from osreco.cli import cli
 from osreco.ingest.fixtures import ECOMMERCE_QUERIES, ecommerce_catalog_path
@@ -141,23 +143,37 @@ def test_help_texts():
 
 
 def test_pipeline_with_text_embedding_is_accepted_by_neural_search(opensearch_url, os_client, index_name):
-    """The node accepts the text_embedding processor; documents that bring a vector skip it.
+    """The node accepts the text_embedding processor; documents that bring a vector skip it, and
+    a document without one calls the (missing) model and fails, as a neural query on it does.
 
+    The failure's wording depends on the node's ml-commons state (a node that never registered a
+    model answers "Fail to find model" without the id), so only its kind is checked.
     (Deploying a local model cannot be exercised offline: ml-commons 3.6's DJL runtime tries to
     download libtorch, see tests/test_mlcommons.py.)"""
     name = f"{index_name}-embed"
+    model_id = f"not-deployed-{uuid.uuid4().hex[:12]}"
     try:
-        code, out = run(["ingest", "pipeline", "install", "--name", name, "--model-id", "not-deployed-model",
+        code, out = run(["ingest", "pipeline", "install", "--name", name, "--model-id", model_id,
                          "--url", opensearch_url, "--json"])
         assert code == 0, out
         processors = os_client.ingest.get_pipeline(id=name)[name]["processors"]
         assert {"text_embedding"} <= {next(iter(p)) for p in processors}
+        assert [p["text_embedding"]["model_id"] for p in processors if "text_embedding" in p] == [model_id]
         sim = os_client.ingest.simulate(id=name, body={"docs": [{"_id": "1", "_source": {
             "title": "Toy Story", "brand": "Pixar ", "embedding": [0.1, 0.2]}}]})
+        assert "error" not in sim["docs"][0]
         source = sim["docs"][0]["doc"]["_source"]
         assert (source["embedding"], source["brand"]) == ([0.1, 0.2], "pixar")
         assert "_osreco_embed_text" not in source
         missing = os_client.ingest.simulate(id=name, body={"docs": [{"_id": "2", "_source": {"title": "Up"}}]})
-        assert "not-deployed-model" in json.dumps(missing["docs"][0])  # without a vector the model is called
+        failed = missing["docs"][0]  # without a vector the model is called, and it does not exist
+        assert "doc" not in failed and "model" in failed["error"]["reason"].lower(), failed
+
+        os_client.indices.create(index=index_name, body={"settings": {"index": {"knn": True}}, "mappings": {
+            "properties": {"embedding": {"type": "knn_vector", "dimension": 2}}}})
+        with pytest.raises(TransportError) as e:
+            os_client.search(index=index_name, body={"query": {"neural": {"embedding": {
+                "query_text": "Up", "model_id": model_id, "k": 5}}}})
+        assert e.value.status_code in (400, 404) and "model" in json.dumps(e.value.info).lower(), e.value.info
     finally:
         os_client.ingest.delete_pipeline(id=name, ignore=[404])

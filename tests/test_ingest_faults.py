@@ -4,7 +4,6 @@ ridden out with backoff, and a --rebuild swaps the alias while searches keep suc
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -157,7 +156,7 @@ def test_outage_midway_is_ridden_out_with_backoff(os_client, opensearch_url, ind
         try:
             outcome["report"] = index_items(client, tiny_encoder, index, read_catalog(catalog, FIELDS), config,
                                             progress=progress)
-        except Exception as e:  # noqa: BLE001 - handed to the test thread and asserted on
+        except Exception as e:  # handed to the test thread and asserted on
             outcome["error"] = e
 
     loader = threading.Thread(target=run)
@@ -196,7 +195,7 @@ def test_rebuild_swaps_alias_while_searches_keep_working(os_client, index_name, 
                                         request_timeout=10)
                 if resp["timed_out"] or resp["_shards"]["failed"] or resp["hits"]["total"]["value"] == 0:
                     failures.append(json.dumps(resp)[:300])
-            except Exception as e:  # noqa: BLE001 - every failed search is recorded and asserted on
+            except Exception as e:  # every failed search is recorded and asserted on
                 failures.append(repr(e))
             searches[0] += 1
 

@@ -7,13 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from osreco.plugin.errors import ConfigError
 from osreco.plugin.intent.parser import IntentOptions, detect_language, normalize_query, parse_intent
 from osreco.plugin.intent.ranges import cn_to_int, extract_ranges
-from osreco.plugin.intent.types import FacetMatch, FieldMap, RangeFilter
-from osreco.plugin.intent.vocab import (Vocabulary, edit_distance, normalize_key, vocabulary_from_response,
-                                 vocabulary_request)
+from osreco.plugin.intent.types import FacetMatch, IntentFields, RangeFilter
+from osreco.plugin.intent.vocab import (
+    Vocabulary,
+    edit_distance,
+    normalize_key,
+    vocabulary_from_response,
+    vocabulary_request,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 VOCABS = {name: Vocabulary.from_values(v)
@@ -89,7 +96,7 @@ def test_remaining_text_keeps_content_words():
 
 
 def test_field_map_renames_range_fields():
-    opts = IntentOptions(fields=FieldMap(price="price_usd", year="release_year"))
+    opts = IntentOptions(fields=IntentFields(price="price_usd", year="release_year"))
     intent = parse_intent("90s films under $10", MOVIES, options=opts)
     assert intent.ranges == (RangeFilter("price_usd", lt=10.0), RangeFilter("release_year", gte=1990.0, lte=1999.0))
 
@@ -136,13 +143,13 @@ def test_fuzzy_needs_five_characters():
 
 
 def test_vocabulary_request_and_response():
-    body = vocabulary_request(FieldMap(facets=("brand", "genres")), size=10)
+    body = vocabulary_request(IntentFields(facets=("brand", "genres")), size=10)
     assert body == {"size": 0, "track_total_hits": False,
                     "aggs": {"brand": {"terms": {"field": "brand", "size": 10}},
                              "genres": {"terms": {"field": "genres", "size": 10}}}}
     response = {"aggregations": {"brand": {"buckets": [{"key": "Sony", "doc_count": 3},
                                                         {"key": "bose", "doc_count": 1}]}}}
-    vocab = vocabulary_from_response(response, FieldMap(facets=("brand", "genres")))
+    vocab = vocabulary_from_response(response, IntentFields(facets=("brand", "genres")))
     assert vocab.values == {"brand": ("bose", "sony"), "genres": ()}
     with pytest.raises(ConfigError):
         vocabulary_request(size=0)
@@ -171,7 +178,7 @@ def test_options_are_validated():
     with pytest.raises(ConfigError):
         IntentOptions(max_ngram=9)
     with pytest.raises(ConfigError):
-        FieldMap(price="")
+        IntentFields(price="")
 
 
 def test_intent_describe_and_range_contains():
@@ -180,9 +187,6 @@ def test_intent_describe_and_range_contains():
     r = RangeFilter("price", gte=10.0, lt=20.0)
     assert (r.contains(10.0), r.contains(19.99), r.contains(20.0)) == (True, True, False)
 
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _ALPHABET = st.sampled_from(list("abcnikeso 0123456789$-,.'元以下不要年代科幻红色的十百") + ["not ", "under ", "90s"])
 

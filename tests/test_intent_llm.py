@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent.parser import parse_intent
 from osreco.plugin.intent.llm import LLMConfig, LLMReplyError, build_request, intent_from_reply, parse_with_llm
+from osreco.plugin.intent.parser import parse_intent
 from osreco.plugin.intent.vocab import Vocabulary
 
 VOCAB = Vocabulary.from_values({"brand": ["nike", "asics"], "color": ["red"], "category": ["running shoes"],
@@ -31,7 +31,7 @@ REPLIES = {
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802 - http.server API
+    def do_POST(self):  # http.server API
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         query = json.loads(body["messages"][1]["content"])["query"]
         self.server.requests.append((self.path, self.headers.get("Authorization"), body))

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from osreco.ingest.errors import InteractionError, RowError
+from osreco.cf.errors import InteractionError
 from osreco.cf.interactions import Interaction, ReadConfig, build_matrix, read_interactions
+from osreco.ingest.errors import RowError
 
 
 def _write(tmp_path, name, text):

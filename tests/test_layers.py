@@ -13,19 +13,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = {"osreco.errors"}
+BASE = {"osreco.errors", "osreco.cli_errors"}  # the error tree and the one CLI error handler
 RUNTIME = BASE | {"osreco.exporter"}
 INGEST = RUNTIME | {"osreco.ingest"}
 CF = INGEST | {"osreco.cf"}
 # Each part: (its folder, the modules it is made of, what it may import).
 PARTS: dict[str, tuple[Path, set[str]]] = {
     "osreco.errors": (ROOT / "osreco" / "errors.py", set()),
+    "osreco.cli_errors": (ROOT / "osreco" / "cli_errors.py", {"osreco.errors"}),
     "osreco.exporter": (ROOT / "exporter", BASE),
     "osreco.ingest": (ROOT / "ingest", RUNTIME),
     "osreco.cf": (ROOT / "osreco" / "cf", INGEST),
     "osreco.training": (ROOT / "osreco" / "training", CF),
     "osreco.plugin": (ROOT / "plugin", CF),
-    "osreco.node": (ROOT / "osreco" / "node.py", BASE),
+    "osreco.node": (ROOT / "osreco" / "node.py", BASE | {"osreco.node_install"}),
+    "osreco.node_install": (ROOT / "osreco" / "node_install.py", BASE),  # used only by osreco.node
     "osreco.evaluation": (ROOT / "osreco" / "evaluation",
                           CF | {"osreco.training", "osreco.plugin", "osreco.node"}),
 }

@@ -17,8 +17,7 @@ import pytest
 from osreco.exporter import Encoder, ExportOptions, export_model, load_manifest
 from osreco.exporter.errors import MLCommonsError
 from osreco.exporter.manifest import sha256_file
-from osreco.exporter.mlcommons import (ML_SETTINGS, check_zip, register_and_deploy, register_body,
-                                       write_ml_commons)
+from osreco.exporter.mlcommons import ML_SETTINGS, check_zip, register_and_deploy, register_body, write_ml_commons
 
 # Evidence (node log, 2026-11-27, ml-commons 3.6.0): deploy fails in DJL's OrtNDManager, which
 # loads PyTorch as the "alternative engine" for NDArray maths and tries to download libtorch:
@@ -81,7 +80,7 @@ def test_register_deploy_predict_on_node(os_client, minilm_bundle):
         assert model["model_config"]["embedding_dimension"] == 384
         if deploy["state"] != "COMPLETED":
             assert any(e in json.dumps(deploy.get("error")) for e in OFFLINE_DJL_ERRORS), deploy
-            warnings.warn(f"ml-commons deploy failed offline as documented: {deploy.get('error')}")
+            warnings.warn(f"ml-commons deploy failed offline as documented: {deploy.get('error')}", stacklevel=2)
             return
         texts = ["red running shoes", "像玩具总动员那样适合孩子的电影"]
         out = os_client.transport.perform_request(

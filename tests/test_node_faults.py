@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -106,3 +107,69 @@ def test_node_dying_during_start_prints_log_tail(opensearch_url):
     assert "exited with code" in str(e.value)
     assert "heap" in e.value.log_tail.lower()
     assert node.state() is None
+
+
+def _cache_with_a_used_node(root: Path, name: str = "node") -> Path:
+    """A cache that looks used: downloads, an install, and a node folder with data and logs."""
+    (root / "downloads").mkdir(parents=True)
+    (root / "downloads" / "opensearch-3.6.0.zip").write_bytes(b"zip")
+    (root / "opensearch-3.6.0").mkdir()
+    (root / "opensearch-3.6.0" / ".osreco-install.json").write_text("{}")
+    (root / name / "data" / "nodes" / "0").mkdir(parents=True)
+    (root / name / "data" / "nodes" / "0" / "leftover-index").write_text("old state")
+    (root / name / "logs").mkdir()
+    (root / name / "logs" / "stdout.log").write_text("old log")
+    return root / name / "data"
+
+
+def test_fresh_start_empties_only_the_nodes_data(tmp_path):
+    data = _cache_with_a_used_node(tmp_path)
+    got_data, logs = LocalNode(NodeConfig(cache_dir=tmp_path, fresh=True)).prepare_dirs()
+    assert (got_data, logs) == (data, tmp_path / "node" / "logs")
+    assert data.is_dir() and list(data.iterdir()) == []
+    assert (tmp_path / "downloads" / "opensearch-3.6.0.zip").read_bytes() == b"zip"
+    assert (tmp_path / "opensearch-3.6.0" / ".osreco-install.json").exists()
+    assert (logs / "stdout.log").read_text() == "old log"
+    assert (tmp_path / "node" / "tmp").is_dir()
+
+
+def test_fresh_start_of_a_named_node_leaves_the_default_nodes_data(tmp_path):
+    default_data = _cache_with_a_used_node(tmp_path)
+    (tmp_path / "node-ci" / "data").mkdir(parents=True)
+    (tmp_path / "node-ci" / "data" / "old").write_text("x")
+    data, _ = LocalNode(NodeConfig(cache_dir=tmp_path, name="ci", fresh=True)).prepare_dirs()
+    assert data == tmp_path / "node-ci" / "data" and list(data.iterdir()) == []
+    assert (default_data / "nodes" / "0" / "leftover-index").exists()
+
+
+def test_without_fresh_the_data_is_kept(tmp_path):
+    data = _cache_with_a_used_node(tmp_path)
+    LocalNode(NodeConfig(cache_dir=tmp_path)).prepare_dirs()
+    assert (data / "nodes" / "0" / "leftover-index").read_text() == "old state"
+
+
+def test_fresh_refuses_to_empty_the_data_of_a_running_node(tmp_path):
+    data = _cache_with_a_used_node(tmp_path)
+    # This test process stands in for the node: its pid is alive, so the state reads as running.
+    (tmp_path / "node" / "state.json").write_text(json.dumps({"pid": os.getpid(), "url": "http://127.0.0.1:1"}))
+    with pytest.raises(NodeError, match="still running") as e:
+        LocalNode(NodeConfig(cache_dir=tmp_path, fresh=True)).prepare_dirs()
+    assert "stop" in e.value.fix
+    assert (data / "nodes" / "0" / "leftover-index").exists()
+
+
+@pytest.mark.parametrize(("value", "fresh"), [("1", True), ("true", True), ("TRUE", True), ("0", False),
+                                              ("", False), (None, False)])
+def test_fresh_from_the_environment(monkeypatch, tmp_path, value, fresh):
+    monkeypatch.setenv("OSRECO_CACHE", str(tmp_path))
+    if value is None:
+        monkeypatch.delenv("OSRECO_NODE_FRESH", raising=False)
+    else:
+        monkeypatch.setenv("OSRECO_NODE_FRESH", value)
+    assert NodeConfig.from_env().fresh is fresh
+    assert LocalNode().with_config(fresh=True).config.fresh is True
+
+
+def test_start_help_offers_fresh():
+    proc = _run_cli("opensearch", "start", "--help")
+    assert proc.returncode == 0 and "--fresh" in proc.stdout

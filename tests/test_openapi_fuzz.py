@@ -12,17 +12,17 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+from test_sidecar_e2e import SHOP_FACETS
 
 from osreco.ingest.connection import OpenSearchConfig
 from osreco.plugin.app import create_app
 from osreco.plugin.config import SidecarConfig
 from osreco.plugin.security import append_key, create_key
-from test_sidecar_e2e import SHOP_FACETS, shop  # noqa: F401 - module fixture reused
 
 pytestmark = pytest.mark.integration
 
 
-def test_fuzz_every_operation_finds_no_server_errors(shop, opensearch_url, tmp_path):  # noqa: F811
+def test_fuzz_every_operation_finds_no_server_errors(shop, opensearch_url, tmp_path):
     key, record = create_key("schemathesis")
     append_key(tmp_path / "keys.json", record)
     config = SidecarConfig(opensearch=OpenSearchConfig(url=opensearch_url), alias=shop.alias,

@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-from osreco.ingest.errors import ConfigError
 from osreco.cf.privacy import PrivacyConfig, is_pseudonym, pseudonymize
+from osreco.ingest.errors import ConfigError
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

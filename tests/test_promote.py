@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from osreco.exporter.errors import ConfigError
-from osreco.exporter.bundles import bundle_path, switch_current
 from osreco.evaluation.gate import PromoteConfig, decide, promote
+from osreco.exporter.bundles import bundle_path, switch_current
+from osreco.exporter.errors import ConfigError
 
 
 def test_decide_promotes_equal_or_better_and_refuses_worse():
@@ -106,7 +106,7 @@ def _search_loop(os_client, alias: str, dim: int, stop: threading.Event, errors:
             if resp["_shards"].get("failed") or not resp["hits"]["hits"]:
                 errors.append(resp["_shards"])
             counts.append(1)
-        except Exception as e:  # noqa: BLE001 - the test counts every kind of failure
+        except Exception as e:  # the test counts every kind of failure
             errors.append(repr(e))
 
 
@@ -126,7 +126,6 @@ def _sidecar_loop(app, stop: threading.Event, statuses: list, kinds: list) -> No
 def test_promotion_reindexes_swaps_alias_and_hot_reloads_the_sidecar(os_client, opensearch_url, index_name,
                                                                      tiny_bundle, tmp_path):
     from osreco.exporter import Encoder, load_manifest
-    from osreco.training.data import write_jsonl
     from osreco.ingest.catalog import FieldMap, read_catalog
     from osreco.ingest.connection import OpenSearchConfig
     from osreco.ingest.index_spec import IndexSpec
@@ -134,6 +133,7 @@ def test_promotion_reindexes_swaps_alias_and_hot_reloads_the_sidecar(os_client, 
     from osreco.ingest.writer import WriteConfig, index_items
     from osreco.plugin.app import create_app
     from osreco.plugin.config import SidecarConfig
+    from osreco.training.data import write_jsonl
 
     catalog = tmp_path / "items.jsonl"
     write_jsonl(CATALOG_ROWS, catalog)

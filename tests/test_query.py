@@ -6,10 +6,16 @@ import pytest
 
 from osreco.plugin.errors import ConfigError
 from osreco.plugin.intent.parser import parse_intent
-from osreco.plugin.intent.types import FacetMatch, FieldMap, Intent, RangeFilter, SortKey
-from osreco.plugin.query import (QueryOptions, build_hybrid_search, build_msearch, build_recommend, build_similar,
-                                 filter_clauses)
+from osreco.plugin.intent.types import FacetMatch, Intent, IntentFields, RangeFilter, SortKey
 from osreco.plugin.intent.vocab import Vocabulary
+from osreco.plugin.query import (
+    QueryOptions,
+    build_hybrid_search,
+    build_msearch,
+    build_recommend,
+    build_similar,
+    filter_clauses,
+)
 
 OPTS = QueryOptions("items", size=10, ef_search=50, timeout="1s")
 SRC = ["item_id", "title", "brand", "color", "category", "genres", "price", "year", "popularity", "release_date"]
@@ -76,7 +82,7 @@ def test_all_of_fields_require_every_value_and_rating_falls_back():
                                              {"range": {"year": {"gte": 1980.0, "lte": 1989.0}}}], [])
     plan = build_msearch(intent, OPTS)
     assert plan.lines[1]["sort"][0] == {"popularity": {"order": "desc", "missing": "_last"}}
-    rated = QueryOptions("items", fields=FieldMap(rating="avg_rating"))
+    rated = QueryOptions("items", fields=IntentFields(rating="avg_rating"))
     assert build_msearch(intent, rated).lines[1]["sort"][0] == {"avg_rating": {"order": "desc", "missing": "_last"}}
 
 

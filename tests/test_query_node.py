@@ -6,10 +6,10 @@ import pytest
 
 from osreco.ingest.index_spec import IndexSpec
 from osreco.plugin.explain import check_filters
-from osreco.plugin.fusion import FusionOptions, candidates_from_hybrid, fuse, read_msearch
+from osreco.plugin.fusion import FusionSettings, candidates_from_hybrid, fuse, read_msearch
 from osreco.plugin.intent.parser import parse_intent
-from osreco.plugin.query import QueryOptions, build_hybrid_search, build_msearch, build_recommend, build_similar
 from osreco.plugin.intent.vocab import vocabulary_from_response, vocabulary_request
+from osreco.plugin.query import QueryOptions, build_hybrid_search, build_msearch, build_recommend, build_similar
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_msearch_every_signal_honours_the_filters(shop):
         for h in r.hits:
             assert check_filters(intent, h["_source"])[1] == (), (r.signal, h["_source"])
     assert {h["_id"] for h in results["dense"].hits} == {"2", "5", "6"}  # efficient filtering keeps k results
-    fused = fuse(results, FusionOptions())
+    fused = fuse(results, FusionSettings())
     assert fused[0].item_id in {"5", "2"} and {c.item_id for c in fused} == {"2", "5", "6"}
 
 
@@ -85,7 +85,7 @@ def test_native_hybrid_same_shape_and_filters(shop):
         client.transport.perform_request("DELETE", f"/_search/pipeline/{hybrid.pipeline_id}")
     weights = hybrid.pipeline_body["phase_results_processors"][0]["normalization-processor"][
         "combination"]["parameters"]["weights"]
-    cands = candidates_from_hybrid(resp, hybrid.signals, weights, FusionOptions(cf_weight=0.0))
+    cands = candidates_from_hybrid(resp, hybrid.signals, weights, FusionSettings(cf_weight=0.0))
     assert cands and all(check_filters(intent, c.source)[1] == () for c in cands)
     assert "1" not in {c.item_id for c in cands}
     top = cands[0]
@@ -103,5 +103,5 @@ def test_similar_and_recommend_exclude_items(shop):
     res = read_msearch(plan.signals, client.msearch(body=plan.lines)["responses"])
     assert [h["_id"] for h in res["cf"].hits] == ["6", "2", "5"]
     assert [h["_id"] for h in res["popularity"].hits] == ["3", "2", "6"]
-    recs = fuse(res, FusionOptions(cf_mode="additive"))
+    recs = fuse(res, FusionSettings(cf_mode="additive"))
     assert {c.item_id for c in recs}.isdisjoint({"1", "4"})

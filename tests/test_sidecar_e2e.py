@@ -2,6 +2,7 @@
 
 Indexes are built once per module with the tiny bundle (fast; the filters, BM25 and the
 collaborative signal carry these tests, not the meaning vector) and deleted afterwards.
+The e-commerce index is conftest.py's ``shop`` fixture, shared with the other sidecar tests.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from osreco.exporter.encoder import Encoder
 from osreco.cf import store as cf_store
+from osreco.cf.interactions import read_interactions
 from osreco.cf.model import CFConfig
 from osreco.cf.train import train_models
+from osreco.exporter.encoder import Encoder
 from osreco.ingest.connection import OpenSearchConfig
-from osreco.ingest.fixtures import (ECOMMERCE_QUERIES, read_ecommerce_items, read_movielens_items,
-                                    recbole_dataset_dir)
+from osreco.ingest.fixtures import ECOMMERCE_QUERIES
 from osreco.ingest.index_spec import IndexSpec
-from osreco.cf.interactions import read_interactions
+from osreco.ingest.movielens import movielens_ratings_path, read_movielens_items
 from osreco.ingest.rebuild import ensure_index
 from osreco.ingest.writer import WriteConfig, index_items
 from osreco.plugin.app import create_app
@@ -38,18 +39,6 @@ def _drop(client, alias: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def shop(os_client, tiny_bundle):
-    """The 50-item e-commerce fixture behind a fresh alias."""
-    alias = f"t-sc-shop-{uuid.uuid4().hex[:8]}"
-    enc = Encoder(tiny_bundle, threads=1)
-    spec = IndexSpec.from_encoder(enc, alias).with_fields(facets=("currency",))
-    report = index_items(os_client, enc, ensure_index(os_client, spec), read_ecommerce_items(), WriteConfig())
-    assert report.ok
-    yield SimpleNamespace(alias=alias, bundle=str(tiny_bundle), prefix=f"{alias}-s")
-    _drop(os_client, alias)
-
-
-@pytest.fixture(scope="module")
 def movies(os_client, tiny_bundle, tmp_path_factory):
     """MovieLens-100k items, a CF model trained on its ratings, item factors in the index."""
     alias = f"t-sc-ml-{uuid.uuid4().hex[:8]}"
@@ -57,7 +46,7 @@ def movies(os_client, tiny_bundle, tmp_path_factory):
     spec = IndexSpec.from_encoder(enc, alias, cf_dim=CF_DIM)
     items = [e for e in read_movielens_items() if not isinstance(e, Exception)]
     index_items(os_client, enc, ensure_index(os_client, spec), items, WriteConfig())
-    data = read_interactions(recbole_dataset_dir() / "ml-100k.inter")
+    data = read_interactions(movielens_ratings_path())
     model = train_models(list(data.interactions), CFConfig(factors=CF_DIM, iterations=8, threads=1))
     store = cf_store.StoreConfig(prefix=f"{alias}-s", item_index=alias)
     cf_store.write_item_factors(os_client, store, model.item_ids, model.item_factors)
@@ -287,7 +276,7 @@ class _LLMStub:
         reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):  # http.server's naming
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

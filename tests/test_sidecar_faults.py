@@ -10,8 +10,7 @@ import urllib.request
 from urllib.parse import urlparse
 
 import pytest
-
-from test_sidecar_e2e import SHOP_FACETS, make_app, shop  # noqa: F401 - module fixture reused
+from test_sidecar_e2e import SHOP_FACETS, make_app
 from test_sidecar_support import LoopbackProxy, serve_app
 
 pytestmark = pytest.mark.integration
@@ -35,7 +34,7 @@ def proxy(opensearch_url):
     p.close()
 
 
-def test_node_stop_and_start_while_serving(shop, proxy):  # noqa: F811
+def test_node_stop_and_start_while_serving(shop, proxy):
     app = make_app(shop, proxy.url, facets=SHOP_FACETS, request_timeout_s=2.0, retry_after_s=3)
     query = {"q": "red running shoes"}
     with serve_app(app) as base:
@@ -58,7 +57,7 @@ def test_node_stop_and_start_while_serving(shop, proxy):  # noqa: F811
     assert 'osreco_errors_total{code="node_unavailable",endpoint="/v1/search"} 2.0' in metrics
 
 
-def test_stalled_node_times_out_with_503(shop, opensearch_url, proxy):  # noqa: F811
+def test_stalled_node_times_out_with_503(shop, opensearch_url, proxy):
     app = make_app(shop, proxy.url, facets=SHOP_FACETS, request_timeout_s=1.0)
     client = app.test_client()
     assert client.post("/v1/search", json={"q": "laptop"}).status_code == 200

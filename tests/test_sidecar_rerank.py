@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from test_sidecar_e2e import SHOP_FACETS, make_app
 
 from osreco.exporter.encoder import Encoder
 from osreco.ingest.connection import OpenSearchConfig
 from osreco.plugin.app import create_app
 from osreco.plugin.config import SidecarConfig
 from osreco.plugin.errors import ConfigError
-from test_sidecar_e2e import SHOP_FACETS, make_app, shop  # noqa: F401 - module fixture reused
 
 pytestmark = pytest.mark.integration
 QUERY = "lightweight gear for the outdoors"   # free text only: 10+ candidates
@@ -65,7 +65,7 @@ def test_failing_reranker_keeps_the_fused_order_and_says_so(shop, opensearch_url
     def broken(pairs, batch_size=32):
         raise RuntimeError("onnxruntime session lost")
 
-    app.extensions["osreco.services"].reranker.score_pairs = broken
+    app.extensions["osreco.services"].models.reranker.score_pairs = broken
     body = _search(app)
     assert [d["kind"] for d in body["degradations"]] == ["reranker"]
     assert "onnxruntime session lost" in body["degradations"][0]["message"]

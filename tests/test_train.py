@@ -9,17 +9,27 @@ import sys
 
 import pytest
 
-from osreco.training.curves import tensorboard_available, write_curves
 from osreco.exporter.errors import ConfigError
+from osreco.ingest.catalog import read_catalog
+from osreco.training.curves import tensorboard_available, write_curves
+from osreco.training.data import (
+    TRAINING_FIELDS,
+    MovieLensConfig,
+    TrainingDataError,
+    TrainingItem,
+    movielens_catalog,
+    movielens_events,
+    query_matches,
+    read_events,
+    read_training_items,
+    write_jsonl,
+)
 from osreco.training.encoder import Pair, PairConfig, build_pairs, split_pairs
-from osreco.training.data import (CatalogItem, MovieLensConfig, TrainingDataError, movielens_catalog,
-                                        movielens_events, query_matches, read_catalog, read_events,
-                                        write_jsonl)
 
 CATALOG = {
-    "a": CatalogItem("a", "Alpha", "Alpha. comedy. 1995", ("comedy",), 1995),
-    "b": CatalogItem("b", "Beta", "space opera", ("sci-fi",), 1982),
-    "c": CatalogItem("c", "Gamma", "", ("drama",), 1990),
+    "a": TrainingItem("a", "Alpha", "Alpha. comedy. 1995", ("comedy",), 1995),
+    "b": TrainingItem("b", "Beta", "space opera", ("sci-fi",), 1982),
+    "c": TrainingItem("c", "Gamma", "", ("drama",), 1990),
 }
 
 
@@ -82,14 +92,21 @@ def test_read_events_reports_the_bad_line(tmp_path):
         list(read_events(tmp_path / "missing.jsonl"))
 
 
-def test_read_catalog_roundtrip(tmp_path):
+def test_read_training_items_reads_through_ingest(tmp_path):
     path = tmp_path / "items.jsonl"
-    write_jsonl([{"item_id": 7, "title": "Seven", "text": "a thriller", "genres": ["thriller"], "year": 1995}], path)
-    assert read_catalog(path) == {"7": CatalogItem("7", "Seven", "a thriller", ("thriller",), 1995)}
+    write_jsonl([{"item_id": 7, "title": "Seven", "text": "a thriller", "genres": ["Thriller"], "year": 1995}], path)
+    items = read_training_items(path)
+    assert items == {"7": TrainingItem("7", "Seven", "Seven. a thriller", ("thriller",), 1995)}
+    expected = next(read_catalog(path, TRAINING_FIELDS))
+    assert items["7"].document == expected.embed_text == "Seven. a thriller"  # trained text = indexed text
+    write_jsonl([{"item_id": 8, "title": ""}], path)
+    with pytest.raises(TrainingDataError) as e:
+        read_training_items(path)
+    assert e.value.line == 1 and "items.jsonl:1" in str(e.value)
 
 
 def test_query_matches_genre_decade_and_negation():
-    item = CatalogItem("1", "Toy Story", "", ("animation", "children's", "comedy"), 1995)
+    item = TrainingItem("1", "Toy Story", "", ("animation", "children's", "comedy"), 1995)
     assert query_matches("a 90s comedy", item)
     assert not query_matches("an 80s comedy", item)
     assert not query_matches("a horror movie", item)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from osreco.exporter.errors import ConfigError
+from osreco.training.data import MovieLensConfig, TrainingItem, movielens_catalog, movielens_events
 from osreco.training.reranker import RerankExample, build_rerank_examples, rerank, roc_auc
-from osreco.training.data import CatalogItem, MovieLensConfig, movielens_catalog, movielens_events
 
-CATALOG = {i: CatalogItem(i, f"T{i}", "", (), None) for i in ("a", "b", "c", "d")}
+CATALOG = {i: TrainingItem(i, f"T{i}", "", (), None) for i in ("a", "b", "c", "d")}
 
 
 def ev(item, kind, query, user="u1"):
@@ -71,10 +71,15 @@ def test_reranker_training_lowers_loss_and_exports(tiny_classifier_dir, tmp_path
     import torch
 
     from osreco.exporter import Encoder
-    from osreco.training.reranker import (RerankTrainConfig, _example_loss, export_reranker, load_reranker,
-                                              train_reranker)
     from osreco.training.encoder import split_pairs
     from osreco.training.loop import LoopConfig
+    from osreco.training.reranker import (
+        RerankTrainConfig,
+        _example_loss,
+        export_reranker,
+        load_reranker,
+        train_reranker,
+    )
 
     torch.set_num_threads(1)
     catalog = movielens_catalog()

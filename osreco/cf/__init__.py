@@ -8,7 +8,6 @@ user ids; ``train`` fits ALS, EASE, co-occurrence and popularity; ``model`` is t
 from osreco.cf.events import Event, expire_events, forget, from_ubi, write_events
 from osreco.cf.interactions import Interaction, ReadConfig, read_interactions
 from osreco.cf.model import CFConfig, CFModel
-from osreco.cf.train import train_models
 from osreco.cf.privacy import PrivacyConfig, pseudonymize
 from osreco.cf.store import (
                              StoreConfig,
@@ -20,6 +19,7 @@ from osreco.cf.store import (
                              write_meta,
                              write_user_vectors,
 )
+from osreco.cf.train import train_models
 
 __all__ = ["CFConfig", "CFModel", "train_models",
            "StoreConfig", "read_meta", "read_user_vector", "refresh_user_vector", "update_user_vector",

@@ -4,59 +4,48 @@
     osreco cf train --from-events --index movies
     osreco users forget alice --index movies
     osreco users expire --index movies --days 365
+
+Exit codes (``osreco.errors``): 0 ok, 1 some rows were rejected or writes failed, 2 bad input or
+settings, 3 OpenSearch unreachable or failing. Errors reach the one handler of ``osreco.cli_errors``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm
 
 from osreco.cf.interactions import (
     Interaction,
+    InteractionSet,
     ReadConfig,
     collect_interactions,
     read_interactions,
 )
-from osreco.ingest.errors import ConfigError, IngestError, InteractionError
+from osreco.cli_errors import group
+from osreco.errors import EXIT_FAILURES, EXIT_OK
+from osreco.ingest.errors import ConfigError
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 0, 1, 2, 3
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
 
-
-def _fail(e: Exception, code: int) -> None:
-    click.echo(f"error: {e}", err=True)
-    sys.exit(code)
-
-
-@contextmanager
-def _exit_codes() -> Iterator[None]:
-    """Map errors to exit codes: 2 bad input or settings, 3 OpenSearch unreachable or failing."""
-    from opensearchpy.exceptions import ConnectionError as OSConnectionError
-    from opensearchpy.exceptions import TransportError
-
-    try:
-        yield
-    except ConfigError as e:
-        _fail(e, EXIT_ENV if str(e.field).startswith("OPENSEARCH") else EXIT_USAGE)
-    except InteractionError as e:
-        _fail(e, EXIT_USAGE)
-    except (IngestError, OSConnectionError, TransportError) as e:
-        _fail(e, EXIT_ENV)
+    from osreco.cf.model import CFConfig
+    from osreco.cf.privacy import PrivacyConfig
+    from osreco.cf.store import StoreConfig
 
 
-def _client():  # noqa: ANN202 - opensearch-py client
+def _client() -> OpenSearch:
     from osreco.ingest.connection import OpenSearchConfig, connect
 
     return connect(OpenSearchConfig.from_env())
 
 
-@click.group()
+@group()
 def cf() -> None:
     """Train, store and evaluate collaborative-filtering models (ALS, EASE, popularity)."""
 
@@ -86,33 +75,30 @@ def train(interactions: str | None, index: str, prefix: str | None, from_events:
     from osreco.cf.privacy import PrivacyConfig
 
     if bool(interactions) == from_events:
-        _fail(ConfigError("give either INTERACTIONS or --from-events", field="interactions"), EXIT_USAGE)
-    with _exit_codes():
-        privacy = PrivacyConfig.from_env()
-        store = cf_store.StoreConfig(prefix=prefix or index, item_index=index)
-        client = _client()
-        cf_dim = cf_store.item_cf_dim(client, index)
-        if cf_dim is None:
-            raise ConfigError(f"item index {index!r} has no cf_vector knn field", field="cf_vector",
-                              fix="create it with IndexSpec (cf_dim set) before training")
-        config = _config(CFConfig(), factors or cf_dim, iterations, regularization, ease_lambda)
-        summary = _train_and_store(client, store, privacy, config, interactions, model_dir)
+        raise ConfigError("give either INTERACTIONS or --from-events", field="interactions")
+    privacy = PrivacyConfig.from_env()
+    store = cf_store.StoreConfig(prefix=prefix or index, item_index=index)
+    client = _client()
+    cf_dim = cf_store.item_cf_dim(client, index)
+    if cf_dim is None:
+        raise ConfigError(f"item index {index!r} has no cf_vector knn field", field="cf_vector",
+                          fix="create it with IndexSpec (cf_dim set) before training")
+    config = _config(CFConfig(), factors or cf_dim, iterations, regularization, ease_lambda)
+    summary = _train_and_store(client, store, privacy, config, interactions, model_dir)
     _print_summary(summary, as_json)
     sys.exit(EXIT_FAILURES if summary["rejected_rows"] or summary["write_failures"] else EXIT_OK)
 
 
-def _config(base, factors: int, iterations: int, regularization: float | None,  # noqa: ANN001
-            ease_lambda: float | None):  # noqa: ANN202
-    changes: dict[str, object] = {"factors": factors, "iterations": iterations}
-    if regularization is not None:
-        changes["regularization"] = regularization
-    if ease_lambda is not None:
-        changes["ease_lambda"] = ease_lambda
-    return replace(base, **changes)
+def _config(base: CFConfig, factors: int, iterations: int, regularization: float | None,
+            ease_lambda: float | None) -> CFConfig:
+    """``base`` with the command's settings; a weight left unset keeps ``base``'s."""
+    return replace(base, factors=factors, iterations=iterations,
+                   regularization=base.regularization if regularization is None else regularization,
+                   ease_lambda=base.ease_lambda if ease_lambda is None else ease_lambda)
 
 
-def _train_and_store(client, store, privacy, config, path: str | None,  # noqa: ANN001
-                     model_dir: str | None) -> dict[str, object]:
+def _train_and_store(client: OpenSearch, store: StoreConfig, privacy: PrivacyConfig, config: CFConfig,
+                     path: str | None, model_dir: str | None) -> dict[str, Any]:
     """Read, train, fill cold items from content, write everything; returns the summary."""
     from osreco.cf import store as cf_store
     from osreco.cf.train import train_models
@@ -153,7 +139,8 @@ def _train_and_store(client, store, privacy, config, path: str | None,  # noqa: 
             "write_failures": len(items.failed) + len(users.failed), "model_dir": model_dir}
 
 
-def _read(client, store, privacy, path: str | None, known: set[str]):  # noqa: ANN001, ANN202
+def _read(client: OpenSearch, store: StoreConfig, privacy: PrivacyConfig, path: str | None,
+          known: set[str]) -> InteractionSet:
     from osreco.cf.events import read_interactions_from_events
 
     read_config = ReadConfig(known_items=frozenset(known))
@@ -175,13 +162,13 @@ def _histories(interactions: list[Interaction]) -> dict[str, list[str]]:
     return out
 
 
-def _params(config) -> dict[str, object]:  # noqa: ANN001
+def _params(config: CFConfig) -> dict[str, object]:
     from dataclasses import asdict
 
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
 
 
-def _print_summary(summary: dict[str, object], as_json: bool) -> None:
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, default=str))
         return
@@ -199,7 +186,7 @@ def _print_summary(summary: dict[str, object], as_json: bool) -> None:
                                                      if summary["model_dir"] else ""))
 
 
-@click.group()
+@group()
 def users() -> None:
     """Privacy operations on stored users and events."""
 
@@ -215,11 +202,10 @@ def forget(user: str, prefix: str, model_dir: str | None, as_json: bool) -> None
     from osreco.cf.events import forget as forget_user
     from osreco.cf.privacy import PrivacyConfig
 
-    with _exit_codes():
-        privacy = PrivacyConfig.from_env()
-        report = forget_user(_client(), prefix, user, privacy)
-        if model_dir:
-            _forget_in_model(Path(model_dir), report.user_key)
+    privacy = PrivacyConfig.from_env()
+    report = forget_user(_client(), prefix, user, privacy)
+    if model_dir:
+        _forget_in_model(Path(model_dir), report.user_key)
     if as_json:
         click.echo(json.dumps({"user_key": report.user_key, "deleted": report.deleted, "total": report.total}))
     else:
@@ -241,8 +227,7 @@ def expire(prefix: str, days: float, as_json: bool) -> None:
     """Delete events older than the retention window (run it daily, e.g. from cron)."""
     from osreco.cf.events import expire_events
 
-    with _exit_codes():
-        deleted = expire_events(_client(), prefix, days)
+    deleted = expire_events(_client(), prefix, days)
     click.echo(json.dumps({"deleted": deleted}) if as_json else f"expired {deleted} events older than {days:g} days")
 
 

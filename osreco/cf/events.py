@@ -1,4 +1,9 @@
-"""The events index (close to OpenSearch UBI's event shape), forgetting users, retention.
+"""Event kinds and their weights, the events index (close to OpenSearch UBI's event shape),
+forgetting users, retention.
+
+This module owns the event kinds: :data:`EVENT_KINDS` (what the events index stores and the
+sidecar accepts), :data:`KIND_WEIGHTS`, and the kinds that training reads as feedback
+(:data:`POSITIVE_KINDS`, :data:`NEGATIVE_KINDS`, :data:`FEEDBACK_KINDS`).
 
 One document per interaction: ``user_key`` (pseudonym), ``item_id``, ``kind``, ``value``,
 ``timestamp``, ``query``, ``position``, ``session_id``. UBI events (``action_name``,
@@ -14,21 +19,31 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Iterator
+from typing import Any
 
 from opensearchpy import OpenSearch, TransportError
-from opensearchpy.helpers import bulk, scan
+from opensearchpy.helpers import scan
 
+from osreco.cf.errors import InteractionError
 from osreco.cf.interactions import Interaction
 from osreco.cf.privacy import PrivacyConfig, is_pseudonym
-from osreco.ingest.errors import BulkError, ConfigError, InteractionError
+from osreco.ingest.bulk import RetryPolicy, bulk_write
+from osreco.ingest.errors import BulkError, ConfigError
 
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 EVENT_KINDS = ("view", "click", "add_to_cart", "purchase", "rating")
-# Training value of one event of each kind ("rating" uses the event's own value).
+"""The kinds an event may have: what the events index stores and the sidecar accepts."""
 KIND_WEIGHTS = {"view": 0.5, "click": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
+"""Collaborative training value of one event of each kind ("rating" uses the event's own value)."""
+POSITIVE_KINDS = frozenset({"click", "add_to_cart", "purchase"})
+"""Kinds that tell training the user liked the item (a rating does when it is high)."""
+NEGATIVE_KINDS = frozenset({"impression", "skip"})
+"""Search-log kinds that training reads as negatives (never stored in the events index)."""
+FEEDBACK_KINDS = frozenset(EVENT_KINDS) | NEGATIVE_KINDS
+"""Every kind an exported training events file may hold."""
 
 EVENTS_MAPPING: dict[str, object] = {
     "dynamic": "strict",
@@ -109,14 +124,15 @@ def write_events(client: OpenSearch, prefix: str, events: Iterable[Event], refre
     """
     name = ensure_events_index(client, prefix)
     actions = ({"_op_type": "index", "_index": name, "_source": e.as_doc()} for e in events)
-    ok, errors = bulk(client, actions, raise_on_error=False, max_retries=3, refresh=refresh)
-    if errors:
-        raise BulkError(f"{len(errors)} events refused by {name}: {errors[:3]}", index=name,
+    report = bulk_write(client, actions, RetryPolicy(), refresh=refresh)
+    refused = list(report.failed.items()) + [(key, "not found") for key in report.missing]
+    if refused:
+        raise BulkError(f"{len(refused)} events refused by {name}: {refused[:3]}", index=name,
                         fix="check the events' fields against the events mapping")
-    return int(ok)
+    return report.written
 
 
-def from_ubi(doc: dict[str, object], privacy: PrivacyConfig, value: float = 1.0) -> Event:
+def from_ubi(doc: Mapping[str, Any], privacy: PrivacyConfig, value: float = 1.0) -> Event:
     """Convert a UBI event document (``ubi_events``) into an osreco :class:`Event`.
 
     ``client_id`` (or ``user_id``) is pseudonymized; ``action_name`` must be one of :data:`EVENT_KINDS`.

@@ -12,18 +12,18 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from scipy import sparse
 
-from osreco.ingest.errors import ConfigError, InteractionError, RowError
+from osreco.cf.errors import InteractionError
+from osreco.ingest.errors import ConfigError, RowError
+from osreco.ingest.rows import read_rows
 
 USER_COLUMNS = ("user_id", "user", "userid", "user_key", "client_id")
 ITEM_COLUMNS = ("item_id", "item", "itemid", "movie_id", "object_id")
@@ -112,19 +112,31 @@ def read_interactions(path: str | Path, config: ReadConfig = ReadConfig()) -> In
     if not path.is_file():
         raise InteractionError(f"interactions file {path} does not exist", file=str(path),
                                fix="pass the path of a CSV/JSONL/.inter file")
-    rows = _rows_jsonl(path) if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else _rows_delimited(path)
-    return collect_interactions(rows, config, source=str(path))
+    return collect_interactions(_rows(path), config, source=str(path))
 
 
-def collect_interactions(rows: Iterable[tuple[int, dict[str, object]]], config: ReadConfig,
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, object] | RowError]]:
+    """The file's rows (:func:`osreco.ingest.rows.read_rows`; an unknown suffix is read as CSV/TSV),
+    header names normalized (``User_ID:token`` -> ``user_id``)."""
+    for line, row in read_rows(path, default="csv"):
+        yield line, row if isinstance(row, RowError) else {str(k).split(":")[0].strip().lower(): v
+                                                           for k, v in row.items()}
+
+
+def collect_interactions(rows: Iterable[tuple[int, dict[str, object] | RowError]], config: ReadConfig,
                          source: str) -> InteractionSet:
-    """Validate ``(line, row)`` pairs into an :class:`InteractionSet` (see :func:`read_interactions`)."""
+    """Validate ``(line, row)`` pairs into an :class:`InteractionSet` (see :func:`read_interactions`).
+
+    A row that could not be parsed comes as a :class:`RowError` and is rejected like an invalid one.
+    """
     report = InteractionReport(source=source)
     kept: list[Interaction] = []
     seen: set[tuple[str, str, float]] = set()
     for line, row in rows:
         report.rows += 1
         try:
+            if isinstance(row, RowError):
+                raise row
             event = parse_row(row, line, config.default_value)
         except RowError as e:
             if config.strict:
@@ -172,9 +184,6 @@ def parse_row(row: dict[str, object], line: int, default_value: float = 1.0) -> 
     Raises:
         RowError: missing user or item id, non-numeric or non-finite value, bad timestamp.
     """
-    if "__invalid__" in row:
-        raise RowError(f"line {line}: not a JSON object: {row['__invalid__']!r}", line=line, field=None,
-                       fix="write one JSON object per line")
     user = _pick(row, USER_COLUMNS)
     item = _pick(row, ITEM_COLUMNS)
     if user in (None, ""):
@@ -225,34 +234,6 @@ def _timestamp(raw: object, line: int) -> float:
 
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
-
-
-def _rows_delimited(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    """CSV/TSV/.inter rows as dicts with normalized header names (``user_id:token`` -> ``user_id``)."""
-    suffix = path.suffix.lower()
-    with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: tolerate a BOM from spreadsheets
-        first = fh.readline()
-        if not first.strip():
-            return
-        delimiter = "\t" if suffix in (".tsv", ".inter") or ("\t" in first and "," not in first) else ","
-        header = [h.split(":")[0].strip().lower() for h in next(csv.reader([first], delimiter=delimiter))]
-        for offset, values in enumerate(csv.reader(fh, delimiter=delimiter), start=2):
-            if not any(v.strip() for v in values):
-                continue
-            yield offset, dict(zip(header, values))
-
-
-def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    """JSONL rows; a line that is not a JSON object becomes a row that fails validation."""
-    with path.open(encoding="utf-8-sig") as fh:
-        for line_no, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError:
-                obj = None
-            yield line_no, obj if isinstance(obj, dict) else {"__invalid__": text.strip()[:80]}
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from scipy import sparse
 
-from osreco.ingest.errors import ConfigError, InteractionError
+from osreco.cf.errors import InteractionError
+from osreco.ingest.errors import ConfigError
 
 FORMAT_VERSION = 1
 WEIGHTINGS = ("bm25", "alpha", "none")
@@ -302,13 +303,13 @@ class CFModel:
         elif self.item_item is not None:
             arrays.update(cooc_data=self.item_item.data, cooc_indices=self.item_item.indices,
                           cooc_indptr=self.item_item.indptr)
-        np.savez(out / "cf_model.npz", **arrays)
+        np.savez(out / "cf_model.npz", allow_pickle=False, **arrays)  # as load() reads it
         doc = {"format_version": FORMAT_VERSION, "config": asdict(self.config), "meta": self.meta}
         (out / "cf_model.json").write_text(json.dumps(doc, indent=2))
         return out
 
     @classmethod
-    def load(cls, directory: str | Path) -> "CFModel":
+    def load(cls, directory: str | Path) -> CFModel:
         """Read a model written by :meth:`save`.
 
         Raises:
@@ -334,7 +335,7 @@ class CFModel:
                    data["user_factors"], data["popularity"], data["item_sums"], config, item_item, doc["meta"],
                    content)
 
-    def without_user(self, user_key: str) -> "CFModel":
+    def without_user(self, user_key: str) -> CFModel:
         """A copy without ``user_key``'s vector (for ``forget``)."""
         keep = self.user_keys != user_key
         return CFModel(self.item_ids, self.item_factors, self.user_keys[keep], self.user_factors[keep],

@@ -50,7 +50,7 @@ class PrivacyConfig:
         return "PrivacyConfig(key=<hidden>)"
 
     @classmethod
-    def from_env(cls, key: str | None = None) -> "PrivacyConfig":
+    def from_env(cls, key: str | None = None) -> PrivacyConfig:
         """Build from ``key`` or the ``OSRECO_HMAC_KEY`` environment variable.
 
         Raises:

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from opensearchpy import NotFoundError, OpenSearch, TransportError
-from opensearchpy.helpers import scan, streaming_bulk
+from opensearchpy.helpers import scan
 
-from osreco.ingest.errors import BulkError, ConfigError, IndexError_
+from osreco.ingest.bulk import BulkReport, RetryPolicy, bulk_write
+from osreco.ingest.errors import ConfigError, IndexError_
 
 if TYPE_CHECKING:
     from osreco.cf.model import CFModel
@@ -66,19 +68,6 @@ class StoreConfig:
     @property
     def events_index(self) -> str:
         return f"{self.prefix}-events"
-
-
-@dataclass
-class WriteReport:
-    """Outcome of a bulk write: every document is in exactly one bucket."""
-
-    written: int = 0
-    missing: list[str] = field(default_factory=list)  # ids the item index does not hold
-    failed: dict[str, str] = field(default_factory=dict)  # id -> reason
-
-    def as_dict(self) -> dict[str, object]:
-        return {"written": self.written, "missing": len(self.missing), "missing_examples": self.missing[:10],
-                "failed": len(self.failed), "failed_examples": dict(list(self.failed.items())[:10])}
 
 
 USERS_MAPPING: dict[str, object] = {
@@ -134,7 +123,7 @@ def read_item_embeddings(client: OpenSearch, index: str, field_name: str = "embe
 
 
 def write_item_factors(client: OpenSearch, store: StoreConfig, item_ids: Sequence[str], factors: np.ndarray,
-                       progress: Progress | None = None) -> WriteReport:
+                       progress: Progress | None = None) -> BulkReport:
     """Partial-update ``cf_vector`` on every item; items missing from the index are counted.
 
     Raises:
@@ -158,7 +147,7 @@ def ensure_users_index(client: OpenSearch, store: StoreConfig) -> None:
 
 
 def write_user_vectors(client: OpenSearch, store: StoreConfig, user_keys: Sequence[str], vectors: np.ndarray,
-                       histories: dict[str, list[str]] | None = None, progress: Progress | None = None) -> WriteReport:
+                       histories: dict[str, list[str]] | None = None, progress: Progress | None = None) -> BulkReport:
     """Index one document per user (``_id`` = user key)."""
     ensure_users_index(client, store)
     stamp = now_iso()
@@ -181,7 +170,7 @@ def update_user_vector(client: OpenSearch, store: StoreConfig, user_key: str, ve
     client.index(index=store.users_index, id=user_key, body=doc, refresh=refresh)
 
 
-def read_user(client: OpenSearch, store: StoreConfig, user_key: str) -> dict[str, object] | None:
+def read_user(client: OpenSearch, store: StoreConfig, user_key: str) -> dict[str, Any] | None:
     """The users-index document of ``user_key`` or ``None``."""
     try:
         return client.get(index=store.users_index, id=user_key)["_source"]
@@ -224,34 +213,21 @@ def _ensure(client: OpenSearch, index: str, mappings: dict[str, object]) -> None
             raise IndexError_(f"cannot create index {index!r}: {e}", index=index) from e
 
 
-def _bulk(client: OpenSearch, actions: Iterable[dict[str, object]], chunk_size: int,
-          progress: Progress | None) -> WriteReport:
-    """streaming_bulk with per-item outcomes; 429s are retried by the helper, 404s are 'missing'."""
-    report = WriteReport()
-    try:
-        results: Iterator[tuple[bool, dict[str, object]]] = streaming_bulk(
-            client, actions, chunk_size=chunk_size, raise_on_error=False, raise_on_exception=False,
-            max_retries=3, initial_backoff=0.5, max_backoff=5.0)
-        for ok, item in results:
-            op = next(iter(item.values()))
-            if ok:
-                report.written += 1
-            elif op.get("status") == 404:
-                report.missing.append(str(op.get("_id")))
-            else:
-                report.failed[str(op.get("_id"))] = str(op.get("error"))[:300]
-            if progress:
-                progress(1)
-    except TransportError as e:
-        raise BulkError(f"bulk write failed: {e}", fix="check the node's health and retry") from e
-    return report
+def _bulk(client: OpenSearch, actions: Iterable[Mapping[str, object]], chunk_size: int,
+          progress: Progress | None) -> BulkReport:
+    """The shared bulk write (the writer's retry policy); a 404 (item not in the index) is 'missing'.
+
+    Raises:
+        BulkError: the node stayed unreachable or refused a request for good.
+    """
+    return bulk_write(client, actions, RetryPolicy(), chunk_size=chunk_size, progress=progress)
 
 
 def _floats(vec: np.ndarray) -> list[float]:
     return [float(x) for x in np.asarray(vec, dtype=np.float32)]
 
 
-def refresh_user_vector(client: OpenSearch, store: StoreConfig, model: "CFModel", user_key: str,
+def refresh_user_vector(client: OpenSearch, store: StoreConfig, model: CFModel, user_key: str,
                         limit: int = 200) -> np.ndarray:
     """Online update after an event: fold in the user's history plus recent events, store the vector.
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import sparse
 
+from osreco.cf.errors import InteractionError
 from osreco.cf.interactions import Interaction, InteractionMatrix, build_matrix
 from osreco.cf.model import CFConfig, CFModel
-from osreco.ingest.errors import InteractionError
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

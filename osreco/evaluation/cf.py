@@ -1,25 +1,28 @@
-"""Offline evaluation of collaborative models: a per-user time-ordered split and the ranking metrics.
+"""Offline evaluation of collaborative models: a per-user time-ordered split, scored with
+:mod:`osreco.evaluation.metrics`.
 
-Relevance is binary: every held-out event counts as one relevant item.
+Relevance is binary: every held-out event counts as one relevant item, so NDCG is
+``ndcg_binary_at_k`` and recall is ``recall_uncapped_at_k`` (hits / all held-out items).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import click
 import numpy as np
 
-from osreco.cf.cli import _exit_codes
 from osreco.cf.interactions import Interaction, read_interactions
 from osreco.cf.model import CFConfig, CFModel, top_k
 from osreco.cf.train import decayed_popularity, train_models
+from osreco.cli_errors import command
+from osreco.evaluation.metrics import coverage, ndcg_binary_at_k, recall_uncapped_at_k
 from osreco.ingest.errors import ConfigError
+from osreco.ingest.movielens import movielens_ratings_path
 
 
 def time_split(interactions: Sequence[Interaction], test_fraction: float = 0.2,
@@ -50,26 +53,6 @@ def time_split(interactions: Sequence[Interaction], test_fraction: float = 0.2,
     return train, test
 
 
-def recall_at_k(ranked: Sequence[str], relevant: set[str], k: int = 10) -> float:
-    """Share of the relevant items found in the top ``k`` (hits / |relevant|)."""
-    return len(set(ranked[:k]) & relevant) / len(relevant) if relevant else 0.0
-
-
-def ndcg_at_k(ranked: Sequence[str], relevant: set[str], k: int = 10) -> float:
-    """Binary-relevance NDCG@k; the ideal ranking puts min(k, |relevant|) hits first."""
-    dcg = sum(1.0 / math.log2(r + 2) for r, item in enumerate(ranked[:k]) if item in relevant)
-    ideal = sum(1.0 / math.log2(r + 2) for r in range(min(k, len(relevant))))
-    return dcg / ideal if ideal else 0.0
-
-
-def catalog_coverage(rankings: Iterable[Sequence[str]], n_items: int, k: int = 10) -> float:
-    """Share of the catalog that appears in at least one top-``k`` list."""
-    shown: set[str] = set()
-    for ranked in rankings:
-        shown.update(ranked[:k])
-    return len(shown) / n_items if n_items else 0.0
-
-
 def evaluate(model: CFModel, train: Sequence[Interaction], test: dict[str, set[str]],
              k: int = 10) -> dict[str, dict[str, float]]:
     """Recall@k, NDCG@k and coverage of popularity, ALS, item-item and the blend.
@@ -97,10 +80,10 @@ def evaluate(model: CFModel, train: Sequence[Interaction], test: dict[str, set[s
             best = top_k(scorer(user, items, values), k, model.item_positions(items))
             ranked = [str(model.item_ids[i]) for i in best]
             rankings.append(ranked)
-            recalls.append(recall_at_k(ranked, relevant, k))
-            ndcgs.append(ndcg_at_k(ranked, relevant, k))
+            recalls.append(recall_uncapped_at_k(ranked, relevant, k))
+            ndcgs.append(ndcg_binary_at_k(ranked, relevant, k))
         results[name] = {"recall": float(np.mean(recalls)), "ndcg": float(np.mean(ndcgs)),
-                         "coverage": catalog_coverage(rankings, len(model.item_ids), k)}
+                         "coverage": coverage(rankings, len(model.item_ids), k)}
     return results
 
 
@@ -109,16 +92,8 @@ def _vector(model: CFModel, user: str, items: list[str], values: list[float]) ->
     return vec if vec is not None else model.fold_in(items, values)
 
 
-def ml100k_path() -> Path:
-    """MovieLens-100k's ``ml-100k.inter`` inside the recbole wheel (recbole is not imported)."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("recbole is not installed (it carries MovieLens-100k)", field="data",
-                          fix="pip install --no-deps recbole, or pass --data")
-    return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k" / "ml-100k.inter"
-
-
-def evaluate_file(path: Path, config, k: int = 10, test_fraction: float = 0.2) -> dict[str, dict[str, float]]:  # noqa: ANN001
+def evaluate_file(path: Path, config: CFConfig, k: int = 10,
+                  test_fraction: float = 0.2) -> dict[str, dict[str, float]]:
     """Train on each user's older events, test on the newest ``test_fraction`` (implicit: all events = 1).
 
     Returns:
@@ -134,7 +109,7 @@ def evaluate_file(path: Path, config, k: int = 10, test_fraction: float = 0.2) -
     return results
 
 
-@click.command(name="eval")
+@command(name="eval")
 @click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Interactions file (default: MovieLens-100k from the recbole wheel).")
 @click.option("--k", type=int, default=10, show_default=True, help="Cut-off of the metrics.")
@@ -142,9 +117,8 @@ def evaluate_file(path: Path, config, k: int = 10, test_fraction: float = 0.2) -
 def eval_(data_path: str | None, k: int, as_json: bool) -> None:
     """Print Recall@k, NDCG@k and coverage of popularity, ALS, EASE and the blend (time-ordered split)."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    with _exit_codes():
-        path = Path(data_path) if data_path else ml100k_path()
-        results = evaluate_file(path, CFConfig(), k)
+    path = Path(data_path) if data_path else movielens_ratings_path()
+    results = evaluate_file(path, CFConfig(), k)
     if as_json:
         click.echo(json.dumps(results))
         return

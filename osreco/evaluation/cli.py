@@ -9,12 +9,14 @@ from pathlib import Path
 
 import click
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 0, 1, 2, 3
+from osreco.cli_errors import command
+from osreco.errors import EXIT_FAILURES, EXIT_OK
+
 TASKS = ("rec", "search", "intent")
 
 
-@click.command("eval")
-@click.option("--quick", is_flag=True, help="A small subset (few users and queries) for CI: 2-3 minutes.")
+@command("eval")
+@click.option("--quick", is_flag=True, help="A small subset (few users and queries) for CI.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of markdown.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="osreco-eval", show_default=True,
               help="Folder for eval-report.json, eval-report.md, eval-chart.png and the CF model (cf-model/).")
@@ -46,26 +48,16 @@ def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | Non
 
     Example: ``osreco eval --quick --json``
     """
-    from osreco.ingest.errors import IngestError
-    from osreco.plugin.errors import ConfigError
     from osreco.evaluation.report import to_markdown, write_chart
     from osreco.evaluation.run import EvalConfig, run_eval
 
-    try:
-        config = EvalConfig.from_env(quick=quick, alias=alias, bundle_dir=bundle_dir,
-                                     tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
-                                     golden_path=golden_path, seed=seed, rerank_bundle=rerank_bundle,
-                                     rerank_top_n=rerank_top_n,
-                                     cf_model_dir=Path(out_dir) / "cf-model")
-    except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
-    except IngestError as e:  # no node configured, or the MovieLens data is missing
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_ENV)
+    config = EvalConfig.from_env(quick=quick, alias=alias, bundle_dir=bundle_dir,
+                                 tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+                                 golden_path=golden_path, seed=seed, rerank_bundle=rerank_bundle,
+                                 rerank_top_n=rerank_top_n, cf_model_dir=Path(out_dir) / "cf-model")
     # The BM25-only variant degrades on purpose on every request: keep its warnings out of the output.
     logging.getLogger("osreco.plugin.service").setLevel(logging.ERROR)
-    report = _run(run_eval, config)
+    report = run_eval(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval-report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -77,29 +69,6 @@ def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | Non
     failed = any(report.get(s, {}).get("errors") for s in ("recommendation", "search"))
     missed = fail_on_targets and not all(t["met"] for t in report.get("targets", []))
     sys.exit(EXIT_FAILURES if failed or missed else EXIT_OK)
-
-
-def _run(run_eval, config) -> dict:  # noqa: ANN001 - lazy imports keep `osreco --help` fast
-    """Run the evaluation, mapping package errors to exit codes with one clear line."""
-    from opensearchpy.exceptions import ConnectionError as OSConnectionError
-    from opensearchpy.exceptions import TransportError
-
-    from osreco.exporter.errors import ExporterError
-    from osreco.ingest.errors import IngestError
-    from osreco.plugin.errors import ConfigError, PluginError
-
-    try:
-        return run_eval(config)
-    except (OSConnectionError, TransportError) as e:
-        click.echo(f"error: OpenSearch at {config.opensearch.url} failed: {e} — fix: run "
-                   "`osreco opensearch start` or set OPENSEARCH_URL", err=True)
-        sys.exit(EXIT_ENV)
-    except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
-    except (ExporterError, IngestError, PluginError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_ENV)
 
 
 commands: list[click.Command] = [eval_command]

@@ -32,8 +32,8 @@ from pathlib import Path
 from osreco.exporter.bundles import bundle_path, switch_current
 from osreco.exporter.errors import ConfigError
 
-__all__ = ["Decision", "decide", "Evaluator", "offline_evaluator", "harness_evaluator", "PromoteConfig", "PromoteResult",
-           "promote", "reindex"]
+__all__ = ["Decision", "decide", "Evaluator", "offline_evaluator", "harness_evaluator", "PromoteConfig",
+           "PromoteResult", "promote", "reindex"]
 
 Evaluator = Callable[[Path], dict[str, float]]
 """A bundle folder -> its metrics (must contain the gate's metric, e.g. ``ndcg``)."""
@@ -113,8 +113,8 @@ def offline_evaluator(max_queries: int = 48, users_per_query: int = 4, k: int = 
     def evaluate(bundle: Path) -> dict[str, float]:
         import numpy as np
 
+        from osreco.evaluation.metrics import mean, ndcg_graded_at_k, recall_capped_at_k
         from osreco.exporter import Encoder
-        from osreco.evaluation.metrics import mean, ndcg_at_k, recall_at_k
 
         movies, texts, pairs = _eval_task(max_queries, users_per_query, seed)
         ids = _item_subset(sorted(texts, key=int), pairs, max_items, seed)
@@ -133,8 +133,8 @@ def offline_evaluator(max_queries: int = 48, users_per_query: int = 4, k: int = 
             for q, ranked in top.items():
                 order, _ = rerank(scorer, q, [texts[i] for i in ranked], top_n=rerank_n)
                 top[q] = [ranked[i] for i in order]
-        ndcg = [ndcg_at_k(top[p.query.text], p.grades, k) for p in pairs]
-        recall = [recall_at_k(top[p.query.text], set(p.grades), k) for p in pairs]
+        ndcg = [ndcg_graded_at_k(top[p.query.text], p.grades, k) for p in pairs]
+        recall = [recall_capped_at_k(top[p.query.text], set(p.grades), k) for p in pairs]
         return {"ndcg": mean(ndcg), "recall": mean(recall), "pairs": float(len(pairs))}
 
     return evaluate
@@ -153,7 +153,7 @@ def _item_subset(ids: list[str], pairs, max_items: int | None, seed: int) -> lis
 
 
 def harness_evaluator(variant: str = "osreco", quick: bool = True, alias_prefix: str = "osreco-gate",
-                      work_dir: Path | None = None, **overrides: object) -> Evaluator:
+                      work_dir: Path | None = None, **overrides: Any) -> Evaluator:
     """The real ``osreco eval`` personalized-search task (sidecar + OpenSearch) as an Evaluator.
 
     Each bundle gets its own item index (``<alias_prefix>-<artifact>``, reused while its
@@ -173,8 +173,8 @@ def harness_evaluator(variant: str = "osreco", quick: bool = True, alias_prefix:
     def evaluate(bundle: Path) -> dict[str, float]:
         import tempfile
 
-        from osreco.exporter import load_manifest
         from osreco.evaluation.run import EvalConfig, run_eval
+        from osreco.exporter import load_manifest
 
         short = load_manifest(bundle, verify=False).artifact_id.split(":")[-1][:12]
         alias = f"{alias_prefix}-{short}"
@@ -193,13 +193,14 @@ def harness_evaluator(variant: str = "osreco", quick: bool = True, alias_prefix:
 
 def _eval_task(max_queries: int, users_per_query: int, seed: int):
     """(movies, item texts, query pairs) of the evaluation's personalized-search task."""
-    from osreco.training.data import movielens_catalog, movielens_dir
     from osreco.evaluation.data import Movie, generate_queries, sample_pairs
     from osreco.evaluation.setup import split_ratings
+    from osreco.ingest.movielens import movielens_ratings_path
+    from osreco.training.data import movielens_catalog
 
     catalog = movielens_catalog()
     movies = {i: Movie(i, c.year, frozenset(c.genres)) for i, c in catalog.items()}
-    split = split_ratings(movielens_dir() / "ml-100k.inter", frozenset(movies))
+    split = split_ratings(movielens_ratings_path(), frozenset(movies))
     queries = generate_queries(movies.values())
     if max_queries and len(queries) > max_queries:
         step = len(queries) / max_queries
@@ -347,19 +348,19 @@ def reindex(client, bundle: Path, alias: str, catalog: str = "movielens",
     """
     from osreco.exporter import Encoder
     from osreco.ingest.catalog import FieldMap, read_catalog
-    from osreco.ingest.fixtures import read_movielens_items
     from osreco.ingest.index_spec import IndexSpec
-    from osreco.ingest.rebuild import RebuildConfig, alias_indexes, rebuild_index
-    from osreco.ingest.writer import WriteConfig, index_items
+    from osreco.ingest.movielens import read_movielens_items
+    from osreco.ingest.rebuild import RebuildConfig, alias_indexes, alias_meta, rebuild_index
+    from osreco.ingest.writer import IngestReport, WriteConfig, index_items
 
     encoder = Encoder(bundle)
     previous = alias_indexes(client, alias)
-    meta = {}
+    meta: dict = {}
     if previous:
-        meta = client.indices.get_mapping(index=previous[0])[previous[0]]["mappings"].get("_meta") or {}
+        _, meta = alias_meta(client, previous[0])
     spec = IndexSpec.from_encoder(encoder, alias=alias, cf_dim=int(meta.get("cf_dim") or 64))
 
-    def load(name: str):  # noqa: ANN202 - IngestReport
+    def load(name: str) -> IngestReport:
         entries = read_movielens_items() if catalog == "movielens" else read_catalog(catalog, FieldMap())
         return index_items(client, encoder, name, entries,
                            WriteConfig(reuse_from=previous[0] if previous else None), source=catalog)

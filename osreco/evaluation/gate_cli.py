@@ -1,21 +1,23 @@
-"""`osreco promote`: the quality gate between a trained model and the serving one (``osreco.evaluation.gate``)."""
+"""`osreco promote`: the quality gate between a trained model and the serving one (``osreco.evaluation.gate``).
+
+Errors reach the one handler of ``osreco.cli_errors``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from osreco.exporter.errors import ExporterError, RuntimeEnvError
+from osreco.cli_errors import command
+from osreco.errors import EXIT_FAILURES, EXIT_OK
+from osreco.exporter.errors import RuntimeEnvError
 
-EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 1, 2, 3
 
-
-@click.command("promote")
+@command("promote")
 @click.option("--candidate", required=True, type=click.Path(exists=True, file_okay=False),
               help="The fine-tuned model folder (from `osreco train encoder`) or a bundle.")
 @click.option("--current", required=True, type=click.Path(exists=True, file_okay=False),
@@ -50,46 +52,21 @@ def promote_cmd(candidate: str, current: str, bundles_root: str, alias: str | No
     """
     from osreco.evaluation.gate import PromoteConfig, harness_evaluator, offline_evaluator, promote
 
-    outcome: dict = {}
-
-    def job() -> None:
-        if url:
-            os.environ["OPENSEARCH_URL"] = url
-        config = PromoteConfig(Path(candidate), Path(current), Path(bundles_root),
-                               None if quantize == "none" else quantize, alias, catalog, min_delta=min_delta)
-        evaluate = (offline_evaluator(max_queries, users_per_query) if evaluator == "offline"
-                    else harness_evaluator(variant, quick=not full))
-        result = promote(config, evaluate, _client() if alias else None,
-                         report=(lambda line: None) if as_json else click.echo)
-        outcome.update(promoted=result.promoted, summary=result.decision.summary(),
+    if url:
+        os.environ["OPENSEARCH_URL"] = url
+    config = PromoteConfig(Path(candidate), Path(current), Path(bundles_root),
+                           None if quantize == "none" else quantize, alias, catalog, min_delta=min_delta)
+    evaluate = (offline_evaluator(max_queries, users_per_query) if evaluator == "offline"
+                else harness_evaluator(variant, quick=not full))
+    result = promote(config, evaluate, _client() if alias else None,
+                     report=(lambda line: None) if as_json else click.echo)
+    if as_json:
+        outcome = dict(promoted=result.promoted, summary=result.decision.summary(),
                        candidate=result.decision.candidate, current=result.decision.current,
                        bundle=str(result.bundle) if result.bundle else None, artifact_id=result.artifact_id,
                        index=result.index)
-
-    _run_promote(job)
-    if as_json:
         click.echo(json.dumps(outcome, default=str))
-    sys.exit(0 if outcome.get("promoted") else EXIT_FAILURES)
-
-
-def _run_promote(job: Callable[[], None]) -> None:
-    """Run the command body; map the exporter, ingest, evaluation and OpenSearch errors to exit codes."""
-    from opensearchpy.exceptions import ConnectionError as OSConnectionError
-
-    from osreco.ingest.errors import BulkError, IngestError
-    from osreco.plugin.errors import PluginError
-
-    try:
-        job()
-    except ExporterError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_ENV if isinstance(e, RuntimeEnvError) else EXIT_USAGE)
-    except (OSConnectionError, BulkError) as e:
-        click.echo(f"error: OpenSearch: {e}", err=True)
-        sys.exit(EXIT_ENV)
-    except (IngestError, PluginError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
+    sys.exit(EXIT_OK if result.promoted else EXIT_FAILURES)
 
 
 def _client():
@@ -98,6 +75,8 @@ def _client():
 
     try:
         return connect(OpenSearchConfig.from_env())
-    except Exception as e:  # noqa: BLE001 - any connection setup failure is an environment problem
+    except Exception as e:  # any connection setup failure is an environment problem
         raise RuntimeEnvError(f"no OpenSearch node: {e}", fix="pass --url or start `osreco opensearch start`") from e
+
+
 commands: list[click.Command] = [promote_cmd]

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from osreco.plugin.errors import ConfigError
 from osreco.evaluation.data import EvalQuery
+from osreco.ingest.errors import RowError
+from osreco.ingest.rows import read_rows
+from osreco.plugin.errors import ConfigError
 
 __all__ = ["read_golden", "score_intents", "run_intent", "golden_parser", "templated_intent_cases"]
 
@@ -22,7 +25,7 @@ Parse = Callable[[str, "str | None", "str | None"], Mapping[str, object]]
 FILTER_KEYS = ("filters", "ranges", "exclude")
 
 
-def _canonical(intent: Mapping[str, object]) -> dict[str, object]:
+def _canonical(intent: Mapping[str, Any]) -> dict[str, object]:
     """The filter part of an intent dict, order-insensitive: facet values sorted, ranges as floats."""
     facets = {f: sorted(v) for f, v in (intent.get("filters") or {}).items() if v}
     excluded = {f: sorted(v) for f, v in (intent.get("exclude") or {}).items() if v}
@@ -40,11 +43,11 @@ def read_golden(path: Path) -> list[dict[str, object]]:
         raise ConfigError(f"golden intent file {path} does not exist", field="--golden",
                           fix="pass --golden PATH or drop 'intent' from --tasks")
     cases: list[dict[str, object]] = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_no, case in read_rows(path, "jsonl"):
+        if isinstance(case, RowError):
+            raise ConfigError(f"{path}:{line_no}: not a golden case ({case.args[0]})", field="--golden",
+                              fix='write {"q": ..., "expected": {...}} on each line') from case
         try:
-            case = json.loads(line)
             cases.append({"line": line_no, "q": case.get("q") or case["query"], "language": case.get("language"),
                           "vocab": case.get("vocab"), "expected": case.get("expected") or case["intent"]})
         except (ValueError, KeyError, AttributeError, TypeError) as e:
@@ -53,7 +56,7 @@ def read_golden(path: Path) -> list[dict[str, object]]:
     return cases
 
 
-def score_intents(cases: Sequence[Mapping[str, object]], parse: Parse, source: str) -> dict[str, object]:
+def score_intents(cases: Sequence[Mapping[str, Any]], parse: Parse, source: str) -> dict[str, object]:
     """Exact-match accuracy of the extracted filters (facets, ranges, exclusions) per language.
 
     Args:

@@ -1,15 +1,21 @@
-"""Ranking-quality metrics, pure and exact: Recall@k, graded NDCG@k, coverage, violations.
+"""Ranking-quality metrics, pure and exact: Recall@k, NDCG@k (graded and binary), coverage, violations.
 
-Conventions (the same for every task of ``osreco eval``):
+The one metrics module of the project: ``osreco eval`` (graded NDCG, capped recall), the
+promotion gate (the same) and ``osreco cf eval`` (binary NDCG, uncapped recall).
+
+Conventions:
 
 - ``ranked`` is the list of item ids a system returned, best first; only its first ``k``
   count. Duplicates count once (at their first position).
 - ``grades`` maps each *relevant* item id to a positive grade (here: the user's rating).
   Items not in ``grades`` have grade 0.
-- NDCG uses linear gain (gain = grade) and the log2 discount ``1 / log2(rank + 1)``
-  (rank 1-based), normalized by the DCG of the ideal ordering of ``grades`` cut at ``k``.
-- Recall@k is ``hits / min(k, |relevant|)`` (Liang et al., 2018), so a perfect list scores 1
-  even when a user has more than ``k`` relevant items.
+- Graded NDCG (:func:`ndcg_graded_at_k`) uses linear gain (gain = grade) and the log2
+  discount ``1 / log2(rank + 1)`` (rank 1-based), normalized by the DCG of the ideal
+  ordering of ``grades`` cut at ``k``. Binary NDCG (:func:`ndcg_binary_at_k`) is the same
+  with gain 1 for every relevant item.
+- Capped recall (:func:`recall_capped_at_k`) is ``hits / min(k, |relevant|)`` (Liang et al.,
+  2018), so a perfect list scores 1 even when a user has more than ``k`` relevant items;
+  uncapped recall (:func:`recall_uncapped_at_k`) is ``hits / |relevant|``.
 - Per-query values are averaged with :func:`mean` (macro average); violation rate is a
   micro average over every returned result.
 """
@@ -19,7 +25,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["dcg_at_k", "ndcg_at_k", "recall_at_k", "coverage", "violation_rate", "mean"]
+__all__ = ["dcg_at_k", "ndcg_graded_at_k", "ndcg_binary_at_k", "recall_capped_at_k", "recall_uncapped_at_k",
+           "coverage", "violation_rate", "mean"]
 
 
 def _top_k(ranked: Sequence[str], k: int) -> list[str]:
@@ -56,7 +63,7 @@ def dcg_at_k(gains: Sequence[float], k: int) -> float:
     return sum(g / math.log2(i + 2) for i, g in enumerate(gains[:k]))
 
 
-def ndcg_at_k(ranked: Sequence[str], grades: Mapping[str, float], k: int) -> float:
+def ndcg_graded_at_k(ranked: Sequence[str], grades: Mapping[str, float], k: int) -> float:
     """Graded NDCG@k of one ranked list.
 
     Args:
@@ -79,7 +86,47 @@ def ndcg_at_k(ranked: Sequence[str], grades: Mapping[str, float], k: int) -> flo
     return dcg_at_k(gains, k) / ideal
 
 
-def recall_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+def ndcg_binary_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    """Binary-relevance NDCG@k of one ranked list: gain 1 per relevant item.
+
+    Args:
+        ranked: returned item ids, best first.
+        relevant: the relevant item ids.
+        k: cut-off.
+
+    Returns:
+        A value in [0, 1]; the ideal list puts ``min(k, |relevant|)`` hits first; 0.0 when
+        ``relevant`` is empty.
+
+    Raises:
+        ValueError: on ``k`` < 1.
+    """
+    rel = set(relevant)
+    ideal = dcg_at_k([1.0] * min(k, len(rel)), k)
+    if ideal == 0.0:
+        return 0.0
+    return dcg_at_k([1.0 if item_id in rel else 0.0 for item_id in _top_k(ranked, k)], k) / ideal
+
+
+def recall_uncapped_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    """Recall@k normalized by ``|relevant|`` (a user with more than ``k`` relevant items cannot reach 1).
+
+    Args:
+        ranked: returned item ids, best first.
+        relevant: the relevant item ids.
+        k: cut-off.
+
+    Returns:
+        A value in [0, 1]; 0.0 when ``relevant`` is empty.
+    """
+    rel = set(relevant)
+    top = _top_k(ranked, k)
+    if not rel:
+        return 0.0
+    return sum(1 for item_id in top if item_id in rel) / len(rel)
+
+
+def recall_capped_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
     """Recall@k normalized by ``min(k, |relevant|)``.
 
     Args:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = ["compute_targets", "to_markdown", "write_chart", "numbers_in_unit_interval"]
 
@@ -23,7 +24,7 @@ SINGLE_SIGNALS = ("bm25", "knn")
 
 
 def compute_targets(report: Mapping[str, object]) -> list[dict[str, object]]:
-    """The issue's three targets, each with its measured value and whether it is met.
+    """The three quality targets, each with its measured value and whether it is met.
 
     Args:
         report: a report with ``search`` and ``recommendation`` sections.
@@ -67,7 +68,7 @@ def _table(title: str, rows: Mapping[str, Mapping[str, float]], metrics: tuple[s
     return lines + [""]
 
 
-def to_markdown(report: Mapping[str, object]) -> str:
+def to_markdown(report: Mapping[str, Any]) -> str:
     """The report as markdown: one table per task, then the targets.
 
     Args:
@@ -109,7 +110,7 @@ def to_markdown(report: Mapping[str, object]) -> str:
     return "\n".join(lines)
 
 
-def write_chart(report: Mapping[str, object], path: str | Path) -> Path:
+def write_chart(report: Mapping[str, Any], path: str | Path) -> Path:
     """Bar charts of NDCG@10 and Recall@10 per variant, one panel per task (matplotlib Agg).
 
     Args:

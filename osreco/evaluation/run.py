@@ -9,7 +9,7 @@ Three tasks, each run through the sidecar's own Flask app (``create_app`` + the 
 3. intent parsing: exact match of the extracted filters on ``tests/golden/intents.jsonl``.
 
 Every variant is a configuration of the same service (:data:`REC_VARIANTS`,
-:data:`SEARCH_VARIANTS`): fusion weights through ``FusionConfig``, and the three switches the
+:data:`SEARCH_VARIANTS`): fusion weights through ``FusionSettings``, and the three switches the
 sidecar has no setting for yet (intent filters, recommendation weights, a content signal)
 through :class:`osreco.evaluation.variants.EvalService`, which overrides as little as possible.
 
@@ -21,25 +21,30 @@ Example:
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from osreco.ingest.connection import OpenSearchConfig, connect
-from osreco.plugin.config import DEV_HMAC_KEY, SidecarConfig
-from osreco.plugin.errors import ConfigError
-from osreco.evaluation.data import EvalQuery, Movie, QueryPair, generate_queries, sample_pairs
+from osreco.evaluation.data import Movie, generate_queries, sample_pairs
 from osreco.evaluation.intent import golden_parser, run_intent, score_intents, templated_intent_cases
 from osreco.evaluation.report import compute_targets
-from osreco.evaluation.variants import RecSettings
-from osreco.evaluation.setup import (SplitData, ensure_bundle, ensure_item_index, read_movies, split_ratings,
-                                      train_and_store_cf)
-from osreco.evaluation.metrics import coverage, mean, ndcg_at_k, recall_at_k, violation_rate
+from osreco.evaluation.setup import (
+    SplitData,
+    ensure_bundle,
+    ensure_item_index,
+    read_movies,
+    split_ratings,
+    train_and_store_cf,
+)
+from osreco.evaluation.tasks import pick_queries, run_recommendation, run_search
+from osreco.evaluation.variants import recommend_fusion
+from osreco.ingest.connection import OpenSearchConfig, connect
+from osreco.ingest.movielens import movielens_ratings_path
+from osreco.plugin.config import DEV_HMAC_KEY, SidecarConfig
+from osreco.plugin.errors import ConfigError
+from osreco.plugin.fusion import FusionSettings
 
 log = logging.getLogger("osreco.eval")
 TASKS = ("rec", "search", "intent")
@@ -51,7 +56,7 @@ class Variant:
 
     Args:
         name: the variant's name in the report.
-        fusion: overrides of ``FusionConfig`` (search).
+        fusion: overrides of the sidecar's ``FusionSettings`` (search).
         encoder: whether the bundle is loaded (``False``: the sidecar's BM25-only mode).
         use_intent: apply the parsed intent's filters (``False``: the query as typed).
         personalized: send the user id (``False``: anonymous requests).
@@ -60,27 +65,22 @@ class Variant:
     """
 
     name: str
-    fusion: Mapping[str, object] = field(default_factory=dict)
+    fusion: Mapping[str, Any] = field(default_factory=dict)
     encoder: bool = True
     use_intent: bool = True
     personalized: bool = True
-    rec: RecSettings | None = None
+    rec: FusionSettings | None = None
     rerank: bool = False
-
-
-def _rec(cf: float, popularity: float, content: float) -> RecSettings:
-    return RecSettings(method="rrf", cf_weight=cf, popularity_weight=popularity, content_weight=content,
-                       cf_mode="additive")
 
 
 # Recommendation without a query: the same GET /v1/recommend, different signal weights.
 # "cf+popularity" is the sidecar's built-in recommend weighting (cf 1.0, popularity 0.3).
 REC_VARIANTS: tuple[Variant, ...] = (
-    Variant("popularity", rec=_rec(0.0, 1.0, 0.0)),
-    Variant("cf", rec=_rec(1.0, 0.0, 0.0)),
-    Variant("content", rec=_rec(0.0, 0.0, 1.0)),
-    Variant("cf+popularity", rec=_rec(1.0, 0.3, 0.0)),
-    Variant("blend", rec=_rec(1.0, 0.3, 0.1)),
+    Variant("popularity", rec=recommend_fusion(0.0, 1.0, 0.0)),
+    Variant("cf", rec=recommend_fusion(1.0, 0.0, 0.0)),
+    Variant("content", rec=recommend_fusion(0.0, 0.0, 1.0)),
+    Variant("cf+popularity", rec=recommend_fusion(1.0, 0.3, 0.0)),
+    Variant("blend", rec=recommend_fusion(1.0, 0.3, 0.1)),
 )
 
 # Personalized search: the same POST /v1/search; signals and the intent filters switched.
@@ -156,21 +156,21 @@ class EvalConfig:
 
     @classmethod
     def from_env(cls, quick: bool = False, bundle_dir: str | None = None, golden_path: str | None = None,
-                 **overrides: Any) -> "EvalConfig":
+                 **overrides: Any) -> EvalConfig:
         """Defaults for a full run or the ``--quick`` subset; the node from ``OPENSEARCH_URL``.
 
         Raises:
             ConfigError: bad values; osreco.ingest ConfigError: no node configured.
         """
-        from osreco.ingest.fixtures import recbole_dataset_dir
+        from osreco.ingest.movielens import movielens_dir
         from osreco.node import default_cache_dir
 
         sizes = dict(rec_users=40, max_queries=16, users_per_query=2) if quick else \
             dict(rec_users=0, max_queries=0, users_per_query=6)
-        golden = Path(golden_path) if golden_path else Path(__file__).resolve().parents[1] / "tests" / "golden" / \
+        golden = Path(golden_path) if golden_path else Path(__file__).resolve().parents[2] / "tests" / "golden" / \
             "intents.jsonl"
         values: dict[str, Any] = dict(
-            opensearch=OpenSearchConfig.from_env(), quick=quick, data_dir=recbole_dataset_dir(),
+            opensearch=OpenSearchConfig.from_env(), quick=quick, data_dir=movielens_dir(),
             bundle_dir=Path(bundle_dir) if bundle_dir else default_cache_dir() / "eval" / "minilm-fp32",
             golden_path=golden, **sizes)
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -187,12 +187,6 @@ class EvalConfig:
                 for k, v in out.items()}
 
 
-def _bar(total: int, desc: str) -> tqdm:
-    """A progress bar on stderr (rate and ETA), silent when stderr is not a terminal."""
-    return tqdm(total=total, desc=desc, unit="req", file=sys.stderr, disable=not sys.stderr.isatty(),
-                dynamic_ncols=True)
-
-
 # ---- the sidecar under test ---------------------------------------------------------------
 
 def sidecar_config(config: EvalConfig, cf_model_dir: Path) -> SidecarConfig:
@@ -205,7 +199,7 @@ def sidecar_config(config: EvalConfig, cf_model_dir: Path) -> SidecarConfig:
 
 
 def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, Any]:
-    """One Flask test client per variant, each over the real ``SearchService`` (see eval_service).
+    """One Flask test client per variant, each over the real ``SearchService`` (see ``variants``).
 
     The encoder, CF model, cross-encoder and client are loaded once and shared: only the
     settings differ.
@@ -213,117 +207,31 @@ def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, 
     Raises:
         ConfigError: the bundle did not load, or a variant overrides an unknown fusion setting.
     """
-    from osreco.plugin.app import create_app
     from osreco.evaluation.variants import EvalService
+    from osreco.plugin.app import create_app
     from osreco.plugin.metrics import Metrics
+    from osreco.plugin.models import ServedModels
     from osreco.plugin.service import SearchService
 
     shared = SearchService.from_config(base, Metrics())
     if shared.encoder is None:
-        raise ConfigError(f"the bundle did not load: {shared.encoder_error}", field="--bundle")
+        raise ConfigError(f"the bundle did not load: {shared.models.encoder_error}", field="--bundle")
     clients: dict[str, Any] = {}
     for v in variants:
         try:
             cfg = replace(base, fusion=replace(base.fusion, **v.fusion))
         except TypeError as e:
             raise ConfigError(f"variant {v.name}: {e}", field=v.name,
-                              fix="the sidecar's FusionConfig changed: update the variants") from e
-        service = EvalService(cfg, shared.client, Metrics(), encoder=shared.encoder if v.encoder else None,
-                              cf_model=shared.cf_model, fields=shared.fields, use_intent=v.use_intent, rec=v.rec,
+                              fix="the sidecar's FusionSettings changed: update the variants") from e
+        models = ServedModels(Metrics(), encoder=shared.encoder if v.encoder else None,
                               encoder_error=None if v.encoder else "BM25-only variant: no encoder",
-                              reranker=shared.reranker if v.rerank else None)
+                              reranker=shared.models.reranker if v.rerank else None,
+                              rerank_top_n=cfg.rerank_top_n, rerank_fields=cfg.rerank_fields)
+        service = EvalService.from_parts(cfg, shared.transport.client, models.metrics, models,
+                                         cf_model=shared.users.cf_model, fields=shared.fields,
+                                         use_intent=v.use_intent, rec=v.rec)
         clients[v.name] = (create_app(cfg, services=service).test_client(), v)
     return clients
-
-
-def _item_ids(resp: Any, what: str, errors: dict[str, int], variant: str) -> list[str]:
-    """Item ids of a sidecar response; a non-200 answer counts as an error and an empty list."""
-    if resp.status_code != 200:
-        errors[variant] = errors.get(variant, 0) + 1
-        if errors[variant] <= 3:
-            log.warning("%s %s answered %s: %s", variant, what, resp.status_code, resp.get_data(as_text=True)[:300])
-        return []
-    return [str(r["item_id"]) for r in resp.get_json()["results"]]
-
-
-# ---- task 1: recommendation without a query -------------------------------------------------
-
-def run_recommendation(clients: Mapping[str, Any], split: SplitData, users: Sequence[str], k: int,
-                       catalog_size: int) -> dict[str, object]:
-    """``GET /v1/recommend`` for each test user and variant; graded by the held-out ratings.
-
-    Returns:
-        ``{"k", "users", "variants": {name: {"recall", "ndcg", "coverage"}}, "errors"}``.
-    """
-    ranked: dict[str, list[list[str]]] = {name: [] for name in clients}
-    errors: dict[str, int] = {}
-    with _bar(len(users) * len(clients), "eval recommend") as bar:
-        for user in users:
-            for name, (client, _) in clients.items():  # variants alternate: equal conditions
-                resp = client.get("/v1/recommend", query_string={"user_id": user, "k": k})
-                ranked[name].append(_item_ids(resp, "recommend", errors, name))
-                bar.update()
-    variants = {}
-    for name, lists in ranked.items():
-        grades = [split.held_out[u] for u in users]
-        variants[name] = {"recall": mean(recall_at_k(r, g, k) for r, g in zip(lists, grades)),
-                          "ndcg": mean(ndcg_at_k(r, g, k) for r, g in zip(lists, grades)),
-                          "coverage": coverage(lists, catalog_size, k)}
-    return {"k": k, "users": len(users), "variants": variants, "errors": errors}
-
-
-# ---- task 2: personalized search --------------------------------------------------------------
-
-def _search_metrics(pairs: Sequence[QueryPair], lists: Sequence[list[str]], movies: Mapping[str, Movie],
-                    k: int) -> dict[str, float]:
-    preds: list[Callable[[str], bool]] = [
-        (lambda item, c=p.query.constraints: item in movies and c.satisfied_by(movies[item])) for p in pairs]
-    return {"ndcg": mean(ndcg_at_k(r, p.grades, k) for r, p in zip(lists, pairs)),
-            "recall": mean(recall_at_k(r, p.grades, k) for r, p in zip(lists, pairs)),
-            "violation_rate": violation_rate(lists, preds, k)}
-
-
-def run_search(clients: Mapping[str, Any], pairs: Sequence[QueryPair], movies: Mapping[str, Movie],
-               k: int) -> dict[str, object]:
-    """``POST /v1/search`` for each (query, user) pair and variant.
-
-    Returns:
-        ``{"k", "queries", "pairs", "variants": {name: {"ndcg", "recall", "violation_rate"}},
-        "by_language": {lang: {...}}, "by_template": {...}, "errors"}``.
-    """
-    ranked: dict[str, list[list[str]]] = {name: [] for name in clients}
-    errors: dict[str, int] = {}
-    with _bar(len(pairs) * len(clients), "eval search") as bar:
-        for pair in pairs:
-            for name, (client, variant) in clients.items():
-                body = {"q": pair.query.text, "k": k, **({"user_id": pair.user_id} if variant.personalized else {})}
-                ranked[name].append(_item_ids(client.post("/v1/search", json=body), "search", errors, name))
-                bar.update()
-    out: dict[str, object] = {"k": k, "queries": len({p.query.qid for p in pairs}), "pairs": len(pairs),
-                              "variants": {n: _search_metrics(pairs, ranked[n], movies, k) for n in clients}}
-    for key, attr in (("by_language", "language"), ("by_template", "template")):
-        groups = sorted({getattr(p.query, attr) for p in pairs})
-        out[key] = {g: {n: _search_metrics([p for p in pairs if getattr(p.query, attr) == g],
-                                           [r for r, p in zip(ranked[n], pairs) if getattr(p.query, attr) == g],
-                                           movies, k) for n in clients} for g in groups}
-    out["errors"] = errors
-    return out
-
-
-def pick_queries(queries: Sequence[EvalQuery], limit: int) -> list[EvalQuery]:
-    """About ``limit`` queries spread evenly over the templates, each in both languages; all when 0.
-
-    Queries that state the same constraints (one per language) are kept or dropped together.
-    """
-    if not limit or limit >= len(queries):
-        return list(queries)
-    slots: dict[object, list[EvalQuery]] = {}
-    for q in queries:
-        slots.setdefault((q.template, q.constraints), []).append(q)
-    groups = list(slots.values())
-    n = max(1, min(len(groups), limit // 2))
-    step = len(groups) / n
-    return [q for i in range(n) for q in groups[int(i * step)]]
 
 
 # ---- the whole run -----------------------------------------------------------------------------
@@ -350,7 +258,7 @@ def prepare(config: EvalConfig) -> Prepared:
     encoder = Encoder(ensure_bundle(config.bundle_dir), threads=1, device="cpu")
     index = ensure_item_index(client, encoder, config.alias, config.cf_factors)
     movies = read_movies(client, config.alias)
-    split = split_ratings(config.data_dir / "ml-100k.inter", frozenset(movies), config.test_fraction)
+    split = split_ratings(movielens_ratings_path(config.data_dir), frozenset(movies), config.test_fraction)
     cf_dir = config.cf_model_dir or config.bundle_dir.parent / f"cf-{config.alias}"
     cf_meta = train_and_store_cf(client, config.alias, split, DEV_HMAC_KEY, config.cf_factors, cf_dir)
     dataset = {"items": len(movies), "train_events": len(split.train), "test_users": len(split.held_out),
@@ -360,7 +268,7 @@ def prepare(config: EvalConfig) -> Prepared:
     return Prepared(movies, split, cf_dir, dataset)
 
 
-def run_eval(config: EvalConfig) -> dict[str, object]:
+def run_eval(config: EvalConfig) -> dict[str, Any]:
     """Set up (when task 1 or 2 runs), then run the configured tasks.
 
     Args:
@@ -377,7 +285,7 @@ def run_eval(config: EvalConfig) -> dict[str, object]:
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    report: dict[str, object] = {"config": config.public()}
+    report: dict[str, Any] = {"config": config.public()}
     prep = prepare(config) if {"rec", "search"} & set(config.tasks) else None
     if prep is not None:
         report["dataset"] = prep.dataset
@@ -396,17 +304,19 @@ def run_eval(config: EvalConfig) -> dict[str, object]:
         queries = pick_queries(generate_queries(prep.movies.values()), config.max_queries)
         pairs = sample_pairs(queries, prep.split.held_out, prep.movies, config.users_per_query, config.seed)
         variants = SEARCH_VARIANTS + ((RERANK_VARIANT,) if config.rerank_bundle else ())
-        report["search"] = run_search(variant_apps(base, variants), pairs, prep.movies, config.k)
-        report["search"]["query_examples"] = [{"q": q.text, "language": q.language,
-                                               "constraints": q.constraints.as_dict()} for q in queries[:6]]
+        search = run_search(variant_apps(base, variants), pairs, prep.movies, config.k)
+        search["query_examples"] = [{"q": q.text, "language": q.language,
+                                     "constraints": q.constraints.as_dict()} for q in queries[:6]]
+        report["search"] = search
         seconds["search"] = time.perf_counter() - t
     if "intent" in config.tasks:
         t = time.perf_counter()
         parse = golden_parser(config.golden_path.with_name("intent_vocab.json"))
-        report["intent"] = run_intent(config.golden_path, parse)
+        intent = run_intent(config.golden_path, parse)
         if prep is not None:
-            report["intent"]["templated"] = score_intents(
+            intent["templated"] = score_intents(
                 templated_intent_cases(generate_queries(prep.movies.values())), parse, "task-2 templated queries")
+        report["intent"] = intent
         seconds["intent"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     report["seconds"] = {k: round(v, 1) for k, v in seconds.items()}

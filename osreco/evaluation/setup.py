@@ -1,8 +1,8 @@
 """What ``osreco eval`` sets up before it measures: bundle, item index, split, CF factors.
 
 Everything goes through the other parts' public APIs: the exporter's ``export_model`` and
-``Encoder``, ingest's ``IndexSpec`` / ``rebuild_index`` / ``index_items`` and MovieLens
-fixture reader, the collaborative ``read_interactions`` / ``time_split`` / ``train_models``
+``Encoder``, ingest's ``IndexSpec`` / ``rebuild_index`` / ``index_items`` / ``bulk_write`` and
+MovieLens reader, the collaborative ``read_interactions`` / ``time_split`` / ``train_models``
 and ``cf_store`` writers. Nothing here re-implements them.
 """
 
@@ -12,12 +12,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opensearchpy import OpenSearch
 from opensearchpy.helpers import scan
 
 from osreco.cf.interactions import Interaction
 from osreco.evaluation.data import Movie
+
+if TYPE_CHECKING:
+    from osreco.exporter.encoder import Encoder
 
 log = logging.getLogger("osreco.eval")
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -62,7 +66,7 @@ def ensure_bundle(bundle_dir: Path) -> Path:
     return bundle_dir
 
 
-def ensure_item_index(client: OpenSearch, encoder: object, alias: str, cf_dim: int,
+def ensure_item_index(client: OpenSearch, encoder: Encoder, alias: str, cf_dim: int,
                       progress: Callable[[int], None] | None = None) -> dict[str, object]:
     """Ingest the MovieLens-100k items into ``alias`` unless an index for this bundle is there.
 
@@ -79,21 +83,21 @@ def ensure_item_index(client: OpenSearch, encoder: object, alias: str, cf_dim: i
     Returns:
         ``{"index", "reused", "items", "ingest": report or None}``.
     """
-    from osreco.ingest.fixtures import read_movielens_items
     from osreco.ingest.index_spec import IndexSpec
-    from osreco.ingest.rebuild import RebuildConfig, alias_indexes, rebuild_index
-    from osreco.ingest.writer import WriteConfig, index_items
+    from osreco.ingest.movielens import read_movielens_items
+    from osreco.ingest.rebuild import RebuildConfig, alias_indexes, alias_meta, rebuild_index
+    from osreco.ingest.writer import IngestReport, WriteConfig, index_items
 
     spec = IndexSpec.from_encoder(encoder, alias=alias, cf_dim=cf_dim)
     current = alias_indexes(client, alias)
     expected = sum(1 for e in read_movielens_items() if not isinstance(e, Exception))
     if len(current) == 1:
-        meta = client.indices.get_mapping(index=current[0])[current[0]]["mappings"].get("_meta") or {}
+        _, meta = alias_meta(client, current[0])
         count = client.count(index=current[0])["count"]
         if meta.get("artifact_id") == spec.artifact_id and meta.get("cf_dim") == cf_dim and count == expected:
             return {"index": current[0], "reused": True, "items": count, "ingest": None}
 
-    def load(name: str):  # noqa: ANN202 - IngestReport
+    def load(name: str) -> IngestReport:
         return index_items(client, encoder, name, read_movielens_items(), WriteConfig(), source="ml-100k.item",
                            progress=progress)
 
@@ -130,8 +134,8 @@ def split_ratings(path: Path, known_items: frozenset[str], test_fraction: float 
     Returns:
         The split, with the held-out items graded by the user's rating.
     """
-    from osreco.evaluation.cf import time_split
     from osreco.cf.interactions import ReadConfig, read_interactions
+    from osreco.evaluation.cf import time_split
 
     data = read_interactions(path, ReadConfig(known_items=known_items))
     train, test = time_split(data.interactions, test_fraction)
@@ -157,17 +161,17 @@ def write_popularity(client: OpenSearch, index: str, item_ids: list[str], scores
     Raises:
         osreco.ingest.errors.BulkError: some updates failed.
     """
-    from opensearchpy.helpers import bulk
-
+    from osreco.ingest.bulk import RetryPolicy, bulk_write
     from osreco.ingest.errors import BulkError
 
     actions = ({"_op_type": "update", "_index": index, "_id": i, "doc": {"popularity": float(s)}}
                for i, s in zip(item_ids, scores))
-    ok, errors = bulk(client, actions, chunk_size=500, raise_on_error=False, max_retries=3)
+    report = bulk_write(client, actions, RetryPolicy(), chunk_size=500)
+    errors = list(report.failed.items()) + [(i, "document missing") for i in report.missing]
     if errors:
         raise BulkError(f"{len(errors)} popularity updates failed, e.g. {errors[0]}", index=index,
                         fix="check the node's health and rerun")
-    return int(ok)
+    return report.written
 
 
 def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_key: str,
@@ -185,8 +189,8 @@ def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_ke
     """
     from osreco.cf import store as cf_store
     from osreco.cf.model import CFConfig
-    from osreco.cf.train import train_models
     from osreco.cf.privacy import pseudonymize
+    from osreco.cf.train import train_models
 
     store = cf_store.StoreConfig(prefix=alias, item_index=alias,
                                  history_len=max([len(h) for h in split.histories.values()] + [1]))

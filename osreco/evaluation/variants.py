@@ -1,15 +1,15 @@
-"""The sidecar under evaluation: the real ``SearchService`` with three switches it lacks today.
+"""The sidecar under evaluation: the real ``SearchService`` with switches it lacks today.
 
-``SidecarConfig`` switches signals through ``FusionConfig`` weights, but three things the
-evaluation compares are not settings of the sidecar yet, so this subclass adds them as
-constructor settings and overrides as little as possible:
+``SidecarConfig`` switches signals through its ``fusion`` weights (``FusionSettings``), but
+three things the evaluation compares are not settings of the sidecar yet, so this subclass
+adds them as constructor settings and overrides as little as possible:
 
 - ``use_intent=False``: the query goes to BM25 and kNN as typed (no filters, no exclusions)
   — overrides :meth:`parse` only;
-- ``rec``: the fusion weights of ``/v1/recommend`` (hard-coded in ``recommend``) — overrides
-  :meth:`rank` only when it is called with recommendation settings;
+- ``rec``: the fusion of ``/v1/recommend`` (the sidecar's fixed ``recommend_fusion``);
 - ``rec.content_weight``: a content signal for ``/v1/recommend`` — kNN on ``embedding`` with
-  the mean embedding of the user's most recent history items, fused like any other signal.
+  the mean embedding of the user's most recent history items, fused like any other signal
+  (overrides :meth:`rank` only when it ranks with the recommendation fusion).
 
 Everything else (retrieval, ``_msearch``, fusion, CF affinity, explanations, HTTP) is the
 sidecar's own code. When the sidecar grows these settings, the variants become plain
@@ -18,41 +18,42 @@ sidecar's own code. When the sidecar grows these settings, the variants become p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from osreco.plugin import schemas
-from osreco.plugin.fusion import FusionOptions, SignalResult, read_msearch
+from osreco.plugin.fusion import FusionSettings, SignalResult, read_msearch
 from osreco.plugin.intent.parser import detect_language
 from osreco.plugin.intent.types import Intent
 from osreco.plugin.query import knn_query
-from osreco.plugin.service import SearchService, UserContext
+from osreco.plugin.service import SearchService
+from osreco.plugin.users import UserContext
 
-__all__ = ["RecSettings", "EvalService"]
+__all__ = ["EvalService", "recommend_fusion"]
 
 
-@dataclass(frozen=True)
-class RecSettings(FusionOptions):
-    """Recommendation fusion weights plus the content signal (``fuse`` reads ``content_weight``).
-
-    Args:
-        content_weight: weight of the content signal (0 = not asked).
-        content_history: how many of the user's most recent items make the content vector.
-    """
-
-    content_weight: float = 0.0
-    content_history: int = 10
+def recommend_fusion(cf: float, popularity: float, content: float) -> FusionSettings:
+    """The fusion of one recommendation variant: RRF, additive taste, the three signals' weights."""
+    return FusionSettings(method="rrf", cf_weight=cf, popularity_weight=popularity, content_weight=content,
+                          cf_mode="additive")
 
 
 class EvalService(SearchService):
-    """``SearchService`` plus the switches above (see the module docstring)."""
+    """``SearchService`` plus the switches above (see the module docstring).
 
-    def __init__(self, *args: Any, use_intent: bool = True, rec: RecSettings | None = None, **kwargs: Any):
+    Args:
+        use_intent: apply the parsed intent (``False``: the query as typed, unfiltered).
+        rec: the fusion of ``/v1/recommend`` (None: the sidecar's own).
+        content_history: how many of the user's most recent items make the content vector.
+    """
+
+    def __init__(self, *args: Any, use_intent: bool = True, rec: FusionSettings | None = None,
+                 content_history: int = 10, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.use_intent = use_intent
-        self.rec = rec
+        self.use_intent, self.content_history = use_intent, content_history
+        if rec is not None:
+            self.recommend_fusion = rec
 
     def parse(self, req: schemas.SearchRequest) -> Intent:
         """The sidecar's intent, or (``use_intent=False``) the query as typed, unfiltered."""
@@ -61,25 +62,22 @@ class EvalService(SearchService):
         return Intent(query=req.q, text=req.q, language=req.language or detect_language(req.q))
 
     def rank(self, lists: dict[str, SignalResult], user: UserContext | None, intent: Intent,
-             settings: Any) -> tuple[list, dict[str, float]]:
-        """Search ranks as configured; recommendations use ``self.rec`` and its content signal."""
-        is_recommend = isinstance(settings, FusionOptions) and not intent.query
-        if self.rec is not None and is_recommend:
-            settings = self.rec
-            if self.rec.content_weight > 0 and user is not None and user.history:
-                content = self._content(user, self.rec.content_history, len(lists.get("popularity", SignalResult(
-                    "popularity", [])).hits) or 50)
-                if content is not None:
-                    lists = {**lists, "content": content}
+             settings: FusionSettings) -> tuple[list, dict[str, float]]:
+        """Search ranks as configured; recommendations add the content signal when weighted."""
+        if settings is self.recommend_fusion and settings.content_weight > 0 and user is not None and user.history:
+            size = len(lists.get("popularity", SignalResult("popularity", [])).hits) or 50
+            content = self._content(user, self.content_history, size)
+            if content is not None:
+                lists = {**lists, "content": content}
         return super().rank(lists, user, intent, settings)
 
     def _content(self, user: UserContext, history: int, size: int) -> SignalResult | None:
         """kNN on ``embedding`` with the mean embedding of the user's newest ``history`` items."""
+        t, embedding = self.transport, self.fields.embedding
         recent = list(user.history)[-history:]
-        docs = self.node("content", self.client.mget, index=self.config.alias, body={"ids": recent},
-                         _source=[self.fields.embedding])["docs"]
-        vectors = [d["_source"][self.fields.embedding] for d in docs
-                   if d.get("found") and (d.get("_source") or {}).get(self.fields.embedding)]
+        docs = t.call("content", t.client.mget, index=t.alias, body={"ids": recent}, _source=[embedding])["docs"]
+        vectors = [d["_source"][embedding] for d in docs
+                   if d.get("found") and (d.get("_source") or {}).get(embedding)]
         if not vectors:
             return None
         mean = np.mean(np.asarray(vectors, dtype=np.float32), axis=0)
@@ -88,6 +86,6 @@ class EvalService(SearchService):
         seen = {"bool": {"must_not": [{"ids": {"values": list(user.history)}}]}}
         body = {"size": size, "timeout": options.timeout, "track_total_hits": False,
                 "_source": self.fields.source_fields(),
-                "query": knn_query(self.fields.embedding, mean, size, options, seen)}
-        resp = self.node("content", self.client.search, index=self.config.alias, body=body)
+                "query": knn_query(embedding, mean, size, options, seen)}
+        resp = t.call("content", t.client.search, index=t.alias, body=body)
         return read_msearch(["content"], [resp])["content"]

@@ -1,8 +1,9 @@
 """Click commands for training (`osreco train encoder|reranker|events`); `osreco promote` is in
-``osreco/promote_cli.py``.
+``osreco/evaluation/gate_cli.py``.
 
 Nothing heavy is imported here: torch and transformers load inside the training functions,
-when a command runs (this module is imported by the ``osreco`` CLI at start-up).
+when a command runs (this module is imported by the ``osreco`` CLI at start-up). Errors reach
+the one handler of ``osreco.cli_errors`` (exit 2 bad input, 3 environment).
 """
 
 from __future__ import annotations
@@ -15,23 +16,8 @@ from pathlib import Path
 
 import click
 
-from osreco.exporter.errors import ExporterError, RuntimeEnvError
-
-EXIT_FAILURES, EXIT_USAGE, EXIT_ENV = 1, 2, 3
-
-
-def _fail(e: ExporterError) -> None:
-    """One clear line and the exit code for the error's kind (3 environment, else 2)."""
-    click.echo(f"error: {e}", err=True)
-    sys.exit(EXIT_ENV if isinstance(e, RuntimeEnvError) else EXIT_USAGE)
-
-
-def _run(job: Callable[[], None]) -> None:
-    """Run a command body, mapping the exporter's errors to exit codes."""
-    try:
-        job()
-    except ExporterError as e:
-        _fail(e)
+from osreco.cli_errors import group
+from osreco.exporter.errors import RuntimeEnvError
 
 
 def _default_base() -> Path:
@@ -50,7 +36,7 @@ def _load(events: str | None, catalog: str | None, max_users: int | None):
     """(events, catalog): from files, or MovieLens-derived when --events is not given."""
     from osreco.training import data as td
 
-    cat = td.read_catalog(catalog) if catalog else td.movielens_catalog()
+    cat = td.read_training_items(catalog) if catalog else td.movielens_catalog()
     if events:
         return list(td.read_events(events)), cat
     return td.movielens_events(td.MovieLensConfig(max_users=max_users), catalog=cat), cat
@@ -107,7 +93,7 @@ def _report(summary: dict, as_json: bool) -> None:
                                     for k, v in row.items()))
 
 
-@click.group()
+@group()
 def train() -> None:
     """Fine-tune the encoder and the reranker on user feedback."""
 
@@ -123,20 +109,17 @@ def train_encoder_cmd(no_next_items: bool, no_queries: bool, max_next_per_user: 
 
     Example: osreco train encoder --events events.jsonl --catalog items.jsonl -o models/ft
     """
-    def job() -> None:
-        from osreco.training.encoder import EncoderTrainConfig, PairConfig, build_pairs, split_pairs, train_encoder
+    from osreco.training.encoder import EncoderTrainConfig, PairConfig, build_pairs, split_pairs, train_encoder
 
-        events, catalog = _load(kw["events"], kw["catalog"], kw["max_users"])
-        pairs = build_pairs(events, catalog, PairConfig(queries=not no_queries, next_items=not no_next_items,
-                                                      max_next_per_user=max_next_per_user))
-        train_set, dev = split_pairs(pairs, kw["dev_fraction"], kw["seed"])
-        config = EncoderTrainConfig(Path(kw["base"]) if kw["base"] else _default_base(), Path(kw["out"]),
-                                    _loop(kw, 2e-5), max_length=kw["max_length"] or 64)
-        result = train_encoder(config, train_set, dev)
-        _report({"out_dir": str(result.out_dir), "device": result.device, "train_pairs": result.train_pairs,
-                 "dev_pairs": result.dev_pairs, "history": result.history}, kw["as_json"])
-
-    _run(job)
+    events, catalog = _load(kw["events"], kw["catalog"], kw["max_users"])
+    pairs = build_pairs(events, catalog, PairConfig(queries=not no_queries, next_items=not no_next_items,
+                                                  max_next_per_user=max_next_per_user))
+    train_set, dev = split_pairs(pairs, kw["dev_fraction"], kw["seed"])
+    config = EncoderTrainConfig(Path(kw["base"]) if kw["base"] else _default_base(), Path(kw["out"]),
+                                _loop(kw, 2e-5), max_length=kw["max_length"] or 64)
+    result = train_encoder(config, train_set, dev)
+    _report({"out_dir": str(result.out_dir), "device": result.device, "train_pairs": result.train_pairs,
+             "dev_pairs": result.dev_pairs, "history": result.history}, kw["as_json"])
 
 
 @train.command("reranker")
@@ -152,29 +135,25 @@ def train_reranker_cmd(sampled_negatives: int, export_dir: str | None, quantize:
 
     Example: osreco train reranker --events events.jsonl -o models/rr --export bundles/rr-int8
     """
-    def job() -> None:
-        from osreco.training.reranker import (RerankTrainConfig, build_rerank_examples, export_reranker,
-                                                  train_reranker)
-        from osreco.training.encoder import split_pairs
+    from osreco.training.encoder import split_pairs
+    from osreco.training.reranker import RerankTrainConfig, build_rerank_examples, export_reranker, train_reranker
 
-        events, catalog = _load(kw["events"], kw["catalog"], kw["max_users"])
-        examples = build_rerank_examples(events, catalog, sampled_negatives, kw["seed"])
-        train_set, dev = split_pairs(examples, kw["dev_fraction"], kw["seed"])
-        config = RerankTrainConfig(Path(kw["base"]) if kw["base"] else _default_base(), Path(kw["out"]),
-                                   _loop(kw, 3e-5), max_length=kw["max_length"] or 96)
-        result = train_reranker(config, train_set, dev)
-        summary = {"out_dir": str(result.out_dir), "device": result.device,
-                   "train_examples": result.train_examples, "dev_examples": result.dev_examples,
-                   "history": result.history}
-        if export_dir:
-            say = None if kw["as_json"] else click.echo
-            manifest = export_reranker(result.out_dir, export_dir, None if quantize == "none" else quantize,
-                                       overwrite=True, report=say)
-            summary["bundle"] = {"dir": export_dir, "artifact_id": manifest.artifact_id,
-                                 "precision": manifest.precision}
-        _report(summary, kw["as_json"])
-
-    _run(job)
+    events, catalog = _load(kw["events"], kw["catalog"], kw["max_users"])
+    examples = build_rerank_examples(events, catalog, sampled_negatives, kw["seed"])
+    train_set, dev = split_pairs(examples, kw["dev_fraction"], kw["seed"])
+    config = RerankTrainConfig(Path(kw["base"]) if kw["base"] else _default_base(), Path(kw["out"]),
+                               _loop(kw, 3e-5), max_length=kw["max_length"] or 96)
+    result = train_reranker(config, train_set, dev)
+    summary = {"out_dir": str(result.out_dir), "device": result.device,
+               "train_examples": result.train_examples, "dev_examples": result.dev_examples,
+               "history": result.history}
+    if export_dir:
+        say = None if kw["as_json"] else click.echo
+        manifest = export_reranker(result.out_dir, export_dir, None if quantize == "none" else quantize,
+                                   overwrite=True, report=say)
+        summary["bundle"] = {"dir": export_dir, "artifact_id": manifest.artifact_id,
+                             "precision": manifest.precision}
+    _report(summary, kw["as_json"])
 
 
 @train.command("events")
@@ -188,19 +167,16 @@ def train_events_cmd(out: str, max_users: int | None, queries_per_user: int, see
 
     Each user's newest 20 % of ratings is left out, exactly as `osreco eval` holds it out.
     """
-    def job() -> None:
-        from collections import Counter
+    from collections import Counter
 
-        from osreco.training import data as td
+    from osreco.training import data as td
 
-        events = td.movielens_events(td.MovieLensConfig(max_users=max_users, queries_per_user=queries_per_user,
-                                                        seed=seed))
-        td.write_jsonl(events, out)
-        kinds = dict(Counter(e["kind"] for e in events))
-        click.echo(json.dumps({"out": out, "events": len(events), "kinds": kinds}) if as_json
-                   else f"wrote {len(events)} events to {out}: {kinds}")
-
-    _run(job)
+    events = td.movielens_events(td.MovieLensConfig(max_users=max_users, queries_per_user=queries_per_user,
+                                                    seed=seed))
+    td.write_jsonl(events, out)
+    kinds = dict(Counter(e["kind"] for e in events))
+    click.echo(json.dumps({"out": out, "events": len(events), "kinds": kinds}) if as_json
+               else f"wrote {len(events)} events to {out}: {kinds}")
 
 
 commands: list[click.Command] = [train]

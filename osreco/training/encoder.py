@@ -22,17 +22,33 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from osreco.exporter.errors import ConfigError
-from osreco.training.data import CatalogItem, is_positive
-from osreco.training.loop import (LoopConfig, base_model_dir, apply_threads, batches, load_tokenizer,
-                                        resolve_device, run_epochs, save_atomically)
+from osreco.training.data import TrainingItem, is_positive
+from osreco.training.loop import (
+    LoopConfig,
+    apply_threads,
+    base_model_dir,
+    batches,
+    load_tokenizer,
+    resolve_device,
+    run_epochs,
+    save_atomically,
+)
 
 __all__ = ["Pair", "PairConfig", "build_pairs", "split_pairs", "EncoderTrainConfig",
            "EncoderTrainResult", "train_encoder", "pair_loss", "load_bi_encoder", "embed_texts"]
 
-P = TypeVar("P")
+
+class _HasUser(Protocol):
+    """What :func:`split_pairs` reads: training pairs and reranker examples both have it."""
+
+    @property
+    def user_id(self) -> str: ...
+
+
+P = TypeVar("P", bound=_HasUser)
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ class PairConfig:
             raise ConfigError(f"max_next_per_user must be >= 0, got {self.max_next_per_user}")
 
 
-def build_pairs(events: Iterable[dict], catalog: dict[str, CatalogItem],
+def build_pairs(events: Iterable[dict], catalog: dict[str, TrainingItem],
                 config: PairConfig = PairConfig()) -> list[Pair]:
     """Turn feedback events into de-duplicated training pairs.
 
@@ -99,7 +115,7 @@ def build_pairs(events: Iterable[dict], catalog: dict[str, CatalogItem],
     return query_pairs + next_pairs
 
 
-def _next_item_pairs(user: str, timeline: list[tuple[float, str]], catalog: dict[str, CatalogItem],
+def _next_item_pairs(user: str, timeline: list[tuple[float, str]], catalog: dict[str, TrainingItem],
                      cap: int) -> list[Pair]:
     """Consecutive (item, next item) pairs of one user's time-ordered positive items."""
     ordered = [item_id for _, item_id in sorted(timeline)]

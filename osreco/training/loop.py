@@ -14,9 +14,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from osreco.exporter.errors import ConfigError, ModelDirError, RuntimeEnvError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["LoopConfig", "base_model_dir", "resolve_device", "apply_threads", "batches", "load_tokenizer",
            "run_epochs", "save_atomically", "build_tiny_bert"]
@@ -137,7 +140,7 @@ def _schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def run_epochs(model, train: Sequence[T], loop: LoopConfig, step_loss: Callable[[list[T]], object],
+def run_epochs(model, train: Sequence[T], loop: LoopConfig, step_loss: Callable[[list[T]], torch.Tensor],
                dev_metrics: Callable[[], dict], desc: str = "train",
                step_log: list[dict] | None = None) -> list[dict]:
     """Train ``model`` with AdamW; evaluate before training (epoch 0) and after each epoch.
@@ -240,6 +243,7 @@ def build_tiny_bert(out_dir: str | Path, tokenizer_dir: str | Path, num_labels: 
     tokenizer = load_tokenizer(Path(tokenizer_dir))
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    model: BertModel | BertForSequenceClassification
     if num_labels is None:
         model = BertModel(config)
     else:

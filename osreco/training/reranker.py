@@ -16,12 +16,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
+from osreco.cf.events import NEGATIVE_KINDS
 from osreco.exporter.errors import ConfigError
 from osreco.exporter.rerank import rerank  # runtime half, re-exported for training callers
-from osreco.training.data import NEGATIVE_KINDS, CatalogItem, is_positive
-from osreco.training.loop import (LoopConfig, base_model_dir, apply_threads, batches, load_tokenizer,
-                                        resolve_device, run_epochs, save_atomically)
+from osreco.training.data import TrainingItem, is_positive
+from osreco.training.loop import (
+    LoopConfig,
+    apply_threads,
+    base_model_dir,
+    batches,
+    load_tokenizer,
+    resolve_device,
+    run_epochs,
+    save_atomically,
+)
 
 __all__ = ["RerankExample", "build_rerank_examples", "RerankTrainConfig", "RerankTrainResult",
            "train_reranker", "export_reranker", "rerank", "roc_auc"]
@@ -38,7 +46,7 @@ class RerankExample:
     item_id: str
 
 
-def build_rerank_examples(events: Iterable[dict], catalog: dict[str, CatalogItem],
+def build_rerank_examples(events: Iterable[dict], catalog: dict[str, TrainingItem],
                           sampled_negatives: int = 1, seed: int = 13) -> list[RerankExample]:
     """Labelled pairs from events that carry a query.
 

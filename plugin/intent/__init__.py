@@ -5,6 +5,6 @@ facet values; ``parser`` the rule-based parser; ``llm`` the optional LLM backend
 """
 
 from osreco.plugin.intent.parser import IntentOptions, detect_language, parse_intent
-from osreco.plugin.intent.types import FacetMatch, FieldMap, Intent, RangeFilter
+from osreco.plugin.intent.types import FacetMatch, Intent, IntentFields, RangeFilter
 
-__all__ = ["IntentOptions", "detect_language", "parse_intent", "FacetMatch", "FieldMap", "Intent", "RangeFilter"]
+__all__ = ["IntentOptions", "detect_language", "parse_intent", "FacetMatch", "IntentFields", "Intent", "RangeFilter"]

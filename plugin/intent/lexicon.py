@@ -33,7 +33,8 @@ SYNONYMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "白色": ("color", ("white",)), "绿色": ("color", ("green",)), "黄色": ("color", ("yellow",)),
     "粉色": ("color", ("pink",)), "粉红色": ("color", ("pink",)), "灰色": ("color", ("grey", "gray")),
     "紫色": ("color", ("purple",)), "橙色": ("color", ("orange",)), "棕色": ("color", ("brown",)),
-    "咖啡色": ("color", ("brown",)), "多色": ("color", ("multicolor",)), "彩色": ("color", ("multicolor",)), "银色": ("color", ("silver",)), "金色": ("color", ("gold",)),
+    "咖啡色": ("color", ("brown",)), "多色": ("color", ("multicolor",)), "彩色": ("color", ("multicolor",)),
+    "银色": ("color", ("silver",)), "金色": ("color", ("gold",)),
     "gray": ("color", ("grey", "gray")), "grey": ("color", ("grey", "gray")),
     # categories
     "蓝牙耳机": ("category", ("headphones", "earbuds", "earphones")),

@@ -21,13 +21,22 @@ import re
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from osreco.plugin.errors import ConfigError, PluginError
 from osreco.plugin.intent.parser import IntentOptions, detect_language, normalize_query, parse_intent
-from osreco.plugin.intent.types import RANGE_OPS, SORT_KEYS, SORT_ORDERS, FacetMatch, FieldMap, Intent, RangeFilter, \
-    SortKey
+from osreco.plugin.intent.types import (
+    RANGE_OPS,
+    SORT_KEYS,
+    SORT_ORDERS,
+    FacetMatch,
+    Intent,
+    IntentFields,
+    RangeFilter,
+    SortKey,
+)
 from osreco.plugin.intent.vocab import Vocabulary
 
 SYSTEM_PROMPT = """You turn a shopping or movie search query into JSON. Reply with ONE JSON object and nothing else:
@@ -85,7 +94,8 @@ class LLMConfig:
         return url if url.endswith("/chat/completions") else url + "/chat/completions"
 
 
-def build_request(q: str, vocab: Vocabulary, config: LLMConfig, fields: FieldMap = FieldMap()) -> dict:
+def build_request(q: str, vocab: Vocabulary, config: LLMConfig,
+                  fields: IntentFields = IntentFields()) -> dict[str, Any]:
     """The chat-completions request body for ``q`` (system prompt + vocabulary + query)."""
     payload = {"query": q,
                "vocabulary": {f: list(vocab.values.get(f, ()))[:config.max_values] for f in fields.facets},
@@ -95,7 +105,7 @@ def build_request(q: str, vocab: Vocabulary, config: LLMConfig, fields: FieldMap
                          {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]}
 
 
-def _call(body: dict, config: LLMConfig) -> str:
+def _call(body: dict[str, Any], config: LLMConfig) -> str:
     """POST the request; return the first choice's message content."""
     headers = {"Content-Type": "application/json"}
     if config.api_key:
@@ -112,7 +122,7 @@ def _call(body: dict, config: LLMConfig) -> str:
         raise LLMReplyError("no choices[0].message.content in the reply", field="choices") from e
 
 
-def _json_object(content: str) -> dict:
+def _json_object(content: str) -> dict[str, Any]:
     text = content.strip()
     fence = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.S)
     if fence:
@@ -126,7 +136,7 @@ def _json_object(content: str) -> dict:
     return data
 
 
-def _facets(data: Any, key: str, vocab: Vocabulary, fields: FieldMap) -> tuple[FacetMatch, ...]:
+def _facets(data: Any, key: str, vocab: Vocabulary, fields: IntentFields) -> tuple[FacetMatch, ...]:
     if data is None:
         return ()
     if not isinstance(data, dict):
@@ -145,7 +155,7 @@ def _facets(data: Any, key: str, vocab: Vocabulary, fields: FieldMap) -> tuple[F
     return tuple(out)
 
 
-def _ranges(data: Any, fields: FieldMap) -> tuple[RangeFilter, ...]:
+def _ranges(data: Any, fields: IntentFields) -> tuple[RangeFilter, ...]:
     if data is None:
         return ()
     if not isinstance(data, dict):
@@ -183,7 +193,7 @@ def _text(data: Any, q: str) -> str:
     return text
 
 
-def intent_from_reply(data: Mapping[str, Any], q: str, vocab: Vocabulary, fields: FieldMap = FieldMap(),
+def intent_from_reply(data: Mapping[str, Any], q: str, vocab: Vocabulary, fields: IntentFields = IntentFields(),
                       language: str | None = None) -> Intent:
     """Validate a reply object strictly and build the intent (``parser="llm"``).
 
@@ -202,7 +212,7 @@ def intent_from_reply(data: Mapping[str, Any], q: str, vocab: Vocabulary, fields
 
 
 def parse_with_llm(q: str, vocab: Vocabulary, language: str | None = None, *, url: str,
-                   timeout_s: float = 2.0, fields: FieldMap = FieldMap(), model: str = "gpt-4o-mini",
+                   timeout_s: float = 2.0, fields: IntentFields = IntentFields(), model: str = "gpt-4o-mini",
                    api_key: str | None = None) -> Intent:
     """Ask the LLM for the intent; fall back to the rules parser on any failure.
 
@@ -224,7 +234,7 @@ def parse_with_llm(q: str, vocab: Vocabulary, language: str | None = None, *, ur
         reason = f"invalid LLM reply: {e}"
     except urllib.error.HTTPError as e:
         reason = f"LLM endpoint answered HTTP {e.code}"
-    except (socket.timeout, TimeoutError) as e:
+    except TimeoutError as e:
         reason = f"LLM timed out after {timeout_s:g}s ({e})"
     except (urllib.error.URLError, OSError) as e:
         why = getattr(e, "reason", e)

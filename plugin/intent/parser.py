@@ -14,21 +14,35 @@ Steps, each cutting what it understood out of the query so the next never sees i
 Example:
     >>> v = Vocabulary.from_values({"brand": ["nike", "asics"], "color": ["red"],
     ...                             "category": ["running shoes"]})
-    >>> parse_intent("cheap red running shoes under $50, not Nike", v).to_dict()
-    {'text': '', 'filters': {'color': ['red'], 'category': ['running shoes']}, 'ranges': {'price': {'lt': 50.0}}, 'exclude': {'brand': ['nike']}, 'sort': None}
+    >>> intent = parse_intent("cheap red running shoes under $50, not Nike", v).to_dict()
+    >>> intent["filters"]
+    {'color': ['red'], 'category': ['running shoes']}
+    >>> intent["text"], intent["ranges"], intent["exclude"], intent["sort"]
+    ('', {'price': {'lt': 50.0}}, {'brand': ['nike']}, None)
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent.lexicon import (LIST_JOINERS, NEGATION_EN, NEGATION_ZH, REWRITES, SOFT_SORT_CUES,
-                                          SORT_CUES, STOP_EN, STOP_ZH, SYNONYMS)
+from osreco.plugin.intent.lexicon import (
+    LIST_JOINERS,
+    NEGATION_EN,
+    NEGATION_ZH,
+    REWRITES,
+    SOFT_SORT_CUES,
+    SORT_CUES,
+    STOP_EN,
+    STOP_ZH,
+    SYNONYMS,
+)
 from osreco.plugin.intent.ranges import extract_ranges, merge_bounds, replace_cn_numerals
-from osreco.plugin.intent.types import FacetMatch, FieldMap, Intent, SortKey
+from osreco.plugin.intent.types import FacetMatch, Intent, IntentFields, SortKey
 from osreco.plugin.intent.vocab import Embed, Vocabulary, normalize_key
 
 __all__ = ["IntentOptions", "parse_intent", "detect_language", "normalize_query"]
@@ -36,6 +50,7 @@ __all__ = ["IntentOptions", "parse_intent", "detect_language", "normalize_query"
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9'\u2019&+.-]*[a-z0-9+]|[a-z0-9]|[\u3400-\u9fff]+")
 _SYN_BY_KEY = {normalize_key(k): v for k, v in SYNONYMS.items()}
+_Token = tuple[int, int, str]  # (start, end, text) of one token in the normalized query
 _CJK_SYN = sorted((k for k in SYNONYMS if _CJK.search(k)), key=len, reverse=True)
 
 
@@ -53,7 +68,7 @@ class IntentOptions:
         ConfigError: on an out-of-range value.
     """
 
-    fields: FieldMap = FieldMap()
+    fields: IntentFields = IntentFields()
     fuzzy: bool = True
     embed_threshold: float = 0.8
     max_ngram: int = 3
@@ -117,9 +132,9 @@ def parse_intent(q: str, vocab: Vocabulary, language: str | None = None, *,
                   sort=sort, language=lang, parser="rules")
 
 
-def _dedupe(matches) -> tuple[FacetMatch, ...]:
+def _dedupe(matches: Iterable[FacetMatch]) -> tuple[FacetMatch, ...]:
     seen: set[tuple[str, str]] = set()
-    out = []
+    out: list[FacetMatch] = []
     for m in matches:
         if (m.field, m.value) not in seen:
             seen.add((m.field, m.value))
@@ -127,7 +142,7 @@ def _dedupe(matches) -> tuple[FacetMatch, ...]:
     return tuple(out)
 
 
-def _cue_pattern(cues) -> re.Pattern:
+def _cue_pattern(cues: Iterable[str]) -> re.Pattern[str]:
     alts = sorted(cues, key=len, reverse=True)
     return re.compile("|".join(re.escape(c) if _CJK.search(c) else r"(?<![a-z0-9])" + re.escape(c)
                                + r"(?![a-z0-9])" for c in alts))
@@ -149,7 +164,7 @@ def _extract_sort(s: str, allow_soft: bool) -> tuple[SortKey | None, str]:
     return sort, _SOFT_RE.sub(" ", s)
 
 
-def _synonym(phrase: str, vocab: Vocabulary) -> FacetMatch | None | bool:
+def _synonym(phrase: str, vocab: Vocabulary) -> FacetMatch | Literal[False] | None:
     """A synonym-table hit: a match, ``False`` for a protected phrase, ``None`` for no entry."""
     entry = _SYN_BY_KEY.get(normalize_key(phrase))
     if entry is None:
@@ -161,7 +176,7 @@ def _synonym(phrase: str, vocab: Vocabulary) -> FacetMatch | None | bool:
     return FacetMatch(hit[0], hit[1], "synonym", phrase) if hit else None
 
 
-def _lookup(phrase: str, vocab: Vocabulary) -> FacetMatch | None | bool:
+def _lookup(phrase: str, vocab: Vocabulary) -> FacetMatch | Literal[False] | None:
     exact = vocab.lookup(phrase)
     if exact:
         return FacetMatch(exact[0][0], exact[0][1], "exact", phrase)
@@ -170,9 +185,9 @@ def _lookup(phrase: str, vocab: Vocabulary) -> FacetMatch | None | bool:
 
 def _find_facets(s: str, vocab: Vocabulary, options: IntentOptions, embed: Embed | None) -> list[_Span]:
     """All facet matches in ``s``, in text order, non-overlapping, longest first."""
-    tokens = [(m.start(), m.end(), m.group(0)) for m in _TOKEN.finditer(s)]
+    tokens: list[_Token] = [(m.start(), m.end(), m.group(0)) for m in _TOKEN.finditer(s)]
     spans: list[_Span] = []
-    leftovers: list[tuple[int, int, str]] = []
+    leftovers: list[_Token] = []
     i = 0
     while i < len(tokens):
         start, end, tok = tokens[i]
@@ -193,7 +208,8 @@ def _find_facets(s: str, vocab: Vocabulary, options: IntentOptions, embed: Embed
     return sorted(spans, key=lambda sp: sp.start)
 
 
-def _longest_phrase(tokens, i: int, s: str, vocab: Vocabulary, max_n: int) -> tuple[FacetMatch | bool | None, int]:
+def _longest_phrase(tokens: list[_Token], i: int, s: str, vocab: Vocabulary,
+                    max_n: int) -> tuple[FacetMatch | Literal[False] | None, int]:
     for n in range(min(max_n, len(tokens) - i), 0, -1):
         window = tokens[i:i + n]
         if any(_CJK.match(t[2]) for t in window):
@@ -224,8 +240,10 @@ def _scan_cjk(run: str, offset: int, vocab: Vocabulary) -> list[_Span]:
     return out
 
 
-def _fuzzy_and_embedded(leftovers, vocab: Vocabulary, options: IntentOptions, embed: Embed | None) -> list[_Span]:
-    spans, rest = [], []
+def _fuzzy_and_embedded(leftovers: list[_Token], vocab: Vocabulary, options: IntentOptions,
+                        embed: Embed | None) -> list[_Span]:
+    spans: list[_Span] = []
+    rest: list[_Token] = []
     for start, end, tok in leftovers:
         hit = vocab.fuzzy(tok) if options.fuzzy else None
         if hit:

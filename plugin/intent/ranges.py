@@ -19,12 +19,13 @@ the parser never sees it. Conventions (documented in the golden tests):
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from osreco.plugin.intent.lexicon import DECADE_WORDS
 from osreco.plugin.intent.types import RangeFilter
 
 Bound = tuple[str, dict[str, float]]  # ("price" | "year", {op: value})
+Handler = Callable[[re.Match[str]], Bound | None]  # a rule's match -> its bound (None: not a bound)
 
 _CUR_PRE = r"(?P<{p}c1>\$|usd|¥|rmb)?\s*"
 _NUM = r"(?P<{p}n>\d+(?:\.\d+)?)(?P<{p}k>k)?"
@@ -66,12 +67,12 @@ def replace_cn_numerals(text: str) -> str:
     return _CN_RUN.sub(lambda m: str(cn_to_int(m.group(0))), text)
 
 
-def _value(m: re.Match, p: str) -> float:
+def _value(m: re.Match[str], p: str) -> float:
     x = float(m.group(f"{p}n"))
     return x * 1000 if m.group(f"{p}k") else x
 
 
-def _has_cur(m: re.Match, *prefixes: str) -> bool:
+def _has_cur(m: re.Match[str], *prefixes: str) -> bool:
     return any(m.group(f"{p}c1") or m.group(f"{p}c2") for p in prefixes)
 
 
@@ -91,7 +92,7 @@ def _decade_start(token: str) -> int:
     return 1900 + n if n >= 30 else 2000 + n
 
 
-def _pair(m: re.Match) -> Bound | None:
+def _pair(m: re.Match[str]) -> Bound | None:
     a, b = _value(m, "a"), _value(m, "b")
     if a > b:
         return None
@@ -99,16 +100,16 @@ def _pair(m: re.Match) -> Bound | None:
     return field, {"gte": a, "lte": b}
 
 
-def _price(op: str) -> Callable[[re.Match], Bound | None]:
+def _price(op: str) -> Handler:
     return lambda m: ("price", {op: _value(m, "a")})
 
 
-def _year(op: str) -> Callable[[re.Match], Bound | None]:
+def _year(op: str) -> Handler:
     return lambda m: ("year", {op: float(m.group("y"))} if op != "eq"
                       else {"gte": float(m.group("y")), "lte": float(m.group("y"))})
 
 
-def _around(m: re.Match) -> Bound:
+def _around(m: re.Match[str]) -> Bound:
     x = _value(m, "a")
     return "price", {"gte": round(x * 0.8, 2), "lte": round(x * 1.2, 2)}
 
@@ -119,24 +120,24 @@ _DEC_ZH = r"(?P<d>1[89]\d0|20\d0|\d0)\s*年代(?P<part>初|中|末)?"
 _ZH_PART = {"初": "early", "中": "mid", "末": "late"}
 
 
-def _dec(m: re.Match) -> Bound:
+def _dec(m: re.Match[str]) -> Bound:
     part = m.group("part")
     return "year", _decade(_decade_start(m.group("d")), _ZH_PART.get(part, part))
 
 
-def _dec_word(m: re.Match) -> Bound:
+def _dec_word(m: re.Match[str]) -> Bound:
     return "year", _decade(DECADE_WORDS[m.group("w")], m.group("part"))
 
 
-def _dec_before(m: re.Match) -> Bound:
+def _dec_before(m: re.Match[str]) -> Bound:
     return "year", {"lt": float(_decade_start(m.group("d")))}
 
 
-def _dec_after(m: re.Match) -> Bound:
+def _dec_after(m: re.Match[str]) -> Bound:
     return "year", {"gte": float(_decade_start(m.group("d")) + 10)}
 
 
-def _dec_since(m: re.Match) -> Bound:
+def _dec_since(m: re.Match[str]) -> Bound:
     return "year", {"gte": float(_decade_start(m.group("d")))}
 
 
@@ -144,16 +145,19 @@ _W = r"(?<![a-z0-9])"  # left word boundary that also works next to CJK
 _DECADE_CORE = r"(?:the\s+)?['\u2019]?(?P<d>1[89]\d0|20\d0|\d0)'?s\b"
 
 
-def _build_rules() -> list[tuple[re.Pattern, Callable[[re.Match], Bound | None]]]:
+def _year_span(m: re.Match[str]) -> Bound:
+    return "year", {"gte": float(m.group("ya")), "lte": float(m.group("yb"))}
+
+
+def _build_rules() -> list[tuple[re.Pattern[str], Handler]]:
     yr_a, yr_b = _YEAR.replace("y>", "ya>"), _YEAR.replace("y>", "yb>")
-    span = lambda m: ("year", {"gte": float(m.group("ya")), "lte": float(m.group("yb"))})  # noqa: E731
-    specs: list[tuple[str, Callable[[re.Match], Bound | None]]] = [
+    specs: list[tuple[str, Handler]] = [
         (_W + r"(?:before|until|prior to|earlier than|pre)\s+" + _DECADE_CORE, _dec_before),
         (_W + r"(?:after|later than|post)\s+" + _DECADE_CORE, _dec_after),
         (_W + r"since\s+" + _DECADE_CORE, _dec_since),
         (_DEC_ZH, _dec), (_W + _DEC, _dec), (_W + _DEC_WORD, _dec_word),
-        (_W + r"(?:between|from)\s+" + yr_a + r"\s+(?:and|to|-)\s+" + yr_b + r"\b", span),
-        (yr_a + r"\s*年?\s*(?:到|至|-|~)\s*" + yr_b + r"\s*年", span),
+        (_W + r"(?:between|from)\s+" + yr_a + r"\s+(?:and|to|-)\s+" + yr_b + r"\b", _year_span),
+        (yr_a + r"\s*年?\s*(?:到|至|-|~)\s*" + yr_b + r"\s*年", _year_span),
         (_W + r"(?:before|until|till|prior to|earlier than|older than)\s+" + _YEAR + r"\b", _year("lt")),
         (_W + r"(?:after|later than|newer than)\s+" + _YEAR + r"\b", _year("gt")),
         (_W + r"since\s+" + _YEAR + r"\b", _year("gte")),
@@ -200,10 +204,10 @@ def extract_ranges(text: str) -> tuple[list[Bound], str]:
     """
     found: list[Bound] = []
     for pattern, handle in RULES:
-        def _sub(m: re.Match, handle=handle) -> str:
+        def _sub(m: re.Match[str], handle: Handler = handle) -> str:
             bound = handle(m)
             if bound is None:
-                return m.group(0)
+                return str(m.group(0))
             found.append(bound)
             return " "
         text = pattern.sub(_sub, text)

@@ -2,7 +2,7 @@
 
 An :class:`Intent` is what the parsers (rules in :mod:`osreco.plugin.intent.parser`, the optional
 LLM in :mod:`osreco.plugin.intent.llm`) produce and what :mod:`osreco.plugin.query` turns
-into query DSL. It never holds DSL itself: only field names from :class:`FieldMap`, facet
+into query DSL. It never holds DSL itself: only field names from :class:`IntentFields`, facet
 values from the index vocabulary, numbers and the remaining free text.
 
 Its dict form (:meth:`Intent.to_dict`) is the JSON the LLM is asked for and the form the
@@ -25,8 +25,9 @@ MATCH_KINDS = ("exact", "synonym", "fuzzy", "embedding", "llm", "request")
 
 
 @dataclass(frozen=True)
-class FieldMap:
-    """Names of the index fields the sidecar core reads and writes queries for.
+class IntentFields:
+    """Names of the index fields the sidecar core reads and writes queries for (the catalog's
+    columns are mapped onto these by ingest's ``osreco.ingest.catalog.FieldMap``).
 
     Defaults follow docs/contracts.md. ``rating`` is optional: "best rated" sorts by it when
     set, by ``popularity`` otherwise.
@@ -53,7 +54,7 @@ class FieldMap:
                  self.embedding, self.cf_vector)
         if not all(isinstance(n, str) and n for n in names) or not self.facets:
             raise ConfigError("every field name must be a non-empty string and facets non-empty",
-                              field="FieldMap", fix="pass the index's real field names")
+                              field="IntentFields", fix="pass the index's real field names")
 
     @property
     def numeric(self) -> tuple[str, ...]:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent.types import FacetMatch, FieldMap
+from osreco.plugin.intent.types import FacetMatch, IntentFields
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 """Maps texts to an (n, dim) array of unit vectors (e.g. ``Encoder.encode_queries``)."""
@@ -125,7 +126,7 @@ class Vocabulary:
                               fix="build them with Vocabulary.with_vectors(embed)")
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Sequence[str]]) -> "Vocabulary":
+    def from_values(cls, values: Mapping[str, Sequence[str]]) -> Vocabulary:
         """Build from ``{field: [values]}``; values are lowercased, deduplicated and sorted."""
         return cls({f: tuple(sorted({str(v).strip().lower() for v in vals if str(v).strip()}))
                     for f, vals in values.items()})
@@ -189,7 +190,7 @@ class Vocabulary:
         """Values written in CJK characters, longest first (scanned for inside Chinese text)."""
         return list(self._cjk)
 
-    def with_vectors(self, embed: Embed) -> "Vocabulary":
+    def with_vectors(self, embed: Embed) -> Vocabulary:
         """A copy with every value embedded once (cache it with the vocabulary)."""
         texts = [v for _, v in self.pairs()]
         vecs = np.asarray(embed(texts), dtype=np.float32) if texts else np.zeros((0, 1), np.float32)
@@ -220,7 +221,7 @@ class Vocabulary:
         return out
 
 
-def vocabulary_request(fields: FieldMap = FieldMap(), size: int = 500) -> dict:
+def vocabulary_request(fields: IntentFields = IntentFields(), size: int = 500) -> dict[str, Any]:
     """The search body that reads every facet's values with one terms aggregation per facet.
 
     Args:
@@ -236,7 +237,7 @@ def vocabulary_request(fields: FieldMap = FieldMap(), size: int = 500) -> dict:
             "aggs": {f: {"terms": {"field": f, "size": size}} for f in fields.facets}}
 
 
-def vocabulary_from_response(response: Mapping, fields: FieldMap = FieldMap()) -> Vocabulary:
+def vocabulary_from_response(response: Mapping[str, Any], fields: IntentFields = IntentFields()) -> Vocabulary:
     """Build the vocabulary from the response to :func:`vocabulary_request`.
 
     Missing aggregations (a facet the index does not have) give an empty value list.
