@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from osreco.ingest.errors import ConfigError, RowError
 from osreco.ingest.rows import FORMATS, count_rows, detect_format, read_rows
@@ -99,8 +99,8 @@ class FieldMap:
         if unknown:
             raise ConfigError(f"{source}: unknown schema keys {sorted(unknown)}", field=sorted(unknown)[0],
                               fix=f"allowed keys: {sorted(allowed)}")
-        kwargs: dict[str, object] = {k: v for k, v in spec.items() if k in ("id", "title", "image", "deleted",
-                                                                         "list_separator")}
+        kwargs: dict[str, Any] = {k: v for k, v in spec.items() if k in ("id", "title", "image", "deleted",
+                                                                      "list_separator")}
         if "text" in spec:
             kwargs["text"] = _as_tuple(spec["text"])
         if "embed_fields" in spec:
@@ -112,7 +112,7 @@ class FieldMap:
             kwargs["numeric"] = {name: _numeric_entry(value, source, name)
                                  for name, value in _as_mapping(spec["numeric"], source, "numeric",
                                                                 keep_values=True).items()}
-        return cls(**kwargs)  # type: ignore[arg-type]
+        return cls(**kwargs)
 
     @classmethod
     def from_file(cls, path: str | Path) -> FieldMap:
@@ -274,7 +274,8 @@ def _number(value: object, kind: str, line: int, column: str) -> float | int | N
     if isinstance(value, bool):
         raise RowError(f"{column!r} is a boolean, expected {kind}", line=line, field=column)
     try:
-        number = float(str(value).strip().lstrip("$")) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+        number = (float(str(value).strip().lstrip("$")) if isinstance(value, str)
+                  else float(value))  # type: ignore[arg-type]  # any cell value: TypeError is caught
     except (TypeError, ValueError) as e:
         raise RowError(f"{column!r} = {value!r} is not a number", line=line, field=column,
                        fix=f"write {column!r} as {'an integer' if kind == 'integer' else 'a number'}, "

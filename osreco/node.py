@@ -231,9 +231,9 @@ class LocalNode(Distribution):
             out["health"] = f"unreachable ({e})"
         return out
 
-    def with_config(self, **changes: object) -> LocalNode:
+    def with_config(self, **changes: Any) -> LocalNode:
         """The same node with some of its settings changed (``NodeConfig`` field names)."""
-        return LocalNode(replace(self.config, **changes))  # type: ignore[arg-type]  # field names, any value type
+        return LocalNode(replace(self.config, **changes))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -15,6 +15,7 @@ import subprocess
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from osreco.errors import NodeError
 
@@ -117,10 +118,10 @@ class NodeConfig:
             raise NodeError(f"port {self.port} is out of range", fix="pass a port in 1..65535, or 0")
 
     @classmethod
-    def from_env(cls, **overrides: object) -> NodeConfig:
+    def from_env(cls, **overrides: Any) -> NodeConfig:
         """Build from ``OSRECO_OPENSEARCH_VERSION``, ``OSRECO_NODE_HEAP``, ``OSRECO_NODE_PLUGINS``
         and ``OSRECO_NODE_FRESH`` (``1``/``true``: empty the data folder on start)."""
-        kw: dict[str, object] = {}
+        kw: dict[str, Any] = {}
         if os.environ.get("OSRECO_OPENSEARCH_VERSION"):
             kw["version"] = os.environ["OSRECO_OPENSEARCH_VERSION"]
         if os.environ.get("OSRECO_NODE_HEAP"):
@@ -130,7 +131,7 @@ class NodeConfig:
         if os.environ.get("OSRECO_NODE_FRESH", "").strip().lower() in _TRUE:
             kw["fresh"] = True
         kw.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**kw)  # type: ignore[arg-type]  # field name -> value; __post_init__ validates the values
+        return cls(**kw)  # field name -> value; __post_init__ validates the values
 
 
 class Distribution:

@@ -206,7 +206,7 @@ def _pick(row: dict[str, object], names: tuple[str, ...]) -> object:
 
 def _number(raw: object, line: int, name: str) -> float:
     try:
-        value = float(raw)  # type: ignore[arg-type]
+        value = float(raw)  # type: ignore[arg-type]  # any cell value: TypeError is caught
     except (TypeError, ValueError) as e:
         raise RowError(f"line {line}: {name} {raw!r} is not a number", line=line, field=name,
                        fix=f"make {name} numeric (e.g. 1 for a click, 1-5 for a rating)") from e

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from osreco.exporter.bundles import bundle_path, switch_current
 from osreco.exporter.errors import ConfigError

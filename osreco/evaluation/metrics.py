@@ -108,6 +108,11 @@ def ndcg_binary_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> 
     return dcg_at_k([1.0 if item_id in rel else 0.0 for item_id in _top_k(ranked, k)], k) / ideal
 
 
+def _hits(ranked: Sequence[str], relevant: set[str], k: int) -> int:
+    """How many of the first ``k`` distinct ids of ``ranked`` are in ``relevant``."""
+    return sum(1 for item_id in _top_k(ranked, k) if item_id in relevant)
+
+
 def recall_uncapped_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
     """Recall@k normalized by ``|relevant|`` (a user with more than ``k`` relevant items cannot reach 1).
 
@@ -120,10 +125,7 @@ def recall_uncapped_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int)
         A value in [0, 1]; 0.0 when ``relevant`` is empty.
     """
     rel = set(relevant)
-    top = _top_k(ranked, k)
-    if not rel:
-        return 0.0
-    return sum(1 for item_id in top if item_id in rel) / len(rel)
+    return _hits(ranked, rel, k) / len(rel) if rel else 0.0
 
 
 def recall_capped_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
@@ -138,10 +140,7 @@ def recall_capped_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -
         A value in [0, 1]; 0.0 when ``relevant`` is empty.
     """
     rel = set(relevant)
-    top = _top_k(ranked, k)
-    if not rel:
-        return 0.0
-    return sum(1 for item_id in top if item_id in rel) / min(k, len(rel))
+    return _hits(ranked, rel, k) / min(k, len(rel)) if rel else 0.0
 
 
 def coverage(ranked_lists: Iterable[Sequence[str]], catalog_size: int, k: int) -> float:

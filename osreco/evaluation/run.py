@@ -304,19 +304,17 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         queries = pick_queries(generate_queries(prep.movies.values()), config.max_queries)
         pairs = sample_pairs(queries, prep.split.held_out, prep.movies, config.users_per_query, config.seed)
         variants = SEARCH_VARIANTS + ((RERANK_VARIANT,) if config.rerank_bundle else ())
-        search = run_search(variant_apps(base, variants), pairs, prep.movies, config.k)
-        search["query_examples"] = [{"q": q.text, "language": q.language,
-                                     "constraints": q.constraints.as_dict()} for q in queries[:6]]
-        report["search"] = search
+        report["search"] = run_search(variant_apps(base, variants), pairs, prep.movies, config.k)
+        report["search"]["query_examples"] = [{"q": q.text, "language": q.language,
+                                               "constraints": q.constraints.as_dict()} for q in queries[:6]]
         seconds["search"] = time.perf_counter() - t
     if "intent" in config.tasks:
         t = time.perf_counter()
         parse = golden_parser(config.golden_path.with_name("intent_vocab.json"))
-        intent = run_intent(config.golden_path, parse)
+        report["intent"] = run_intent(config.golden_path, parse)
         if prep is not None:
-            intent["templated"] = score_intents(
+            report["intent"]["templated"] = score_intents(
                 templated_intent_cases(generate_queries(prep.movies.values())), parse, "task-2 templated queries")
-        report["intent"] = intent
         seconds["intent"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     report["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
