@@ -105,14 +105,16 @@ def retry_call(fn: Callable[[], T], config: RetrySettings, what: str,
 
     Raises:
         BulkError: still failing after ``config.max_retries`` retries.
-        TransportError: a non-retryable error of the request.
+        TransportError, ConnectionError: a non-retryable error of the request, or any error when
+            ``config.max_retries`` is 0 (a caller that must answer fast, such as a sidecar request,
+            maps the node's own error itself).
     """
     for attempt in range(config.max_retries + 1):
         try:
             return fn()
         except (OSConnectionError, TransportError) as e:
             status = e.status_code if isinstance(e, TransportError) else None
-            if not isinstance(e, OSConnectionError) and status not in RETRY_STATUS:
+            if config.max_retries == 0 or (not isinstance(e, OSConnectionError) and status not in RETRY_STATUS):
                 raise
             if attempt == config.max_retries:
                 raise BulkError(f"{what} failed after {attempt + 1} attempts: {e}", status=status,
@@ -256,6 +258,8 @@ def _write_chunk(client: OpenSearch, chunk: list[tuple[str, dict[str, object], d
     try:
         refused, stuck = send_bulk(client, chunk, _ndjson, policy, on_retry, refresh=refresh)
     except TransportError as e:
+        if policy.max_retries == 0:
+            raise  # no retries asked for: the caller maps the node's own error (see retry_call)
         raise BulkError(f"bulk write failed: {e}", fix="check the node's health and retry") from e
     for (key, _, _), _, status, error in refused + stuck:
         if status == 404:

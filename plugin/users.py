@@ -18,6 +18,7 @@ from opensearchpy import TransportError
 from osreco.cf import events as ev_store
 from osreco.cf import store as cf_store
 from osreco.cf.privacy import pseudonymize
+from osreco.ingest.bulk import RetryPolicy
 from osreco.plugin import schemas
 from osreco.plugin.config import SidecarConfig
 from osreco.plugin.degradations import Degradations
@@ -110,8 +111,10 @@ class Users:
                                position=e.position, session_id=e.session_id) for e in events]
         client = self.transport.client
         with self.metrics.stage("/v1/events", "store"):
+            # No retries inside a request: a node that is down answers 503 now, not after backoff.
+            no_retry = RetryPolicy(max_retries=0, request_timeout_s=self.transport.request_timeout_s)
             self.transport.call("events", ev_store.write_events, client, self.store.prefix, docs,
-                                refresh="wait_for")
+                                refresh="wait_for", policy=no_retry)
         updated = 0
         if self.cf_model is None:
             deg.add("cf_model", "events stored; no CF model loaded, so users are not updated online")

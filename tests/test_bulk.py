@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from opensearchpy import ConnectionError as OSConnectionError
 
 from osreco.ingest.bulk import RetryPolicy, bulk_write
 from osreco.ingest.errors import BulkError, RowError
@@ -54,6 +55,32 @@ def test_every_action_lands_in_one_bucket_and_429_is_retried():
     assert report.retries == 1 and seen == [3, 2]
     assert '"doc": {"v": 1}' in client.bodies[0]
 
+
+
+class DownClient:
+    """A node that is not there: every bulk request fails to connect."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def bulk(self, body: str, request_timeout: float, **params):
+        self.calls += 1
+        raise OSConnectionError("N/A", "connection refused", None)
+
+
+def test_a_dropped_connection_is_retried_then_named():
+    client = DownClient()
+    with pytest.raises(BulkError, match="failed after 3 attempts"):
+        bulk_write(client, _updates(["a"]), FAST)
+    assert client.calls == 3
+
+
+def test_without_retries_the_nodes_own_error_comes_back_at_once():
+    """A request-time caller (the sidecar's /v1/events) maps the node's error to a 503 itself."""
+    client = DownClient()
+    with pytest.raises(OSConnectionError):
+        bulk_write(client, _updates(["a"]), RetryPolicy(max_retries=0))
+    assert client.calls == 1
 
 def test_items_still_refused_after_the_retries_count_as_failed():
     client = StubClient(lambda meta, attempt: 429)

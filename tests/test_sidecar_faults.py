@@ -45,6 +45,10 @@ def test_node_stop_and_start_while_serving(shop, proxy):
             status, headers, body = _post(base, "/v1/search", query)
             assert status == 503, body
             assert headers["Retry-After"] == "3" and body["error"]["code"] == "node_unavailable"
+        # An event sent while the node is away is refused at once, as a 503 (not a 500, not a hang).
+        status, headers, body = _post(base, "/v1/events",
+                                      {"events": [{"user_id": "u-fault", "item_id": "p1", "kind": "click"}]})
+        assert status == 503 and body["error"]["code"] == "node_unavailable", body
         try:
             urllib.request.urlopen(base + "/readyz", timeout=30)
             raise AssertionError("/readyz must not be ready while the node is away")

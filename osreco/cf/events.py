@@ -116,15 +116,19 @@ def ensure_events_index(client: OpenSearch, prefix: str) -> str:
     return name
 
 
-def write_events(client: OpenSearch, prefix: str, events: Iterable[Event], refresh: bool | str = False) -> int:
+def write_events(client: OpenSearch, prefix: str, events: Iterable[Event], refresh: bool | str = False,
+                 policy: RetryPolicy = RetryPolicy()) -> int:
     """Append events; returns how many were written (``refresh``: False, True or ``"wait_for"``).
+
+    ``policy`` is the writer's by default; a request-time caller passes one without retries
+    (``RetryPolicy(max_retries=0, ...)``) so that a node that is down fails the request at once.
 
     Raises:
         BulkError: some events were refused (the first reasons are named).
     """
     name = ensure_events_index(client, prefix)
     actions = ({"_op_type": "index", "_index": name, "_source": e.as_doc()} for e in events)
-    report = bulk_write(client, actions, RetryPolicy(), refresh=refresh)
+    report = bulk_write(client, actions, policy, refresh=refresh)
     refused = list(report.failed.items()) + [(key, "not found") for key in report.missing]
     if refused:
         raise BulkError(f"{len(refused)} events refused by {name}: {refused[:3]}", index=name,
