@@ -63,4 +63,4 @@ eval: $(STAMP) node
 	osreco eval --out osreco-eval
 
 bench: $(STAMP) node  ## every benchmark in bench/, one at a time, each in its quick mode
-	$(PYTHON) -m bench.run_all
+	OPENSEARCH_URL=$${OPENSEARCH_URL:-$$(osreco opensearch url)} $(PYTHON) -m bench.run_all
