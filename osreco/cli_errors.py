@@ -85,7 +85,7 @@ class Group(click.Group):
         return handled(ctx, lambda: super(Group, self).invoke(ctx))
 
 
-Group.group_class = Group  # sub-groups made with @a_group.group() are plain Groups, not the subclass
+Group.group_class = Group  # so sub-groups made with @a_group.group() get the handler too
 
 
 def command(name: str | None = None, cls: type[Command] = Command,

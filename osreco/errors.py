@@ -15,7 +15,7 @@ The tree (each part's ``errors.py`` draws its own subtree)::
     ├── ConfigError              2   a setting or option is invalid (names it); 3 for OPENSEARCH_*
     ├── NodeError                3   the local OpenSearch node cannot be fetched, started or reached
     ├── ExporterError            1   osreco.exporter (exporter/errors.py)
-    │   └── TrainingError        2   osreco.training: bad events or catalog files (training/data.py)
+    ├── TrainingError            2   osreco.training: bad events or catalog files (osreco/training/errors.py)
     ├── IngestError              3   osreco.ingest (ingest/errors.py)
     ├── InteractionError         2   osreco.cf (osreco/cf/errors.py)
     └── PluginError              3   osreco.plugin, with an HTTP status (plugin/errors.py)

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osreco.cf.events import FEEDBACK_KINDS, POSITIVE_KINDS
-from osreco.errors import EXIT_USAGE
-from osreco.exporter.errors import ExporterError
 from osreco.ingest.catalog import CatalogItem, FieldMap, read_catalog
 from osreco.ingest.errors import CatalogError, ConfigError, RowError
 from osreco.ingest.movielens import (
@@ -29,6 +27,7 @@ from osreco.ingest.movielens import (
     read_movielens_ratings,
 )
 from osreco.ingest.rows import read_rows
+from osreco.training.errors import TrainingDataError, TrainingError
 
 __all__ = [
     "TrainingError", "TrainingDataError", "TrainingItem", "TRAINING_FIELDS", "is_positive", "read_events",
@@ -40,22 +39,6 @@ TRAINING_FIELDS = FieldMap(id="item_id", title="title", text=("text",), facets={
                            numeric={"year": ("year", "integer")})
 """How :func:`read_training_items` maps a catalog (``item_id``, ``title``, ``text``, optional
 ``genres`` and ``year``): ingest's default embed fields, so the text is ``title. text``."""
-
-
-class TrainingError(ExporterError):
-    """Root of the training errors (a subclass of the exporter's root); bad input, so exit 2."""
-
-    exit_code = EXIT_USAGE
-
-
-class TrainingDataError(TrainingError):
-    """An events or catalog file is missing or has a bad line; names the file and the line."""
-
-    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None,
-                 fix: str | None = None):
-        where = f"{path}:{line}" if path is not None and line is not None else path
-        super().__init__(message, path=where, fix=fix)
-        self.line = line
 
 
 @dataclass(frozen=True)
