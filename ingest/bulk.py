@@ -243,13 +243,18 @@ def _pair(action: Mapping[str, object], position: int) -> tuple[str, dict[str, o
     return key, {op: meta}, source
 
 
-def _ndjson(chunk: Sequence[tuple[str, dict[str, object], dict[str, object] | None]]) -> str:
-    lines = []
-    for _, meta, doc in chunk:
-        lines.append(json.dumps(meta))
+def bulk_body(lines: Iterable[tuple[Mapping[str, object], Mapping[str, object] | None]]) -> str:
+    """The NDJSON body of a bulk request: each action's metadata line, then its document (if any)."""
+    out = []
+    for meta, doc in lines:
+        out.append(json.dumps(meta))
         if doc is not None:
-            lines.append(json.dumps(doc, ensure_ascii=False))
-    return "\n".join(lines) + "\n"
+            out.append(json.dumps(doc, ensure_ascii=False))
+    return "\n".join(out) + "\n"
+
+
+def _ndjson(chunk: Sequence[tuple[str, dict[str, object], dict[str, object] | None]]) -> str:
+    return bulk_body((meta, doc) for _, meta, doc in chunk)
 
 
 def _write_chunk(client: OpenSearch, chunk: list[tuple[str, dict[str, object], dict[str, object] | None]],

@@ -32,7 +32,7 @@ from typing import Protocol
 import numpy as np
 from opensearchpy import OpenSearch
 
-from osreco.ingest.bulk import RetryPolicy, retry_call, send_bulk
+from osreco.ingest.bulk import RetryPolicy, bulk_body, retry_call, send_bulk
 from osreco.ingest.catalog import CatalogEntry, CatalogItem
 from osreco.ingest.checkpoint import Checkpoint, DeadLetters
 from osreco.ingest.errors import BulkError, ConfigError, RowError
@@ -337,12 +337,7 @@ def _send_bulk(client: OpenSearch, actions: list[_Action], config: WriteConfig,
 
 
 def _ndjson(actions: Sequence[_Action]) -> str:
-    lines = []
-    for action, doc, _ in actions:
-        lines.append(json.dumps(action))
-        if doc is not None:
-            lines.append(json.dumps(doc, ensure_ascii=False))
-    return "\n".join(lines) + "\n"
+    return bulk_body((action, doc) for action, doc, _ in actions)
 
 
 def _dead_row(error: RowError) -> dict[str, object]:
