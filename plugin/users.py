@@ -91,9 +91,8 @@ class Users:
         model = self.cf_model
         if model is None:
             return {}
-        pos = model.item_positions(item_ids)
-        known = [i for i in item_ids if model.item_positions([i])]
-        return {i: model.item_factors[p] for i, p in zip(known, pos, strict=False)}
+        rows = {i: model.item_positions([i]) for i in item_ids}
+        return {i: model.item_factors[r[0]] for i, r in rows.items() if r}
 
     def affinity(self, user: UserContext | None, item_ids: set[str]) -> dict[str, float]:
         """``user . item_factor`` for every item the CF model knows (empty without either)."""
