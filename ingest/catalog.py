@@ -31,6 +31,15 @@ NUMERIC_TYPES = ("float", "integer")
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f", ""}
 MAX_ID_LENGTH = 512  # OpenSearch refuses _id longer than 512 bytes
+# What the mapped numeric types hold: float/double are IEEE 754 (float32 tops out at this value),
+# integer/long are two's complement of 32/64 bits.
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "float": (-3.4028234663852886e38, 3.4028234663852886e38),
+    "double": (-1.7976931348623157e308, 1.7976931348623157e308),
+    "integer": (-(2 ** 31), 2 ** 31 - 1), "long": (-(2 ** 63), 2 ** 63 - 1)}
+# Dates: years 1..9999 (what ISO 8601 strings and OpenSearch's date parsers round-trip); epoch
+# seconds are held to the same range.
+MIN_EPOCH_S, MAX_EPOCH_S = -62135596800, 253402300799
 
 
 @dataclass(frozen=True)
@@ -178,18 +187,35 @@ CatalogEntry: TypeAlias = CatalogItem | RowError
 def read_catalog(path: str | Path, fields: FieldMap, fmt: str | None = None) -> Iterator[CatalogEntry]:
     """Stream validated items (CatalogItem) and invalid rows (RowError) in file order.
 
+    A recbole atomic file's ``token_seq`` value (a list of the tokens split at spaces) is joined
+    back with spaces where the id, title, text, image or a date is read from it.
+
     Raises:
         CatalogError: the file cannot be read at all.
     """
+    atomic = detect_format(path, fmt) == "atomic"
+    single = {fields.id, fields.title, *fields.text, *fields.dates.values(), *([fields.image] if fields.image else [])}
     for line, row in read_rows(path, fmt):
         if isinstance(row, RowError):
+            if row.row is not None:  # parsed, then refused: it still names its item (for --sync)
+                row.context.setdefault("item_id", row_item_id(row.row, fields.id))
             yield row
             continue
+        if atomic:
+            row = {k: (" ".join(map(str, v)) if k in single and isinstance(v, list) else v) for k, v in row.items()}
         try:
             yield validate_row(row, line, fields)
         except RowError as e:
-            e.context.setdefault("item_id", _text(row.get(fields.id)) or None)  # for dead letters and --sync
+            e.context.setdefault("item_id", row_item_id(row, fields.id))  # for dead letters and --sync
             yield e
+
+
+def row_item_id(row: Mapping[str, object], column: str) -> str | None:
+    """The item id a refused row still names (so ``--sync`` keeps that item), or None when unusable."""
+    try:
+        return _clean_id(row.get(column), 0, column)
+    except RowError:
+        return None
 
 
 def validate_row(row: Mapping[str, object], line: int, fields: FieldMap) -> CatalogItem:
@@ -205,20 +231,22 @@ def validate_row(row: Mapping[str, object], line: int, fields: FieldMap) -> Cata
         dates as ISO strings.
 
     Raises:
-        RowError: a required value is missing or a value has the wrong type (names the field).
+        RowError: a required value is missing, a value has the wrong shape (an object or list where
+            one value belongs, a boolean where text belongs) or is outside what its mapped type
+            holds; names the line and the field.
     """
     item_id = _clean_id(row.get(fields.id), line, fields.id)
     deleted = _truthy(row.get(fields.deleted), line, fields.deleted) if fields.deleted else False
-    title = _text(row.get(fields.title))
+    title = _text(_scalar(row.get(fields.title), line, fields.title))
     if not title and not deleted:
         raise RowError(f"item {item_id!r} has no title", line=line, field=fields.title,
                        fix=f"give every row a non-empty {fields.title!r}")
     doc: dict[str, object] = {"item_id": item_id, "title": title}
-    text = "\n\n".join(t for t in (_text(row.get(c)) for c in fields.text) if t)
+    text = "\n\n".join(t for t in (_text(_scalar(row.get(c), line, c)) for c in fields.text) if t)
     if text:
         doc["text"] = text
     for name, column in fields.facets.items():
-        values = _facet(row.get(column), fields.list_separator)
+        values = _facet(row.get(column), fields.list_separator, line, column)
         if values:
             doc[name] = values
     for name, (column, kind) in fields.numeric.items():
@@ -230,20 +258,38 @@ def validate_row(row: Mapping[str, object], line: int, fields: FieldMap) -> Cata
         if day is not None:
             doc[name] = day
     if fields.image:
-        image = _text(row.get(fields.image))
+        image = _text(_scalar(row.get(fields.image), line, fields.image))
         if image:
             doc["image"] = image
     return CatalogItem(item_id=item_id, line=line, fields=doc, embed_text=join_fields(doc, fields.embed_fields),
                        deleted=deleted)
 
 
+def _scalar(value: object, line: int, column: str) -> object:
+    """``value`` when it can stand for one text value (a string or a number), else a RowError.
+
+    Objects, lists and binary values are refused (their Python spelling is no text), and so
+    are booleans: ``true`` as a title, id or text is a mistake in the export, not a word.
+    """
+    if isinstance(value, (dict, list, tuple, bytes, bytearray)):
+        kind = "an object" if isinstance(value, dict) else "binary" if isinstance(value, (bytes, bytearray)) \
+            else "a list"
+        raise RowError(f"{column!r} is {kind}, expected one value", line=line, field=column,
+                       fix=f"write {column!r} as a string (join list values before the export)")
+    if isinstance(value, bool):
+        raise RowError(f"{column!r} is the boolean {str(value).lower()}, expected text", line=line, field=column,
+                       fix=f"write {column!r} as a string, or map this column as a facet")
+    return value
+
+
 def _clean_id(value: object, line: int, column: str) -> str:
+    value = _scalar(value, line, column)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = _text(value)
     if not text:
         raise RowError("the row has no item id", line=line, field=column, fix=f"give every row a {column!r}")
-    if len(text.encode("utf-8")) > MAX_ID_LENGTH:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_ID_LENGTH:  # a refused row may quote a surrogate
         raise RowError(f"item id longer than {MAX_ID_LENGTH} bytes", line=line, field=column)
     return text
 
@@ -251,15 +297,28 @@ def _clean_id(value: object, line: int, column: str) -> str:
 def _text(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, (list, tuple)):
-        return " ".join(_text(v) for v in value).strip()
     return " ".join(str(value).split())
 
 
-def _facet(value: object, separator: str) -> list[str]:
+def _facet(value: object, separator: str, line: int, column: str) -> list[str]:
+    """Trimmed, lowercased, distinct values: a list of scalars, or a string split at ``separator``.
+
+    Booleans become ``"true"``/``"false"``; an object, or a list or object inside the list, is refused.
+    """
     if value is None:
         return []
-    raw = value if isinstance(value, (list, tuple)) else str(value).split(separator)
+    if isinstance(value, bool):
+        value = str(value).lower()
+    if isinstance(value, (list, tuple)):
+        raw: list[object] = []
+        for v in value:
+            if isinstance(v, (dict, list, tuple, bytes, bytearray)):
+                raise RowError(f"{column!r} holds a nested {'object' if isinstance(v, dict) else 'list or binary'}"
+                               ", expected a list of values", line=line, field=column,
+                               fix=f"write {column!r} as a string or a flat list of strings")
+            raw.append(str(v).lower() if isinstance(v, bool) else v)
+    else:
+        raw = list(str(_scalar(value, line, column)).split(separator))
     seen: dict[str, None] = {}
     for v in raw:
         v = _text(v).lower()
@@ -273,20 +332,40 @@ def _number(value: object, kind: str, line: int, column: str) -> float | int | N
         return None
     if isinstance(value, bool):
         raise RowError(f"{column!r} is a boolean, expected {kind}", line=line, field=column)
+    integral = kind in ("integer", "long")
+    number: float | int
     try:
-        number = (float(str(value).strip().lstrip("$")) if isinstance(value, str)
-                  else float(value))  # type: ignore[arg-type]  # any cell value: TypeError is caught
-    except (TypeError, ValueError) as e:
-        raise RowError(f"{column!r} = {value!r} is not a number", line=line, field=column,
-                       fix=f"write {column!r} as {'an integer' if kind == 'integer' else 'a number'}, "
+        if isinstance(value, int):
+            number = value
+        elif isinstance(value, str) and integral and value.strip().lstrip("+-").isdigit():
+            number = int(value.strip())
+        else:
+            number = (float(str(value).strip().lstrip("$")) if isinstance(value, str)
+                      else float(value))  # type: ignore[arg-type]  # any cell value: TypeError is caught
+    except (TypeError, ValueError, OverflowError) as e:
+        raise RowError(f"{column!r} = {_short(value)} is not a number", line=line, field=column,
+                       fix=f"write {column!r} as {'an integer' if integral else 'a number'}, "
                                 "or leave it empty") from e
-    if not math.isfinite(number):
-        raise RowError(f"{column!r} = {value!r} is not finite", line=line, field=column)
-    if kind == "integer":
-        if not number.is_integer():
-            raise RowError(f"{column!r} = {value!r} is not an integer", line=line, field=column)
-        return int(number)
-    return number
+    if isinstance(number, float) and not math.isfinite(number):
+        raise RowError(f"{column!r} = {_short(value)} is not finite", line=line, field=column)
+    if integral:
+        if isinstance(number, float):
+            if not number.is_integer():
+                raise RowError(f"{column!r} = {_short(value)} is not an integer", line=line, field=column)
+            number = int(number)
+    low, high = NUMBER_RANGES.get(kind, NUMBER_RANGES["double"])
+    if not low <= number <= high:
+        span = f"{low}..{high}" if integral else f"{low:.8g}..{high:.8g}"
+        raise RowError(f"{column!r} = {_short(value)} is outside the range of the {kind} field ({span})",
+                       line=line, field=column,
+                       fix=f"correct the value, or map {column!r} as a wider type")
+    return number if integral else float(number)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a reason names the value, not a whole blob)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _date(value: object, line: int, column: str) -> str | None:
@@ -297,20 +376,24 @@ def _date(value: object, line: int, column: str) -> str | None:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not MIN_EPOCH_S <= value <= MAX_EPOCH_S:  # also refuses NaN and infinities
+            raise RowError(f"{column!r} = {_short(value)} as epoch seconds is outside the years 1..9999",
+                           line=line, field=column,
+                           fix="write epoch seconds (not milliseconds) or an ISO 8601 date, years 1..9999")
         return datetime.fromtimestamp(float(value), tz=timezone.utc).isoformat()
-    text = str(value).strip()
+    text = str(_scalar(value, line, column)).strip()
     try:
         return (datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text or " " in text
                 else date.fromisoformat(text)).isoformat()
-    except ValueError as e:
-        raise RowError(f"{column!r} = {value!r} is not an ISO 8601 date", line=line, field=column,
-                       fix="write dates as YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS") from e
+    except (ValueError, OverflowError) as e:
+        raise RowError(f"{column!r} = {_short(value)} is not an ISO 8601 date in the years 1..9999", line=line,
+                       field=column, fix="write dates as YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS") from e
 
 
 def _truthy(value: object, line: int, column: str | None) -> bool:
     if isinstance(value, bool):
         return value
-    text = _text(value).lower()
+    text = _text(_scalar(value, line, column or "deleted")).lower()
     if text in _TRUE:
         return True
     if text in _FALSE:

@@ -99,7 +99,7 @@ class DeadLetters:
 
     def write(self, records: Iterable[Mapping[str, object]]) -> None:
         """Append records and fsync them (they must be durable before the checkpoint)."""
-        lines = [json.dumps(dict(r, source=self.source), ensure_ascii=False) + "\n" for r in records]
+        lines = [_record_line(dict(r, source=self.source)) for r in records]
         if self.path is None or not lines:
             return
         if self._fh is None:
@@ -119,3 +119,13 @@ class DeadLetters:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _record_line(record: Mapping[str, object]) -> str:
+    """One JSONL line; a record that quotes a lone surrogate is written ASCII-escaped (still valid JSON)."""
+    line = json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, ensure_ascii=True, default=str)
+    return line + "\n"

@@ -22,10 +22,10 @@ from typing import Any
 import click
 
 from osreco.cli_errors import Group
-from osreco.errors import EXIT_FAILURES, EXIT_OK
+from osreco.errors import EXIT_FAILURES, EXIT_OK, OsrecoError
 from osreco.ingest.catalog import FieldMap, count_rows, read_catalog
 from osreco.ingest.checkpoint import catalog_fingerprint
-from osreco.ingest.errors import ConfigError
+from osreco.ingest.errors import ConfigError, IngestError
 from osreco.ingest.fixtures import ECOMMERCE_FIELDS, ecommerce_catalog_path, read_ecommerce_items
 from osreco.ingest.index_spec import DEFAULT_FACETS, IndexSpec
 from osreco.ingest.movielens import MOVIELENS_FIELDS, movielens_items_path, read_movielens_items
@@ -150,9 +150,40 @@ def load(catalog: str, **flags: Any) -> None:
     """
     opts = load_options(catalog, flags)
     show = sys.stderr.isatty() if flags["progress"] is None else bool(flags["progress"])
-    report = run_load(opts, show_progress=show)
+    partial = IngestReport(index=opts.index)
+    try:
+        report = run_load(opts, show_progress=show, report=partial)
+    except Exception as e:
+        error = _with_report(e, partial, opts, bool(flags["as_json"]))
+        if error is e:
+            raise
+        raise error from e
+    except KeyboardInterrupt:
+        _print_report(partial, opts, False, failed=True)
+        raise
     _print_report(report, opts, bool(flags["as_json"]))
     sys.exit(EXIT_OK if report.ok else EXIT_FAILURES)
+
+
+def _with_report(error: Exception, report: IngestReport, opts: LoadOptions, as_json: bool) -> Exception:
+    """The one error of a failed load, carrying the report of what was settled before it.
+
+    Printed as text, the report comes first (stdout) and the error after it (stderr); with
+    ``--json`` the report is the ``report`` member of the error's context (one JSON object).
+    """
+    data = _report_data(report, opts)
+    if not as_json:
+        _print_report(report, opts, False, failed=True)
+    if isinstance(error, OsrecoError):
+        error.context["report"] = data
+        return error
+    from opensearchpy.exceptions import OpenSearchException
+
+    if not isinstance(error, (OpenSearchException, OSError)):
+        return error
+    return IngestError(f"the load into {opts.index} failed: {error}", report=data,
+                       fix="check the node (`osreco opensearch url`), the files and the disk, then rerun: "
+                           "a load resumes after its last checkpoint")
 
 
 def load_options(catalog: str, flags: Mapping[str, Any]) -> LoadOptions:
@@ -189,8 +220,16 @@ def load_options(catalog: str, flags: Mapping[str, Any]) -> LoadOptions:
                        device=str(f["device"]), url=f["url"])
 
 
-def run_load(opts: LoadOptions, show_progress: bool = False) -> IngestReport:
+def run_load(opts: LoadOptions, show_progress: bool = False, report: IngestReport | None = None) -> IngestReport:
     """Connect, open the bundle, then load (or rebuild) the index; returns the report.
+
+    A version this run created and could not finish (the node went away, a write was refused
+    for good, an interrupt) is deleted again unless the checkpoint lets a rerun resume it.
+
+    Args:
+        opts: the validated options.
+        show_progress: draw a progress bar on stderr.
+        report: the report to fill; it keeps the settled counts when the load raises.
 
     Raises:
         IngestError: bad input, a mismatched index, or OpenSearch refusing writes after retries.
@@ -199,7 +238,7 @@ def run_load(opts: LoadOptions, show_progress: bool = False) -> IngestReport:
 
     from osreco.exporter.encoder import Encoder  # onnxruntime + tokenizers, never torch
     from osreco.ingest.connection import OpenSearchConfig, connect
-    from osreco.ingest.rebuild import RebuildConfig, ensure_index, pending_rebuild, rebuild_index
+    from osreco.ingest.rebuild import RebuildConfig, drop_unfinished, open_index, pending_rebuild, rebuild_index
     from osreco.ingest.writer import index_items
 
     client = connect(OpenSearchConfig.from_env(opts.url), max_retries=0, retry_on_timeout=False)
@@ -214,11 +253,17 @@ def run_load(opts: LoadOptions, show_progress: bool = False) -> IngestReport:
         entries = (FIXTURES[opts.fixture][1]() if opts.fixture else
                    read_catalog(opts.catalog, opts.fields, opts.fmt))
         return index_items(client, encoder, index, entries, write, source=str(opts.catalog), progress=bar.update,
-                           fingerprint=fingerprint)
+                           fingerprint=fingerprint, report=report)
 
     try:
         if not opts.rebuild:
-            return load_into(ensure_index(client, spec), opts.write)
+            index, created = open_index(client, spec)
+            try:
+                return load_into(index, opts.write)
+            except BaseException:
+                if created:
+                    drop_unfinished(client, index, opts.write.checkpoint)
+                raise
         from dataclasses import replace
 
         from osreco.ingest.rebuild import alias_indexes
@@ -227,20 +272,26 @@ def run_load(opts: LoadOptions, show_progress: bool = False) -> IngestReport:
         write = replace(opts.write, skip_unchanged=True, reuse_from=previous[0] if len(previous) == 1 else None)
         result = rebuild_index(client, spec, lambda index: load_into(index, write),
                                RebuildConfig(forcemerge=opts.forcemerge, warmup=opts.warmup),
-                               resume_index=pending_rebuild(client, spec, opts.write.checkpoint))
+                               resume_index=pending_rebuild(client, spec, opts.write.checkpoint),
+                               checkpoint=opts.write.checkpoint)
         return result.report
     finally:
         bar.close()
 
 
-def _print_report(report: IngestReport, opts: LoadOptions, as_json: bool) -> None:
-    data = dict(report.to_dict(), alias=opts.index, dead_letter=str(opts.write.dead_letter))
+def _report_data(report: IngestReport, opts: LoadOptions) -> dict[str, object]:
+    return dict(report.to_dict(), alias=opts.index, dead_letter=str(opts.write.dead_letter))
+
+
+def _print_report(report: IngestReport, opts: LoadOptions, as_json: bool, failed: bool = False) -> None:
+    data = _report_data(report, opts)
     if as_json:
         click.echo(json.dumps(data))
         return
-    click.echo(f"{report.rows_read} rows: {report.indexed} indexed, {report.unchanged} unchanged, "
+    click.echo(f"{'load failed after ' if failed else ''}"
+               f"{report.rows_read} rows: {report.indexed} indexed, {report.unchanged} unchanged, "
                f"{report.deleted} deleted, {report.dead_lettered} dead-lettered"
-               f"{f' (see {opts.write.dead_letter})' if report.dead_lettered else ''}; "
+               f"{f' (see {opts.write.dead_letter})' if report.dead_lettered or failed else ''}; "
                f"{report.embedded} embedded, {report.retries} retries, {report.deleted_missing} missing deleted; "
                f"{data['items_per_s']} items/s -> {report.index} (alias {opts.index})")
 

@@ -13,6 +13,8 @@ Part of the one tree rooted at ``osreco.errors.OsrecoError`` (exit codes in brac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from osreco.errors import EXIT_ENV, EXIT_USAGE, ConfigError, OsrecoError
 
 __all__ = ["BulkError", "CatalogError", "ConfigError", "IndexError_", "IngestError", "RowError"]
@@ -33,10 +35,13 @@ class CatalogError(IngestError):
 class RowError(CatalogError):
     """One catalog row is invalid; the writer dead-letters it and carries on."""
 
-    def __init__(self, message: str, *, line: int, field: str | None = None, fix: str | None = None):
+    def __init__(self, message: str, *, line: int, field: str | None = None, fix: str | None = None,
+                 row: Mapping[str, object] | None = None):
+        """``row``: the parsed row when there is one (a caller can still tell which item it names)."""
         super().__init__(message, fix=fix, line=line, field=field)
         self.line = line
         self.field = field
+        self.row = row
 
 
 class IndexError_(IngestError):

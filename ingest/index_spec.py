@@ -158,6 +158,11 @@ class IndexSpec:
             "cf_vector": self._knn(self.cf_dim, "innerproduct"),
             "content_hash": {"type": "keyword"},
             "indexed_at": {"type": "date"},
+            # priors written by `osreco cf train` (osreco.cf.priors.PRIOR_FIELDS)
+            "popularity": {"type": "float"},
+            "rating_avg": {"type": "float"},
+            "cf_neighbors": {"type": "keyword"},
+            "cf_neighbor_scores": {"type": "float", "index": False},
         }
         props.update({name: {"type": "keyword"} for name in self.facets})
         props.update({name: {"type": kind} for name, kind in self.numeric.items()})

@@ -100,11 +100,12 @@ def read_movielens_ratings(path: str | Path | None = None) -> Iterator[dict[str,
 
 
 def repair_movielens_row(row: dict[str, object]) -> dict[str, object]:
-    """Move a ``(YYYY)`` suffix of the title into a non-numeric year (other rows unchanged)."""
+    """Join the title's tokens (``token_seq``) and move a ``(YYYY)`` suffix of the title into a
+    non-numeric year."""
     raw_title = row.get("movie_title", "")
     title = " ".join(raw_title) if isinstance(raw_title, list) else str(raw_title)  # token_seq is split
     year = str(row.get("release_year", ""))
     match = _TITLE_YEAR.search(title)
     if not year.isdigit() and match:
         return dict(row, movie_title=title[:match.start()].strip(), release_year=match.group(1))
-    return row
+    return dict(row, movie_title=title)

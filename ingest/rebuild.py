@@ -101,18 +101,49 @@ def ensure_index(client: OpenSearch, spec: IndexSpec) -> str:
     Raises:
         IndexError_: the alias spans several indexes, or the index was built for another bundle.
     """
+    return open_index(client, spec)[0]
+
+
+def open_index(client: OpenSearch, spec: IndexSpec) -> tuple[str, bool]:
+    """Like :func:`ensure_index`, and whether this call created the index (the caller removes it
+    with :func:`drop_unfinished` when the first load into it fails)."""
     current = alias_indexes(client, spec.alias)
     if not current:
         name = spec.versioned_name(next_version(client, spec))
         body = dict(spec.index_body(), aliases={spec.alias: {}})
         client.indices.create(index=name, body=body)
-        return name
+        return name, True
     if len(current) > 1:
         raise IndexError_(f"alias {spec.alias} points at {len(current)} indexes {current}", index=spec.alias,
                           fix="run with --rebuild to write one new version and move the alias to it")
     _, meta = alias_meta(client, current[0])
     spec.check_meta(meta, current[0])
-    return current[0]
+    return current[0], False
+
+
+def resumable(checkpoint: Path | None, index: str) -> bool:
+    """Whether ``checkpoint`` holds confirmed progress of a load into ``index`` (a rerun resumes it)."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return False
+    try:
+        data = json.loads(Path(checkpoint).read_text(encoding="utf-8"))
+        return bool(data["key"]["index"] == index and int(data["rows_done"]) > 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def drop_unfinished(client: OpenSearch, index: str, checkpoint: Path | None) -> bool:
+    """Delete ``index``, a version this run created and could not finish, unless the checkpoint says
+    a rerun resumes it. Never raises (the node may be the reason the load failed); returns True
+    when the index is gone."""
+    if resumable(checkpoint, index):
+        return False
+    try:
+        client.indices.delete(index=index, ignore_unavailable=True)
+        return True
+    except Exception as e:  # the original failure is the one to report; this one is only logged
+        log.warning("could not delete the unfinished index %s (%s): delete it by hand", index, e)
+        return False
 
 
 def next_version(client: OpenSearch, spec: IndexSpec) -> int:
@@ -138,7 +169,8 @@ def pending_rebuild(client: OpenSearch, spec: IndexSpec, checkpoint: Path | None
 
 
 def rebuild_index(client: OpenSearch, spec: IndexSpec, load: Callable[[str], IngestReport],
-                  config: RebuildConfig = RebuildConfig(), resume_index: str | None = None) -> RebuildResult:
+                  config: RebuildConfig = RebuildConfig(), resume_index: str | None = None,
+                  checkpoint: Path | None = None) -> RebuildResult:
     """Load a new version of the index and move the alias to it atomically.
 
     Args:
@@ -147,6 +179,8 @@ def rebuild_index(client: OpenSearch, spec: IndexSpec, load: Callable[[str], Ing
         load: writes the catalog into the index it is given and returns the report.
         config: force-merge, warm-up and clean-up options.
         resume_index: an unfinished version to load into instead of a new one (``pending_rebuild``).
+        checkpoint: the load's checkpoint file; when the rebuild fails before the swap, the new
+            version is deleted unless this checkpoint holds progress into it (then a rerun resumes).
 
     Returns:
         The new index, the versions it replaced and the load report. When the load raises,
@@ -156,15 +190,19 @@ def rebuild_index(client: OpenSearch, spec: IndexSpec, load: Callable[[str], Ing
     name = resume_index or spec.versioned_name(next_version(client, spec))
     if not resume_index:
         client.indices.create(index=name, body=spec.index_body(loading=True))
-    report = load(name)
-    client.indices.put_settings(index=name, body=spec.serving_settings())
-    client.indices.refresh(index=name)
-    if config.forcemerge:
-        client.indices.forcemerge(index=name, max_num_segments=config.max_segments, request_timeout=3600)
-    warmed = warmup_knn(client, name) if config.warmup else False
-    client.cluster.health(index=name, wait_for_status="yellow" if spec.replicas else "green",
-                          request_timeout=60)
-    swap_alias(client, spec.alias, name, previous)
+    try:
+        report = load(name)
+        client.indices.put_settings(index=name, body=spec.serving_settings())
+        client.indices.refresh(index=name)
+        if config.forcemerge:
+            client.indices.forcemerge(index=name, max_num_segments=config.max_segments, request_timeout=3600)
+        warmed = warmup_knn(client, name) if config.warmup else False
+        client.cluster.health(index=name, wait_for_status="yellow" if spec.replicas else "green",
+                              request_timeout=60)
+        swap_alias(client, spec.alias, name, previous)
+    except BaseException:  # an interrupt too: no half-built version is left behind unless resumable
+        drop_unfinished(client, name, checkpoint)
+        raise
     deleted: list[str] = []
     if config.delete_old and previous:
         time.sleep(config.grace_s)

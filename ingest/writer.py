@@ -150,7 +150,7 @@ class _Batch:
 
 def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: Iterable[CatalogEntry],
                 config: WriteConfig, source: str = "", progress: Callable[[int], None] | None = None,
-                *, fingerprint: str = "") -> IngestReport:
+                *, fingerprint: str = "", report: IngestReport | None = None) -> IngestReport:
     """Write catalog entries to ``index`` (a concrete index or an alias with one write index).
 
     Args:
@@ -162,6 +162,8 @@ def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: I
         source: the catalog's name (path) for the dead letters.
         progress: called with the number of rows handled after each batch.
         fingerprint: the catalog's identity for the checkpoint key (``catalog_fingerprint``).
+        report: the report to fill; a caller that passes one keeps the counts of the confirmed
+            batches when the load raises.
 
     Returns:
         The report; its counts sum to the rows read.
@@ -170,7 +172,8 @@ def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: I
         BulkError: OpenSearch stayed unreachable or refused writes after all retries.
     """
     started = time.perf_counter()
-    report = IngestReport(index=index)
+    report = report if report is not None else IngestReport(index=index)
+    report.index = index
     checkpoint = Checkpoint.open(config.checkpoint, {"source": fingerprint or source, "index": index,
                                                      "artifact_id": encoder.artifact_id})
     if checkpoint.rows_done:
@@ -205,8 +208,8 @@ def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: I
         for future in in_flight:
             future.cancel()
         dead_letters.close()
+        report.elapsed_s = time.perf_counter() - started
     checkpoint.finish()
-    report.elapsed_s = time.perf_counter() - started
     return report
 
 

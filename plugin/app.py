@@ -6,29 +6,53 @@ Example:
     >>> app = create_app(SidecarConfig.from_env())        # doctest: +SKIP
     >>> app.run(port=8080)                                # doctest: +SKIP
 
-In production run it under gunicorn: ``gunicorn -w 2 --threads 8 osreco.plugin.wsgi:app``.
+In production run it under gunicorn with the sidecar's settings (``plugin/gunicorn_conf.py``)::
+
+    gunicorn -c python:osreco.plugin.gunicorn_conf -w 2 --threads 8 osreco.plugin.wsgi:app
+
+Client input never becomes a 500: URLs over :data:`MAX_URL_BYTES` are a JSON 414, headers over
+:data:`MAX_HEADER_BYTES` a JSON 431, bodies over ``max_body_bytes`` (chunked or not) a 413,
+JSON nested deeper than :data:`MAX_JSON_DEPTH` a 400, and text that is not UTF-8 a 400.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from osreco.plugin import schemas
-from osreco.plugin.config import SidecarConfig
-from osreco.plugin.errors import ConfigError, PayloadTooLargeError, PluginError, RequestError
+from osreco.plugin.config import DEV_HMAC_KEY, SidecarConfig
+from osreco.plugin.errors import (
+    ConfigError,
+    HeadersTooLargeError,
+    PayloadTooLargeError,
+    PluginError,
+    RequestError,
+    URITooLongError,
+)
 from osreco.plugin.metrics import Metrics
-from osreco.plugin.security import KeyChecker, load_keys, presented_key
+from osreco.plugin.security import KeyChecker, presented_key, warn_dev_mode
 
 log = logging.getLogger("osreco.plugin")
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+MAX_URL_BYTES = 8192
+"""The longest path + query string answered; longer is a JSON 414."""
+MAX_HEADER_BYTES = 16384
+"""The most header bytes (names, values, ``": "`` and CRLF) answered; more is a JSON 431."""
+MAX_JSON_DEPTH = 32
+"""The deepest nesting of arrays and objects a JSON body may have; deeper is a 400."""
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+_READ_CHUNK = 65536
 
 
 class Services(Protocol):
@@ -64,7 +88,10 @@ def create_app(config: SidecarConfig, services: Services | None = None) -> Flask
         from osreco.plugin.service import SearchService
 
         services = SearchService.from_config(config, metrics)
-    checker = None if config.dev_mode else KeyChecker(load_keys(config.api_keys_file or ""))
+    # the keys file is re-read when it changes (a revoked key stops working without a restart)
+    checker = None if config.dev_mode else KeyChecker.from_file(config.api_keys_file or "")
+    if config.dev_mode:
+        warn_dev_mode(config.hmac_key, DEV_HMAC_KEY)   # once per process: a worker, `osreco serve`, an eval
     app.extensions["osreco.metrics"] = metrics
     app.extensions["osreco.services"] = services
     app.extensions["osreco.config"] = config
@@ -77,6 +104,7 @@ def _install_hooks(app: Flask, metrics: Metrics, checker: KeyChecker | None) -> 
     @app.before_request
     def _start() -> None:
         g.t0 = time.perf_counter()
+        _check_request_line_and_headers()
         if checker is not None and request.path not in PUBLIC_PATHS:
             g.api_key = checker.check(presented_key(request.headers)).key_id
 
@@ -117,14 +145,82 @@ def error_response(e: Exception) -> tuple[Response, int]:
     return jsonify({"error": {"code": "internal_error", "message": "internal error"}}), 500
 
 
+def _check_request_line_and_headers() -> None:
+    """URL length, header size and the path's and query string's UTF-8, before anything else.
+
+    Raises:
+        URITooLongError, HeadersTooLargeError: over :data:`MAX_URL_BYTES` / :data:`MAX_HEADER_BYTES`.
+        RequestError: the path or a query-string part is not UTF-8 (names the parameter).
+    """
+    env = request.environ
+    path = str(env.get("PATH_INFO", "")).encode("latin-1", "replace")
+    query = str(env.get("QUERY_STRING", "")).encode("latin-1", "replace")
+    if len(path) + len(query) > MAX_URL_BYTES:
+        raise URITooLongError(f"the URL is longer than {MAX_URL_BYTES} bytes", field="url",
+                              fix="send long input in a POST body")
+    size = sum(len(k) + len(v) + 4 for k, v in request.headers.items())
+    if size > MAX_HEADER_BYTES:
+        raise HeadersTooLargeError(f"the request headers are larger than {MAX_HEADER_BYTES} bytes",
+                                   field="headers", fix="send fewer or shorter headers")
+    args = list((request.view_args or {}).keys())
+    schemas.check_utf8(path, args[0] if len(args) == 1 else "path")
+    for part in query.split(b"&"):
+        name, _, value = part.partition(b"=")
+        key = schemas.check_utf8(unquote_to_bytes(name.replace(b"+", b" ")), "query string")
+        schemas.check_utf8(unquote_to_bytes(value.replace(b"+", b" ")), schemas.safe_name(key) or "query string")
+
+
+def _read_body(max_bytes: int) -> bytes:
+    """The body, reading at most ``max_bytes + 1`` bytes whether it is chunked or not.
+
+    werkzeug's own limit on a chunked stream stops reading at the limit without an error; the
+    raw stream is read here instead (only where the server terminates it, as gunicorn does).
+
+    Raises:
+        PayloadTooLargeError: the body (or its Content-Length) is over ``max_bytes``.
+    """
+    too_large = PayloadTooLargeError(f"the request body is larger than {max_bytes} bytes", field="body",
+                                     fix="send fewer events per batch or a shorter query")
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise too_large
+    env = request.environ
+    if length is None and not env.get("wsgi.input_terminated"):
+        return b""  # WSGI: without a length the body is readable only from a terminating server
+    want = max_bytes + 1 if length is None else length
+    stream, chunks, got = env["wsgi.input"], [], 0
+    while got < want:
+        chunk = stream.read(min(_READ_CHUNK, want - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    if got > max_bytes:
+        raise too_large
+    return b"".join(chunks)
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (strings skipped), without
+    parsing it; malformed text gets a number too and fails in the parser afterwards."""
+    depth = deepest = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', data)):
+        depth += 1 if m.group() in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _json_body(max_bytes: int) -> object:
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise PayloadTooLargeError(f"the request body is larger than {max_bytes} bytes", field="body")
-    data = request.get_data(cache=False)
-    if len(data) > max_bytes:
-        raise PayloadTooLargeError(f"the request body is larger than {max_bytes} bytes", field="body")
+    data = _read_body(max_bytes)
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise RequestError(f"the body nests arrays/objects deeper than {MAX_JSON_DEPTH} levels", field="body",
+                           fix="send the flat request object the API describes")
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(f"the body is not valid JSON: {e}", field="body",
                            fix="send a JSON object with Content-Type: application/json") from e
@@ -154,7 +250,7 @@ def _install_routes(app: Flask, config: SidecarConfig, services: Services, metri
 
     @route("/v1/users/<path:user_id>", methods=["DELETE"])
     def forget(user_id: str) -> Response:
-        return jsonify(services.forget(schemas.parse_identifier(user_id, "user_id")))
+        return jsonify(services.forget(schemas.parse_user_id(user_id, "user_id")))
 
     @route("/healthz", methods=["GET"])
     def healthz() -> Response:

@@ -1,15 +1,17 @@
 """Click commands that osreco.plugin contributes to the `osreco` command line:
-``osreco serve`` (werkzeug, for development) and ``osreco apikey create``.
+``osreco serve`` (werkzeug, for development) and ``osreco apikey create|list|revoke``.
 
 Production runs the same app under gunicorn::
 
     OSRECO_INDEX=products OSRECO_BUNDLE=/models/minilm-int8 OSRECO_API_KEYS_FILE=/etc/osreco/keys.json \\
-    OSRECO_HMAC_KEY=... gunicorn -w 2 --threads 8 -b 0.0.0.0:8080 osreco.plugin.wsgi:app
+    OSRECO_HMAC_KEY=... gunicorn -c python:osreco.plugin.gunicorn_conf -w 2 --threads 8 -b 0.0.0.0:8080 \\
+        osreco.plugin.wsgi:app
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -47,10 +49,12 @@ def serve(host: str, port: int, index: str | None, bundle: str | None, rerank_bu
 
     Settings come from the OSRECO_* variables listed below and OPENSEARCH_URL (with
     OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD, OPENSEARCH_CA_PATH, OPENSEARCH_VERIFY_CERTS).
-    For production use gunicorn: `gunicorn -w 2 --threads 8 osreco.plugin.wsgi:app`.
+    For production use gunicorn:
+    `gunicorn -c python:osreco.plugin.gunicorn_conf -w 2 --threads 8 osreco.plugin.wsgi:app`.
     """
     from osreco.plugin.app import create_app
     from osreco.plugin.config import SidecarConfig
+    from osreco.plugin.security import ensure_log_handler
 
     overrides: dict[str, object] = {}
     if index:
@@ -65,9 +69,8 @@ def serve(host: str, port: int, index: str | None, bundle: str | None, rerank_bu
         overrides["bundles_root"] = bundles_root
     if dev:
         overrides["dev_mode"] = True
+    ensure_log_handler()     # the dev-mode warning and key-reload errors reach stderr
     app = create_app(SidecarConfig.from_env(None, **overrides))
-    if dev:
-        click.echo("warning: dev mode — API keys are off", err=True)
     app.run(host=host, port=port, threaded=True)
 
 
@@ -92,6 +95,47 @@ def create(path: str, name: str, as_json: bool) -> None:
     else:
         click.echo(f"{key}\n(key id {record.key_id} for {name!r}; stored hashed in {path}; "
                    "this is the only time the key is shown)")
+
+
+_FILE_HELP = "Keys file (OSRECO_API_KEYS_FILE)."
+
+
+@apikey.command("list")
+@click.option("--file", "path", type=click.Path(dir_okay=False), required=True, help=_FILE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def list_(path: str, as_json: bool) -> None:
+    """List the keys in FILE: id, name, created_at, revoked (never a secret or a hash)."""
+    from osreco.plugin.security import list_keys
+
+    records = list_keys(path)
+    if as_json:
+        click.echo(json.dumps({"file": path, "keys": [r.public() for r in records]}))
+        return
+    if not records:
+        click.echo(f"no keys in {path}")
+    for r in records:
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.created_at))
+        state = ("revoked " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.revoked_at))
+                 if r.revoked_at is not None else "active")
+        click.echo(f"{r.key_id}  {r.name!r}  created {created}  {state}")
+
+
+@apikey.command("revoke")
+@click.option("--file", "path", type=click.Path(dir_okay=False), required=True, help=_FILE_HELP)
+@click.argument("key_id_or_name")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def revoke(path: str, key_id_or_name: str, as_json: bool) -> None:
+    """Revoke the key with id or name KEY_ID_OR_NAME (FILE is rewritten atomically; running
+    sidecars stop accepting the key within about a second, without a restart)."""
+    from osreco.plugin.security import revoke_key
+
+    record, changed = revoke_key(path, key_id_or_name)
+    if as_json:
+        click.echo(json.dumps({**record.public(), "changed": changed, "file": path}))
+    elif changed:
+        click.echo(f"revoked key {record.key_id} ({record.name!r}) in {path}")
+    else:
+        click.echo(f"key {record.key_id} ({record.name!r}) was already revoked")
 
 
 commands: list[click.Command] = [serve, apikey]

@@ -17,6 +17,7 @@ from pathlib import Path
 from osreco.ingest.connection import OpenSearchConfig
 from osreco.plugin.errors import ConfigError
 from osreco.plugin.fusion import FusionSettings
+from osreco.plugin.recommend import RecommendSettings
 
 RETRIEVAL_MODES = ("msearch", "hybrid")
 DEV_HMAC_KEY = "osreco-dev-only-hmac-key"
@@ -60,8 +61,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSRECO_FUSION", "`rrf` or `linear` fusion of the signals", "rrf"),
     Setting("OSRECO_BM25_WEIGHT", "weight of BM25 in linear fusion", "0.5"),
     Setting("OSRECO_DENSE_WEIGHT", "weight of kNN in linear fusion", "0.5"),
-    Setting("OSRECO_CF_WEIGHT", "strength of the collaborative boost (`0` = off)", "0.3"),
+    Setting("OSRECO_CF_WEIGHT", "strength of the collaborative boost (`0` = off); in search, the taste weight of "
+            "free-text queries", "0.3"),
+    Setting("OSRECO_LISTING_CF_WEIGHT", "taste weight of a known user's filtered listing (no free text left; "
+            "tuned on validation users, docs/evaluation.md)", "0.5"),
+    Setting("OSRECO_TITLE_CF_WEIGHT", "taste weight of a title lookup (the query names a catalog title)", "0.1"),
+    Setting("OSRECO_DEMOTE_SEEN", "`0`: keep a known user's already-seen items in place in filtered listings "
+            "(default: moved after the others; never in title lookups)", "1"),
+    Setting("OSRECO_NEIGHBORS_WEIGHT", "weight of the items the stored neighbours (`cf_neighbors`) of a known "
+            "user's recent items name, in filtered listings (`0` = not asked; tuned on validation users)", "0.5"),
     Setting("OSRECO_CANDIDATES", "candidates each signal contributes", "50"),
+    Setting("OSRECO_RECOMMEND_ALS_WEIGHT", "`/v1/recommend`: weight of ALS taste (`user . item_factor`)", "1.0"),
+    Setting("OSRECO_RECOMMEND_NEIGHBOR_WEIGHT", "`/v1/recommend`: weight of the co-engagement neighbours of the "
+            "user's recent items (`cf_neighbors`)", "4.0"),
+    Setting("OSRECO_RECOMMEND_POPULARITY_WEIGHT", "`/v1/recommend`: weight of the time-decayed popularity prior "
+            "(it always breaks ties and orders users without taste)", "0.0"),
+    Setting("OSRECO_RECOMMEND_CONTENT_WEIGHT", "`/v1/recommend`: weight of content (mean embedding of the "
+            "user's items) for users without a CF vector", "0.3"),
+    Setting("OSRECO_RECOMMEND_HISTORY", "`/v1/recommend`: newest history items whose neighbours count", "20"),
+    Setting("OSRECO_RECOMMEND_HISTORY_DECAY", "`/v1/recommend`: weight ratio of consecutive history items "
+            "(recency; `1` = all equal)", "0.9"),
+    Setting("OSRECO_RECOMMEND_CANDIDATES", "`/v1/recommend`: candidates each source contributes", "50"),
+    Setting("OSRECO_RECOMMEND_EXACT_MAX_CELLS", "`/v1/recommend`: catalogs with at most this many items x factors "
+            "are scored exactly in numpy (else a filtered kNN on `cf_vector`)", "4000000"),
+    Setting("OSRECO_SIMILAR_CF_WEIGHT", "`/v1/items/{id}/similar`: weight of co-engagement neighbours against "
+            "content kNN, in [0, 1]", "0.9"),
     Setting("OSRECO_EF_SEARCH", "HNSW candidate list size of the kNN searches", "100"),
     Setting("OSRECO_MMR_LAMBDA", "MMR relevance/diversity trade-off in [0, 1]", unset="off"),
     Setting("OSRECO_LLM_URL", "OpenAI-compatible chat endpoint of the optional LLM intent parser", unset="off"),
@@ -73,6 +97,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSRECO_MAX_Q_CHARS", "longest accepted query text", "512"),
     Setting("OSRECO_MAX_K", "most results per page (at most 100)", "100"),
     Setting("OSRECO_MAX_PAGE", "deepest page number", "50"),
+    Setting("OSRECO_EVENT_FUTURE_S", "how many seconds past now an event's timestamp may lie (clock skew); "
+            "later ones are a 400, and `osreco users expire` deletes stored ones", "300"),
+    Setting("OSRECO_FOLDIN_QUEUE", "users each worker process may hold waiting for their online fold-in; "
+            "a batch whose users do not fit is a 429 + `Retry-After` and stores nothing", "10000"),
     Setting("OSRECO_BUNDLES_ROOT", "where `osreco promote` installs bundles; the sidecar hot-reloads the one "
             "the index was rebuilt with from here", unset="folder of a symlinked `OSRECO_BUNDLE`"),
     Setting("OSRECO_BUNDLE_RELOAD_S", "how often the alias's `_meta.artifact_id` is checked (also at once when "
@@ -98,6 +126,7 @@ class Limits:
         max_page: deepest page number (1-based).
         max_depth: most results reachable by paging (``page * k``).
         max_events: most events in one batch.
+        event_future_s: how far past now (seconds) an event's timestamp may lie.
     """
 
     max_body_bytes: int = 64 * 1024
@@ -106,11 +135,14 @@ class Limits:
     max_page: int = 50
     max_depth: int = 1000
     max_events: int = 500
+    event_future_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_q_chars", "max_k", "max_page", "max_depth", "max_events"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1", field=name)
+        if not 0 <= self.event_future_s <= 86400:
+            raise ConfigError("OSRECO_EVENT_FUTURE_S must be in 0..86400 seconds", field="OSRECO_EVENT_FUTURE_S")
         if self.max_k > 100:
             raise ConfigError("max_k cannot exceed 100", field="max_k", fix="set OSRECO_MAX_K <= 100")
 
@@ -151,6 +183,9 @@ class SidecarConfig:
         rerank_top_n: how many candidates the reranker scores (cost is linear in it).
         rerank_fields: the ``_source`` fields joined (". ") into the item text the reranker
             reads; keep them in the order the catalog was embedded with (ingest's embed_fields).
+        foldin_queue: users each worker process may hold waiting for their online fold-in
+            (``plugin/foldin.py``); a batch whose users do not fit is answered 429.
+        recommend: weights and sizes of ``/v1/recommend`` and similar items.
 
     Raises:
         ConfigError: on any invalid value, naming the setting.
@@ -181,6 +216,8 @@ class SidecarConfig:
     rerank_bundle: str | None = None
     rerank_top_n: int = 50
     rerank_fields: tuple[str, ...] = ("title", "text", "brand", "color", "category", "genres", "year")
+    foldin_queue: int = 10000
+    recommend: RecommendSettings = field(default_factory=RecommendSettings)
 
     def __post_init__(self) -> None:
         if not self.alias or self.alias != self.alias.lower() or "*" in self.alias:
@@ -221,6 +258,8 @@ class SidecarConfig:
         for name in ("llm_timeout_s", "search_timeout_s", "request_timeout_s", "vocab_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0", field=name)
+        if self.foldin_queue < 1:
+            raise ConfigError("OSRECO_FOLDIN_QUEUE must be >= 1", field="OSRECO_FOLDIN_QUEUE")
         if self.retry_after_s < 1 or self.encoder_threads < 1:
             raise ConfigError("retry_after_s and encoder_threads must be >= 1", field="retry_after_s")
 
@@ -257,13 +296,18 @@ class SidecarConfig:
             bm25_weight=_float(env, "OSRECO_BM25_WEIGHT"),
             dense_weight=_float(env, "OSRECO_DENSE_WEIGHT"),
             cf_weight=_float(env, "OSRECO_CF_WEIGHT"),
+            listing_cf_weight=_float(env, "OSRECO_LISTING_CF_WEIGHT"),
+            title_cf_weight=_float(env, "OSRECO_TITLE_CF_WEIGHT"),
+            demote_seen=_text(env, "OSRECO_DEMOTE_SEEN").lower() not in ("0", "false", "no"),
+            neighbors_weight=_float(env, "OSRECO_NEIGHBORS_WEIGHT"),
             candidates=_int(env, "OSRECO_CANDIDATES"),
             ef_search=_int(env, "OSRECO_EF_SEARCH"),
             mmr_lambda=_optional_float(env, "OSRECO_MMR_LAMBDA"))
         limits = Limits(max_body_bytes=_int(env, "OSRECO_MAX_BODY_BYTES"),
                         max_q_chars=_int(env, "OSRECO_MAX_Q_CHARS"),
                         max_k=_int(env, "OSRECO_MAX_K"),
-                        max_page=_int(env, "OSRECO_MAX_PAGE"))
+                        max_page=_int(env, "OSRECO_MAX_PAGE"),
+                        event_future_s=_float(env, "OSRECO_EVENT_FUTURE_S"))
         values: dict[str, object] = dict(
             opensearch=os_cfg, alias=_text(env, "OSRECO_INDEX"),
             bundle_dir=_text(env, "OSRECO_BUNDLE") or None, cf_model_dir=_text(env, "OSRECO_CF_MODEL") or None,
@@ -282,7 +326,18 @@ class SidecarConfig:
             bundle_reload_s=_float(env, "OSRECO_BUNDLE_RELOAD_S"),
             rerank_bundle=_text(env, "OSRECO_RERANK_BUNDLE") or None,
             rerank_top_n=_int(env, "OSRECO_RERANK_TOP_N"),
-            rerank_fields=_names(env, "OSRECO_RERANK_FIELDS"))
+            rerank_fields=_names(env, "OSRECO_RERANK_FIELDS"),
+            foldin_queue=_int(env, "OSRECO_FOLDIN_QUEUE"),
+            recommend=RecommendSettings(
+                als_weight=_float(env, "OSRECO_RECOMMEND_ALS_WEIGHT"),
+                neighbor_weight=_float(env, "OSRECO_RECOMMEND_NEIGHBOR_WEIGHT"),
+                popularity_weight=_float(env, "OSRECO_RECOMMEND_POPULARITY_WEIGHT"),
+                content_weight=_float(env, "OSRECO_RECOMMEND_CONTENT_WEIGHT"),
+                history_items=_int(env, "OSRECO_RECOMMEND_HISTORY"),
+                history_decay=_float(env, "OSRECO_RECOMMEND_HISTORY_DECAY"),
+                candidates=_int(env, "OSRECO_RECOMMEND_CANDIDATES"),
+                exact_max_cells=_int(env, "OSRECO_RECOMMEND_EXACT_MAX_CELLS"),
+                similar_cf_weight=_float(env, "OSRECO_SIMILAR_CF_WEIGHT")))
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]  # one dict[str, object] for fields of many types
 

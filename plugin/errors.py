@@ -6,10 +6,13 @@ Part of the one tree rooted at ``osreco.errors.OsrecoError`` (HTTP status, then 
     ├── ConfigError                  500 [2] a sidecar setting is missing or invalid (osreco.errors)
     └── PluginError                  500 [3] unless a subclass says otherwise
         ├── RequestError             400 [2] a request field is invalid (names the field)
-        │   └── PayloadTooLargeError 413 [2] the body is larger than the configured limit
+        │   ├── PayloadTooLargeError 413 [2] the body is larger than the configured limit
+        │   ├── URITooLongError      414 [2] the URL is longer than the app answers
+        │   └── HeadersTooLargeError 431 [2] the headers are larger than the app answers
         ├── AuthError                401 [2] missing or unknown API key
         ├── NotFoundError            404 [2] an item or route does not exist
         ├── NotReadyError            503 [3] node, alias or bundle do not match (readiness)
+        ├── OverloadedError          429 [3] + Retry-After: the fold-in queue is full (nothing stored)
         ├── NodeUnavailableError     503 [3] + Retry-After: the node is unreachable or timed out
         └── UpstreamError            502 [3] the node answered with an unexpected error
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 from osreco.errors import EXIT_ENV, EXIT_USAGE, ConfigError, OsrecoError
 
 __all__ = ["AuthError", "ConfigError", "NodeUnavailableError", "NotFoundError", "NotReadyError",
-           "PayloadTooLargeError", "PluginError", "RequestError", "UpstreamError"]
+           "OverloadedError", "PayloadTooLargeError", "PluginError", "RequestError", "UpstreamError"]
 
 
 class PluginError(OsrecoError):
@@ -52,6 +55,16 @@ class PayloadTooLargeError(RequestError):
     code = "payload_too_large"
 
 
+class URITooLongError(RequestError):
+    status = 414
+    code = "uri_too_long"
+
+
+class HeadersTooLargeError(RequestError):
+    status = 431
+    code = "headers_too_large"
+
+
 class AuthError(PluginError):
     status = 401
     code = "unauthorized"
@@ -77,6 +90,17 @@ class NodeUnavailableError(PluginError):
 
     def __init__(self, message: str, *, retry_after_s: int = 5, fix: str | None = None,
                  **context: object):
+        super().__init__(message, fix=fix, **context)
+        self.retry_after_s = retry_after_s
+
+
+class OverloadedError(PluginError):
+    """The sidecar cannot take the work now (the fold-in queue is full); nothing was done."""
+
+    status = 429
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, fix: str | None = None, **context: object):
         super().__init__(message, fix=fix, **context)
         self.retry_after_s = retry_after_s
 

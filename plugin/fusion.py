@@ -50,7 +50,13 @@ class FusionSettings:
     Args:
         method: ``rrf`` (reciprocal rank) or ``linear`` (min-max normalized, weighted).
         bm25_weight, dense_weight: weights of the two text signals.
-        cf_weight: strength of the collaborative boost (0 disables it).
+        cf_weight: strength of the collaborative boost (0 disables it); in a search, the
+            weight of the ``text`` query class (see :mod:`osreco.plugin.taste`).
+        listing_cf_weight: the taste weight of a filtered listing (no free text left).
+        title_cf_weight: the taste weight of a title lookup (the text names a catalog title).
+        demote_seen: demote the items a known user already interacted with in a filtered listing.
+        neighbors_weight: weight of the ``neighbors`` list (items the stored co-engagement
+            neighbours of the user's recent items name) in a known user's filtered listing.
         rrf_k: the RRF rank constant.
         popularity_weight: weight of the popularity listing (recommendations).
         content_weight: weight of a ``content`` signal when one is fused (0 = none asked).
@@ -68,6 +74,10 @@ class FusionSettings:
     bm25_weight: float = 0.5
     dense_weight: float = 0.5
     cf_weight: float = 0.3
+    listing_cf_weight: float = 0.5
+    title_cf_weight: float = 0.1
+    demote_seen: bool = True
+    neighbors_weight: float = 0.5
     rrf_k: int = 60
     popularity_weight: float = 0.5
     content_weight: float = 0.0
@@ -82,7 +92,8 @@ class FusionSettings:
                               field="OSRECO_FUSION")
         if self.cf_mode not in CF_MODES:
             raise ConfigError(f"cf_mode {self.cf_mode!r} is not one of {CF_MODES}", field="cf_mode")
-        for name in ("bm25_weight", "dense_weight", "cf_weight", "popularity_weight", "content_weight"):
+        for name in ("bm25_weight", "dense_weight", "cf_weight", "listing_cf_weight", "title_cf_weight",
+                     "neighbors_weight", "popularity_weight", "content_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0", field=name)
         if self.rrf_k < 1 or not 1 <= self.candidates <= 1000 or self.ef_search < 1:

@@ -1,16 +1,24 @@
 """A search request -> its :class:`Intent`: the rules parser (or the optional LLM parser)
-over the facet vocabulary read from the index, plus the request's explicit filters."""
+over the facet vocabulary read from the index, plus the request's explicit filters.
+
+Titles ("movies like Toy Story") are looked up in the node at parse time, one search on the
+``title`` field per query that needs it (:func:`~osreco.plugin.intent.titles.title_request`),
+so linking scales with the catalog instead of holding every title; answers are cached per
+phrase (at most ``TITLE_CACHE_MAX`` phrases, for the vocabulary's TTL). The LLM parser does not
+link titles."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import replace
 
 from osreco.plugin import schemas
 from osreco.plugin.errors import RequestError
 from osreco.plugin.intent.parser import IntentOptions, parse_intent
+from osreco.plugin.intent.titles import TitleHit, title_request, titles_from_response
 from osreco.plugin.intent.types import FacetMatch, Intent, IntentFields, RangeFilter
 from osreco.plugin.intent.vocab import Vocabulary, vocabulary_from_response, vocabulary_request
 from osreco.plugin.models import ServedModels
@@ -18,6 +26,7 @@ from osreco.plugin.transport import NodeTransport
 
 log = logging.getLogger("osreco.plugin.service")
 VOCAB_EMBED_MAX = 1000  # embed the facet vocabulary only when it is this small
+TITLE_CACHE_MAX = 1024  # title lookups remembered (phrase -> candidates)
 
 __all__ = ["QueryParser"]
 
@@ -42,6 +51,7 @@ class QueryParser:
         self.llm_url, self.llm_timeout_s = llm_url, llm_timeout_s
         self._vocab: Vocabulary | None = None
         self._vocab_at = 0.0
+        self._titles: OrderedDict[str, tuple[float, list[TitleHit]]] = OrderedDict()
         self._lock = threading.Lock()
         models.on_swap.append(self.invalidate)   # the vocabulary's vectors came from the old encoder
 
@@ -49,6 +59,7 @@ class QueryParser:
         """Forget the cached vocabulary (read again on the next request)."""
         with self._lock:
             self._vocab = None
+            self._titles.clear()
 
     def vocabulary(self) -> Vocabulary:
         """The facet vocabulary, read by aggregation and cached for ``vocab_ttl_s``."""
@@ -67,6 +78,24 @@ class QueryParser:
             self._vocab, self._vocab_at = vocab, time.monotonic()
             return vocab
 
+    def lookup_titles(self, phrase: str) -> list[TitleHit]:
+        """Candidate items whose titles may match ``phrase``: one search on the title field
+        (phrase matches first, fuzzy second), cached per phrase for ``vocab_ttl_s``."""
+        key = " ".join(phrase.split())
+        with self._lock:
+            cached = self._titles.get(key)
+            if cached is not None and time.monotonic() - cached[0] < self.vocab_ttl_s:
+                self._titles.move_to_end(key)
+                return cached[1]
+        t = self.transport
+        resp = t.call("titles", t.client.search, index=t.alias, body=title_request(key, self.fields))
+        hits = titles_from_response(resp, self.fields)
+        with self._lock:
+            self._titles[key] = (time.monotonic(), hits)
+            while len(self._titles) > TITLE_CACHE_MAX:
+                self._titles.popitem(last=False)
+        return hits
+
     def parse(self, req: schemas.SearchRequest) -> Intent:
         """The query's intent plus the request's explicit filters.
 
@@ -76,7 +105,8 @@ class QueryParser:
         vocab = self.vocabulary()
         embed = self.models.embed_texts if vocab.vectors is not None else None
         intent = self._llm_intent(req, vocab) or parse_intent(
-            req.q, vocab, req.language, options=IntentOptions(fields=self.fields), embed=embed)
+            req.q, vocab, req.language, options=IntentOptions(fields=self.fields), embed=embed,
+            titles=self.lookup_titles)
         facets, ranges = self.request_filters(req.filters)
         if facets or ranges:
             intent = replace(intent, filters=intent.filters + facets, ranges=intent.ranges + ranges)

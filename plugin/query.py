@@ -31,7 +31,7 @@ from osreco.plugin.intent.types import Intent, IntentFields
 
 Vector = Sequence[float] | np.ndarray
 Json = dict[str, Any]  # one JSON object: a DSL clause, a search body or an _msearch line
-SIGNALS = ("bm25", "dense", "cf", "popularity")
+SIGNALS = ("bm25", "dense", "cf", "neighbors", "popularity")
 
 
 @dataclass(frozen=True)
@@ -181,27 +181,55 @@ def knn_query(field: str, vector: Vector, k: int, options: QueryOptions, filter_
     return {"knn": {field: body}}
 
 
+def neighbors_query(intent: Intent, options: QueryOptions, history: Sequence[str],
+                    exclude: Sequence[str] = ()) -> Json:
+    """Items whose stored co-engagement neighbours (``cf_neighbors``) include the user's
+    ``history`` items, under the intent's filters, ``exclude`` left out; the score is how
+    many of the history items they neighbour (the item-item side of taste)."""
+    filters, must_not = filter_clauses(intent, options)
+    seen = [{"ids": {"values": list(dict.fromkeys(exclude))}}] if exclude else []
+    q = _bool(filters, must_not, seen)
+    q["bool"]["should"] = [{"constant_score": {"filter": {"term": {"cf_neighbors": h}}}}
+                           for h in dict.fromkeys(history)]
+    q["bool"]["minimum_should_match"] = 1
+    return q
+
+
 def _signal_bodies(intent: Intent, options: QueryOptions, query_vector: Vector | None,
-                   user_vector: Vector | None) -> list[tuple[str, Json]]:
+                   user_vector: Vector | None, taste_exclude: Sequence[str] = (),
+                   neighbors_of: Sequence[str] = ()) -> list[tuple[str, Json]]:
     filters, must_not = filter_clauses(intent, options)
     fb = _bool(filters, must_not)
     out = [("bm25", lexical_query(intent, options))]
     if query_vector is not None and intent.text:
         out.append(("dense", knn_query(options.fields.embedding, query_vector, options.size, options, fb)))
     if user_vector is not None:
-        out.append(("cf", knn_query(options.fields.cf_vector, user_vector, options.size, options, fb)))
+        seen = [{"ids": {"values": list(dict.fromkeys(taste_exclude))}}] if taste_exclude else []
+        out.append(("cf", knn_query(options.fields.cf_vector, user_vector, options.size, options,
+                                    _bool(filters, must_not, seen))))
+    if neighbors_of:
+        out.append(("neighbors", neighbors_query(intent, options, neighbors_of, taste_exclude)))
     return out
 
 
 def build_msearch(intent: Intent, options: QueryOptions, query_vector: Vector | None = None,
-                  user_vector: Vector | None = None) -> MsearchPlan:
+                  user_vector: Vector | None = None, taste_exclude: Sequence[str] = (),
+                  neighbors_of: Sequence[str] = ()) -> MsearchPlan:
     """The ``_msearch`` of a search: BM25, kNN on meaning (with text), kNN on taste (with a user).
+
+    The taste kNN runs inside the query's filters, so a filtered listing for a known user
+    reaches the items the user would like among everything the filters allow, not only
+    among the most popular ones the listing returns.
 
     Args:
         intent: the parsed intent.
         options: index, fields, sizes, timeout.
         query_vector: the meaning vector of ``intent.text`` (``None``: BM25 only).
         user_vector: the user's collaborative vector (``None``: not personalized).
+        taste_exclude: items the taste kNN leaves out (the user's seen items in a filtered
+            listing that demotes them), so its ``k`` results are all new to the user.
+        neighbors_of: the user's recent items whose stored neighbours make the signal
+            ``neighbors`` (:func:`neighbors_query`; empty: not asked).
 
     Returns:
         the plan; send ``plan.lines`` as the ``_msearch`` body.
@@ -212,11 +240,13 @@ def build_msearch(intent: Intent, options: QueryOptions, query_vector: Vector | 
     """
     lines: list[Json] = []
     signals = []
-    for signal, query in _signal_bodies(intent, options, query_vector, user_vector):
+    for signal, query in _signal_bodies(intent, options, query_vector, user_vector, taste_exclude, neighbors_of):
         body = _base(options, options.size)
         body["query"] = query
         if signal == "bm25" and not intent.text:
             body["sort"] = listing_sort(intent, options.fields)
+        elif signal == "neighbors":  # many ties in the count: the popular first, then by id
+            body["sort"] = [{"_score": "desc"}, *listing_sort(Intent(query="", text=""), options.fields)]
         lines += [{"index": options.index}, body]
         signals.append(signal)
     return MsearchPlan(lines, tuple(signals))

@@ -1,15 +1,24 @@
 """Strict request validation: unknown fields, wrong types and out-of-range values are a 400
-that names the field. Pure functions from decoded JSON / query args to frozen requests."""
+that names the field. Pure functions from decoded JSON / query args to frozen requests.
+
+Text is valid Unicode or a 400: a lone surrogate (``"\\ud800"`` in JSON) or bytes that are not
+UTF-8 (in the path or the query string) never reach the node. Range filter bounds must fit the
+index's field type (:data:`NUMERIC_TYPES`, the item index contract's numeric fields): float
+fields within float32, integer fields within 32 bits.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from osreco.cf.events import EVENT_KINDS
+from osreco.cf.privacy import is_pseudonym
+from osreco.ingest.index_spec import DEFAULT_NUMERIC
 from osreco.plugin.config import Limits
 from osreco.plugin.errors import RequestError
 
@@ -18,6 +27,13 @@ FLOAT32_MAX = 3.4028234663852886e38  # the events index stores ``value`` as a fl
 RANGE_OPS = ("gte", "gt", "lte", "lt")
 _FIELD_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 _ID_RE = re.compile(r"^[^\x00-\x1f]{1,128}$")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+NUMERIC_TYPES: Mapping[str, str] = dict(DEFAULT_NUMERIC)
+"""Range-filterable field -> its type in the item index (docs/contracts.md); other names are
+checked as ``float``, the narrowest numeric type, before the parser rejects or accepts them."""
+TYPE_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "float": (-FLOAT32_MAX, FLOAT32_MAX), "integer": (-2.0**31, 2.0**31 - 1),
+    "long": (-2.0**63, 2.0**63 - 1), "double": (-sys.float_info.max, sys.float_info.max)}
 
 FilterValue = tuple[str, ...] | dict[str, float]
 
@@ -42,10 +58,12 @@ class Event:
     item_id: str
     kind: str
     value: float | None = None
-    timestamp: str | float | None = None
+    timestamp: str | None = None
+    """ISO 8601 UTC (``...Z``), normalized by :func:`parse_timestamp`; ``None``: the arrival time."""
     query: str | None = None
     position: int | None = None
     session_id: str | None = None
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,11 +74,30 @@ class PageRequest:
     user_id: str | None = None
 
 
+def safe_name(name: str) -> str:
+    """``name`` for an error message: lone surrogates escaped (``\\ud800``), so the JSON
+    error body stays valid UTF-8."""
+    return name if not _SURROGATE_RE.search(name) else name.encode("utf-8", "backslashreplace").decode()
+
+
 def _check_keys(body: Mapping[str, object], allowed: tuple[str, ...], where: str) -> None:
     for key in body:
         if key not in allowed:
-            raise RequestError(f"unknown field {key!r} in {where}", field=key,
+            raise RequestError(f"unknown field {safe_name(key)!r} in {where}", field=safe_name(key),
                                fix=f"allowed fields: {', '.join(allowed)}")
+
+
+def check_utf8(raw: bytes, field: str) -> str:
+    """``raw`` decoded as UTF-8, strictly (a path or query-string part as sent).
+
+    Raises:
+        RequestError: the bytes are not UTF-8 (e.g. an encoded lone surrogate ``%ED%A0%80``).
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RequestError(f"{field} is not valid UTF-8", field=field,
+                           fix="percent-encode text as UTF-8") from e
 
 
 def _object(body: object, where: str) -> Mapping[str, object]:
@@ -80,6 +117,9 @@ def _int(value: object, field: str, lo: int, hi: int) -> int:
 def _str(value: object, field: str, max_len: int, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise RequestError(f"{field} must be a string", field=field)
+    if _SURROGATE_RE.search(value):
+        raise RequestError(f"{field} is not valid Unicode (it holds a lone surrogate)", field=field,
+                           fix="send UTF-8 text; characters outside the BMP as a surrogate pair")
     if "\x00" in value:
         raise RequestError(f"{field} contains a NUL character", field=field)
     if not allow_empty and not value.strip():
@@ -96,10 +136,42 @@ def parse_identifier(value: object, field: str) -> str:
     return text
 
 
+def parse_user_id(value: object, field: str) -> str:
+    """A user id: an identifier that is not shaped like a pseudonym (``u_`` + 64 hex), which would
+    otherwise address the user it was made from."""
+    text = parse_identifier(value, field)
+    if is_pseudonym(text):
+        raise RequestError(f"{field} looks like a pseudonym (u_ + 64 hex digits); pseudonyms are not user ids",
+                           field=field, fix="send the raw user id")
+    return text
+
+
 def _number(value: object, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"{field} must be a finite number", field=field)
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise RequestError(f"{field} must be a finite number", field=field)
+    return number
+
+
+def range_bound(name: str, op: str, value: object) -> float:
+    """One bound of a range filter on ``name``, within the range its index type can hold.
+
+    Raises:
+        RequestError: not a finite number, or outside the field type's range (names the field).
+    """
+    field = f"filters.{name}.{op}"
+    number = _number(value, field)
+    kind = NUMERIC_TYPES.get(name, "float")
+    lo, hi = TYPE_BOUNDS[kind]
+    if not lo <= number <= hi:
+        raise RequestError(f"{field}={number:g} is outside the range of the {kind} field {name!r} "
+                           f"({lo:g}..{hi:g})", field=field, fix="use a bound the field can hold")
+    return number
 
 
 def parse_filters(raw: object) -> tuple[tuple[str, FilterValue], ...]:
@@ -109,7 +181,8 @@ def parse_filters(raw: object) -> tuple[tuple[str, FilterValue], ...]:
     for name, value in sorted(body.items()):
         field = f"filters.{name}"
         if not _FIELD_RE.match(name):
-            raise RequestError(f"filter name {name!r} is not a field name", field=field)
+            raise RequestError(f"filter name {safe_name(name)!r} is not a field name",
+                               field=f"filters.{safe_name(name)}")
         if isinstance(value, str):
             out.append((name, (_str(value, field, 128).strip().lower(),)))
         elif isinstance(value, list):
@@ -120,7 +193,7 @@ def parse_filters(raw: object) -> tuple[tuple[str, FilterValue], ...]:
             if not value:
                 raise RequestError(f"{field} needs one of {RANGE_OPS}", field=field)
             _check_keys(value, RANGE_OPS, field)
-            out.append((name, {op: _number(v, f"{field}.{op}") for op, v in value.items()}))
+            out.append((name, {op: range_bound(name, op, v) for op, v in value.items()}))
         else:
             raise RequestError(f"{field} must be a string, a list of strings or a range object",
                                field=field)
@@ -148,13 +221,18 @@ def parse_search(raw: object, limits: Limits) -> SearchRequest:
     user_id = body.get("user_id")
     return SearchRequest(
         q=_str(body["q"], "q", limits.max_q_chars).strip(),
-        user_id=None if user_id is None else parse_identifier(user_id, "user_id"),
+        user_id=None if user_id is None else parse_user_id(user_id, "user_id"),
         filters=parse_filters(body["filters"]) if body.get("filters") is not None else (),
         k=k, page=page, language=language)
 
 
-def parse_event(raw: object, where: str = "event") -> Event:
-    """Validate one event object."""
+def parse_event(raw: object, where: str = "event", future_s: float = 300.0,
+                now: datetime | None = None) -> Event:
+    """Validate one event object; its timestamp comes back as ISO 8601 UTC (``...Z``) or ``None``.
+
+    ``future_s``: how far past ``now`` the timestamp may lie. ``event_id`` (optional) is the
+    client's idempotency key: an event with an id already stored is not stored again.
+    """
     body = _object(raw, where)
     _check_keys(body, tuple(Event.__dataclass_fields__), where)
     for name in ("user_id", "item_id", "kind"):
@@ -169,45 +247,61 @@ def parse_event(raw: object, where: str = "event") -> Event:
                            field=f"{where}.value")
     if kind == "rating" and (value is None or not 0.0 <= value <= 10.0):
         raise RequestError("a rating needs a value in 0..10", field=f"{where}.value")
-    ts = parse_timestamp(body.get("timestamp"), f"{where}.timestamp")
+    ts = parse_timestamp(body.get("timestamp"), f"{where}.timestamp", future_s, now)
     pos = body.get("position")
     return Event(
-        user_id=parse_identifier(body["user_id"], f"{where}.user_id"),
+        user_id=parse_user_id(body["user_id"], f"{where}.user_id"),
         item_id=parse_identifier(body["item_id"], f"{where}.item_id"), kind=kind, value=value,
         timestamp=ts,
         query=None if body.get("query") is None else _str(body["query"], f"{where}.query", 512, True),
         position=None if pos is None else _int(pos, f"{where}.position", 0, 10_000),
         session_id=None if body.get("session_id") is None else parse_identifier(body["session_id"],
-                                                                            f"{where}.session_id"))
+                                                                            f"{where}.session_id"),
+        event_id=None if body.get("event_id") is None else parse_identifier(body["event_id"], f"{where}.event_id"))
 
 
-def parse_timestamp(value: object, field: str) -> str | float | None:
-    """An ISO 8601 string or epoch seconds (0..1e11), unchanged; ``None`` stays ``None``."""
+def parse_timestamp(value: object, field: str, future_s: float = 300.0, now: datetime | None = None) -> str | None:
+    """ISO 8601 (an offset, or none for UTC) or epoch seconds -> ISO 8601 UTC ending in ``Z``.
+
+    Refused (400 naming ``field``): not ISO 8601, before 1970, or more than ``future_s`` seconds
+    after ``now``; ``None`` stays ``None`` (the arrival time is used).
+    """
     if value is None:
         return None
-    if not isinstance(value, str):
+    if isinstance(value, str):
+        text = _str(value, field, 40)
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            parsed = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        except (ValueError, OverflowError) as e:
+            raise RequestError(f"{field} {text!r} is not an ISO 8601 time with a valid offset", field=field,
+                               fix="send e.g. 2024-05-01T10:00:00Z or 2024-05-01T12:00:00+02:00") from e
+    else:
         seconds = _number(value, field)
         if not 0 <= seconds <= 1e11:
             raise RequestError(f"{field} must be epoch seconds in 0..1e11", field=field)
-        return seconds
-    text = _str(value, field, 40)
-    try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise RequestError(f"{field} {text!r} is not ISO 8601", field=field) from e
-    return text
+        parsed = datetime.fromtimestamp(seconds, timezone.utc)
+    if parsed.year < 1970:
+        raise RequestError(f"{field} is before 1970", field=field)
+    limit = (now or datetime.now(timezone.utc)) + timedelta(seconds=future_s)
+    if parsed > limit:
+        raise RequestError(f"{field} {parsed.isoformat()} is more than {future_s:g} s in the future", field=field,
+                           fix="send the time the event happened (check the client's clock and time zone)")
+    return parsed.isoformat().replace("+00:00", "Z")
 
 
 def parse_events(raw: object, limits: Limits) -> tuple[Event, ...]:
-    """One event object, or ``{"events": [...]}`` with 1..max_events events."""
+    """One event object, or ``{"events": [...]}`` with 1..max_events events, all validated before
+    any is stored (the first invalid one is named, e.g. ``events[3].timestamp``)."""
     body = _object(raw, "body")
+    now = datetime.now(timezone.utc)
     if "events" not in body:
-        return (parse_event(body),)
+        return (parse_event(body, "event", limits.event_future_s, now),)
     _check_keys(body, ("events",), "event batch")
     events = body["events"]
     if not isinstance(events, list) or not 1 <= len(events) <= limits.max_events:
         raise RequestError(f"events must be a list of 1..{limits.max_events} events", field="events")
-    return tuple(parse_event(e, f"events[{i}]") for i, e in enumerate(events))
+    return tuple(parse_event(e, f"events[{i}]", limits.event_future_s, now) for i, e in enumerate(events))
 
 
 def parse_page_args(args: Mapping[str, str], limits: Limits, need_user: bool) -> PageRequest:
@@ -222,4 +316,4 @@ def parse_page_args(args: Mapping[str, str], limits: Limits, need_user: bool) ->
         return PageRequest(k=k)
     if "user_id" not in args:
         raise RequestError("user_id is required", field="user_id")
-    return PageRequest(k=k, user_id=parse_identifier(args["user_id"], "user_id"))
+    return PageRequest(k=k, user_id=parse_user_id(args["user_id"], "user_id"))

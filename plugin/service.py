@@ -10,9 +10,10 @@ in the response. Events, forgetting and readiness are the collaborators' own
 (:class:`~osreco.plugin.readiness.Readiness` also wires the bundle hot-reload).
 
 Choices: the CF boost uses ``user . item_factor`` from the loaded CF model for every
-candidate (the ``cf`` kNN list's scores when no model is loaded); a query with no free text
-left (a filtered listing) is ordered by taste for a known user (additive boost); MMR uses the
-CF item factors as item vectors.
+candidate (the ``cf`` kNN list's scores when no model is loaded); how strongly taste re-orders
+a search depends on its query class (:mod:`osreco.plugin.taste`: filtered listing, free text,
+title lookup), and in a filtered listing a known user's seen items are demoted; an explicit
+sort cue is applied after both; MMR uses the CF item factors as item vectors.
 """
 
 from __future__ import annotations
@@ -40,10 +41,13 @@ from osreco.plugin.query import (
     build_hybrid_search,
     build_msearch,
     build_recommend,
-    build_similar,
+    filter_clauses,
 )
 from osreco.plugin.readiness import Readiness
+from osreco.plugin.recommend import Recommender
 from osreco.plugin.reload import BundleReloader
+from osreco.plugin.similar import SimilarItems
+from osreco.plugin.taste import personal_order, query_class, taste_settings
 from osreco.plugin.transport import NodeTransport
 from osreco.plugin.users import UserContext, Users
 
@@ -51,6 +55,7 @@ __all__ = ["RECOMMEND_FUSION", "SIMILAR_FUSION", "SearchService"]
 
 RECOMMEND_FUSION = FusionSettings(method="rrf", cf_weight=1.0, popularity_weight=0.3, cf_mode="additive")
 SIMILAR_FUSION = FusionSettings(dense_weight=1.0)
+NEIGHBOR_HISTORY = 20  # the user's most recent items whose neighbours a filtered listing asks for
 
 
 class SearchService:
@@ -62,7 +67,9 @@ class SearchService:
         self.config, self.metrics, self.fields = config, metrics, parser.fields
         self.transport, self.models, self.users = transport, models, users
         self.parser, self.presenter, self.readiness_checks = parser, presenter, readiness
-        self.recommend_fusion = RECOMMEND_FUSION
+        self.recommend_fusion: FusionSettings | None = None  # None: the served blend (plugin/recommend.py)
+        self.recommender = Recommender(transport, users, self.fields, config.recommend, self.options)
+        self.similar_items = SimilarItems(transport, self.fields, config.recommend.similar_cf_weight, self.options)
         self._pipelines: set[str] = set()
 
     @classmethod
@@ -144,6 +151,11 @@ class SearchService:
             intent = self.parse(req)
         if intent.fallback_reason:
             deg.add("llm_parser", f"rules parser used: {intent.fallback_reason}")
+        if intent.linked is not None and intent.linked.route == "similar":
+            liked = self._search_like(req, intent, deg, timings)   # "movies like X": X's similar items
+            if liked is not None:
+                return liked
+            intent = replace(intent, text=" ".join(filter(None, (intent.linked.phrase, intent.text))))
         with self.metrics.stage(ep, "embed", timings):
             qvec = self.models.embed_query(intent.text, deg, self.readiness_checks.pending)
         user = self.users.context(req.user_id, deg)
@@ -154,14 +166,17 @@ class SearchService:
             if hybrid:
                 fused, lists, partial = self._hybrid(intent, qvec, user, depth, deg)
             else:
-                plan = build_msearch(intent, self.options(depth), qvec, user.vector if user else None)
+                plan = build_msearch(intent, self.options(depth), qvec, user.vector if user else None,
+                                     self._taste_exclude(intent, user), self._neighbors_of(intent, user))
                 lists, partial = self.transport.msearch("search", self._with_history(plan, user), deg)
         with self.metrics.stage(ep, "fuse", timings):
             if hybrid:
                 affinity = self.users.affinity(user, {c.item_id for c in fused})
                 ranked = apply_sort(fused, intent.sort, self.fields)
+                cls = query_class(intent.text, [{"_source": c.source} for c in fused], self.fields)
             else:
-                ranked, affinity = self.rank(lists, user, intent, self._search_fusion(intent, user))
+                cls = self._query_class(intent, lists)
+                ranked, affinity = self.rank(lists, user, intent, self._search_fusion(intent, user, lists))
         reranked: dict[str, float] = {}
         if self.models.reranker is not None and intent.text and ranked:
             # only when free text is left: a query that is all constraints is already satisfied
@@ -176,37 +191,78 @@ class SearchService:
             r["rerank_score"] = reranked.get(r["item_id"])
         return {"results": results, "k": req.k, "page": req.page, "intent": intent.describe(),
                 "parser": intent.parser, "retrieval": "hybrid" if hybrid else "msearch",
-                "personalized": user is not None, "degradations": deg.items, **partial,
+                "personalized": user is not None, "query_class": cls, "degradations": deg.items, **partial,
                 "timings_ms": timings}
 
     def recommend(self, req: schemas.PageRequest) -> dict[str, Any]:
-        """Taste (kNN on ``cf_vector``) plus popularity, the user's seen items excluded."""
+        """What ``osreco cf train`` learned, served (:class:`~osreco.plugin.recommend.Recommender`):
+        ALS + the stored co-engagement neighbours + popularity, seen items excluded inside
+        retrieval; with ``recommend_fusion`` set (the evaluation's variants), the kNN + popularity
+        lists fused by it instead."""
+        if self.recommend_fusion is not None:
+            return self._recommend_fused(req, self.recommend_fusion)
+        deg = Degradations(self.metrics)
+        user = self.users.context(req.user_id, deg)
+        with self.metrics.stage("/v1/recommend", "search"):
+            rec = self.recommender.recommend(user, req.k, deg)
+        results = self.presenter.present(rec.ranked[:req.k], None, user, rec.history, rec.affinity)
+        titles = {str(h["_id"]): (h.get("_source") or {}).get(self.fields.title)
+                  for h in (rec.history.hits if rec.history else [])}
+        for r in results:  # an item the neighbours brought: the history item that brought it most
+            via = rec.because.get(r["item_id"])
+            if via and not r["because_you_liked"] and r["contributions"].get("neighbors"):
+                r["because_you_liked"] = [{"item_id": via[0], "title": titles.get(via[0]) or via[0],
+                                           "similarity": round(via[1], 4)}]
+        return {"results": results, "personalized": rec.personalized, "degradations": deg.items, **rec.partial}
+
+    def _recommend_fused(self, req: schemas.PageRequest, fusion: FusionSettings) -> dict[str, Any]:
+        """Taste (kNN on ``cf_vector``) plus the popularity listing, seen items excluded, fused by ``fusion``."""
         deg = Degradations(self.metrics)
         user = self.users.context(req.user_id, deg)
         vector = user.vector if user else None
         plan = build_recommend(vector, list(user.history) if user else [], self.options(max(req.k, 50)))
         with self.metrics.stage("/v1/recommend", "search"):
             read, partial = self.transport.msearch("recommend", self._with_history(plan, user), deg)
-        ranked, affinity = self.rank(read, user, Intent(query="", text=""), self.recommend_fusion)
+        ranked, affinity = self.rank(read, user, Intent(query="", text=""), fusion)
         results = self.presenter.present(ranked[:req.k], None, user, read.get("history"), affinity)
         return {"results": results, "personalized": vector is not None, "degradations": deg.items, **partial}
 
     def similar(self, item_id: str, req: schemas.PageRequest) -> dict[str, Any]:
-        """The items nearest to ``item_id``'s embedding (the item itself excluded).
+        """Items like ``item_id``: its co-engagement neighbours blended with content kNN
+        (:class:`~osreco.plugin.similar.SimilarItems`), the item itself excluded.
 
         Raises:
-            NotFoundError: no such item, or it has no embedding.
+            NotFoundError: no such item, or it has neither an embedding nor neighbours.
         """
         deg = Degradations(self.metrics)
-        t = self.transport
-        doc = t.call("item", t.client.get, index=t.alias, id=item_id, _source=[self.fields.embedding], ignore=[404])
-        vector = (doc.get("_source") or {}).get(self.fields.embedding) if doc.get("found") else None
-        if vector is None:
-            raise NotFoundError(f"item {item_id!r} is not in {t.alias} (or has no embedding)", item_id=item_id)
-        read, partial = t.search("similar", "dense", build_similar(item_id, vector, self.options(req.k)), deg)
-        ranked = fuse({"dense": read["dense"]}, SIMILAR_FUSION)[:req.k]
+        ranked = self.similar_items.rank(item_id, req.k, None, deg)
         return {"item_id": item_id, "results": self.presenter.present(ranked, None, None, None, {}),
-                "degradations": deg.items, **partial}
+                "degradations": deg.items}
+
+    def _search_like(self, req: schemas.SearchRequest, intent: Intent, deg: Degradations,
+                     timings: dict[str, float]) -> dict[str, Any] | None:
+        """A "like X" search answered with X's similar items under the query's other constraints;
+        ``None`` (searched as words) when the title did not link or X cannot be served."""
+        linked = intent.linked
+        if linked is None or linked.item_id is None:
+            if linked is not None:
+                deg.add("title_link", linked.note)
+            return None
+        depth = req.offset + req.k
+        try:
+            with self.metrics.stage("/v1/search", "search", timings):
+                ranked = self.similar_items.rank(linked.item_id, depth, filter_clauses(intent, self.options(depth)),
+                                                 deg)
+        except NotFoundError as e:
+            deg.add("title_link", f"{linked.title!r} has no similar items ({e.message}); searched as words")
+            return None
+        with self.metrics.stage("/v1/search", "explain", timings):
+            results = self.presenter.present(ranked[req.offset:depth], intent, None, None, {}, req.offset)
+        for r in results:
+            r["rerank_score"] = None
+        return {"results": results, "k": req.k, "page": req.page, "intent": intent.describe(),
+                "parser": intent.parser, "retrieval": "similar", "personalized": False, "query_class": "title",
+                "degradations": deg.items, "timings_ms": timings}
 
     # ---- building blocks -----------------------------------------------------------------
 
@@ -241,21 +297,41 @@ class SearchService:
         _, partial = t.read(["hybrid"], [resp], deg)
         return candidates_from_hybrid(resp, hs.signals, weights, f), history, partial
 
-    def _search_fusion(self, intent: Intent, user: UserContext | None) -> FusionSettings:
-        """The configured fusion; a text-less listing for a known user is ordered by taste
-        (additive boost, weight >= 1): its listing order carries no relevance to protect."""
+    def _query_class(self, intent: Intent, lists: dict[str, SignalResult]) -> str:
+        """``listing``, ``title`` or ``text`` (see :func:`osreco.plugin.taste.query_class`)."""
+        bm25 = lists.get("bm25")
+        return query_class(intent.text, bm25.hits if bm25 is not None else [], self.fields)
+
+    def _taste_exclude(self, intent: Intent, user: UserContext | None) -> tuple[str, ...]:
+        """The seen items the taste kNN leaves out: in a filtered listing that demotes them."""
+        if user is None or intent.text or not self.config.fusion.demote_seen:
+            return ()
+        return user.history
+
+    def _neighbors_of(self, intent: Intent, user: UserContext | None) -> tuple[str, ...]:
+        """The recent items whose stored neighbours join a known user's filtered listing."""
+        if user is None or intent.text or self.config.fusion.neighbors_weight <= 0:
+            return ()
+        return user.history[-NEIGHBOR_HISTORY:]
+
+    def _search_fusion(self, intent: Intent, user: UserContext | None,
+                       lists: dict[str, SignalResult] | None = None) -> FusionSettings:
+        """The configured fusion with the taste weight (and demotion) of the query's class;
+        the configured fusion, demoting nothing, for an anonymous search."""
         f = self.config.fusion
-        if intent.text or user is None:
-            return f
-        return replace(f, cf_weight=max(1.0, f.cf_weight), cf_mode="additive")
+        if user is None:
+            return replace(f, demote_seen=False)
+        return taste_settings(f, self._query_class(intent, lists or {}))
 
     def rank(self, lists: dict[str, SignalResult], user: UserContext | None, intent: Intent,
              settings: FusionSettings) -> tuple[list[Candidate], dict[str, float]]:
-        """Fuse, boost by taste (affinity from the CF model when loaded), sort cue, optional MMR."""
+        """Fuse, boost by taste (affinity from the CF model when loaded), demote the user's seen
+        items when ``settings.demote_seen``, apply the sort cue (it wins), optional MMR."""
         lists = {s: r for s, r in lists.items() if s != "history"}
         affinity = self.users.affinity(user, {str(h["_id"]) for r in lists.values() for h in r.hits})
         ranked = fuse(lists, settings, affinity or None)
-        ranked = apply_sort(ranked, intent.sort, self.fields)
+        seen = user.history if user is not None and settings.demote_seen else ()
+        ranked = personal_order(ranked, seen, intent.sort, self.fields)
         if self.config.fusion.mmr_lambda is not None and self.users.cf_model is not None:
             ranked = mmr(ranked, self.users.factors([c.item_id for c in ranked]), self.config.fusion.mmr_lambda)
         return ranked, affinity

@@ -9,14 +9,18 @@ The rule (:func:`node_error` and :data:`UNAVAILABLE_STATUSES`):
   overloaded or a proxy in front of it is) — for a failed call, and for an ``_msearch``
   whose every sub-search failed with one of them;
 * 404 ``index_not_found``: ``NotReadyError`` (503: nothing ingested under the alias yet);
+* 400 (the node could not run the query the request asked for): ``RequestError`` (400) — for a
+  failed call, and for an ``_msearch`` whose every sub-search failed, one of them with 400;
 * any other error status of a failed call: ``UpstreamError`` (502).
 
 A sub-search that fails while the others answer does not fail the request: it is reported
-(``shard_failures``), as are ``timed_out`` and failed shards, next to the results it spoiled.
+(``shard_failures``, with its status), as are ``timed_out`` and failed shards, next to the
+results it spoiled. Messages never carry the node's exception names or reasons: those are logged.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -27,7 +31,7 @@ from opensearchpy import ConnectionTimeout, OpenSearch, TransportError
 from osreco.ingest.connection import connect
 from osreco.plugin.config import SidecarConfig
 from osreco.plugin.degradations import Degradations
-from osreco.plugin.errors import NodeUnavailableError, NotReadyError, PluginError, UpstreamError
+from osreco.plugin.errors import NodeUnavailableError, NotReadyError, PluginError, RequestError, UpstreamError
 from osreco.plugin.fusion import SignalResult, read_msearch
 from osreco.plugin.metrics import Metrics
 from osreco.plugin.query import MsearchPlan
@@ -37,8 +41,9 @@ Read = tuple[dict[str, SignalResult], dict[str, Any]]
 """Per-signal results, and the response's ``{"timed_out", "shard_failures"}`` report."""
 
 UNAVAILABLE_STATUSES = frozenset({429, 502, 503, 504})
+log = logging.getLogger("osreco.plugin.transport")
 
-__all__ = ["NodeTransport", "Read", "UNAVAILABLE_STATUSES", "node_error"]
+__all__ = ["NodeTransport", "Read", "UNAVAILABLE_STATUSES", "node_error", "rejected"]
 
 
 def node_error(what: str, status: int, reason: object, *, alias: str, retry_after_s: int) -> PluginError:
@@ -57,7 +62,17 @@ def node_error(what: str, status: int, reason: object, *, alias: str, retry_afte
     if status == 404 and "index_not_found" in str(reason):
         return NotReadyError(f"index {alias!r} does not exist ({what})",
                              fix="ingest a catalog with `osreco ingest` first")
-    return UpstreamError(f"OpenSearch refused {what}: {status} {reason}")
+    log.warning("OpenSearch answered %s with %s: %s", what, status, reason)
+    if status == 400:
+        return rejected(what)
+    return UpstreamError(f"OpenSearch refused {what} (status {status})",
+                         fix="see the sidecar's log for the node's answer")
+
+
+def rejected(what: str) -> RequestError:
+    """The 400 for a query the node could not run: the request's values do not fit the index."""
+    return RequestError(f"OpenSearch could not run the {what} query built from this request", field="body",
+                        fix="check the filter values against the index's fields and types")
 
 
 class NodeTransport:
@@ -126,16 +141,22 @@ class NodeTransport:
 
         Raises:
             NodeUnavailableError: every sub-search failed with an unavailable status (the rule).
+            RequestError: every sub-search failed, one with 400 (the request's query).
         """
         read = read_msearch(signals, responses)
         if self.on_indexes is not None:
             self.on_indexes({str(h["_index"]) for r in read.values() for h in r.hits if "_index" in h})
-        statuses = [r.get("status") for r in responses if r.get("error") is not None]
-        if statuses and len(statuses) == len(responses) and all(s in UNAVAILABLE_STATUSES for s in statuses):
-            first = next(r.error for r in read.values() if r.error)
-            raise NodeUnavailableError(f"OpenSearch refused every sub-search: {first}",
-                                       retry_after_s=self.retry_after_s)
-        failures = [{"signal": r.signal, "error": r.error} if r.error else
+        status_of = {s: r.get("status") for s, r in zip(signals, responses) if r.get("error") is not None}
+        for signal, status in status_of.items():
+            log.warning("sub-search %s failed with %s: %s", signal, status, read[signal].error)
+        statuses = list(status_of.values())
+        if statuses and len(statuses) == len(responses):
+            if all(s in UNAVAILABLE_STATUSES for s in statuses):
+                raise NodeUnavailableError(f"OpenSearch refused every sub-search (status {statuses[0]})",
+                                           retry_after_s=self.retry_after_s)
+            if 400 in statuses:
+                raise rejected("search")
+        failures = [{"signal": r.signal, "error": f"status {status_of.get(r.signal) or 'unknown'}"} if r.error else
                     {"signal": r.signal, "failed_shards": r.failed_shards}
                     for r in read.values() if r.error or r.failed_shards]
         timed_out = any(r.timed_out for r in read.values())

@@ -2,13 +2,15 @@
 
 A user id never reaches the node: it is pseudonymized (HMAC) first. A known user's taste
 vector is the stored one (``<prefix>-users``, folded in online after new events) or the CF
-model's trained one. ``forget`` touches only ``<prefix>-users`` and ``<prefix>-events``, never
-the item index, and drops the trained vector held in memory.
+model's trained one. ``forget`` is ``osreco.cf.forget.forget`` (every ``<prefix>-*`` index but
+the items, a tombstone in ``<prefix>-forgotten``, the saved CF model when the sidecar may rewrite
+it). Every request reads the user's document and the tombstone in one ``mget``, so every worker
+stops personalizing a forgotten user at its next request, whichever worker handled the forget.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,12 +18,17 @@ import numpy as np
 from opensearchpy import TransportError
 
 from osreco.cf import events as ev_store
+from osreco.cf import forget as cf_forget
 from osreco.cf import store as cf_store
-from osreco.cf.privacy import pseudonymize
+from osreco.cf.errors import InteractionError
+from osreco.cf.privacy import PrivacyConfig, pseudonymize
 from osreco.ingest.bulk import RetryPolicy
+from osreco.ingest.errors import BulkError
 from osreco.plugin import schemas
 from osreco.plugin.config import SidecarConfig
 from osreco.plugin.degradations import Degradations
+from osreco.plugin.errors import UpstreamError
+from osreco.plugin.foldin import FoldInQueue
 from osreco.plugin.metrics import Metrics
 from osreco.plugin.transport import NodeTransport
 
@@ -40,18 +47,26 @@ class UserContext:
 class Users:
     """User context for a request, the CF model's item factors, events and forgetting.
 
+    ``model_dir`` is the folder ``cf_model`` was loaded from (``from_config``), which ``forget``
+    rewrites when this process may.
+
     Args:
         transport: the node.
         store: the users/events indexes (``<prefix>-users``, ``<prefix>-events``).
         hmac_key: the key that pseudonymizes user ids.
         metrics: the stage timings of ``/v1/events``.
         cf_model: the served CF model (``osreco.cf.model.CFModel``), or None.
+        foldin_queue: most users waiting for their fold-in (:class:`~osreco.plugin.foldin.FoldInQueue`).
     """
 
+    model_dir: str | None = None
+
     def __init__(self, transport: NodeTransport, store: cf_store.StoreConfig, hmac_key: str, metrics: Metrics,
-                 cf_model: Any = None):
+                 cf_model: Any = None, foldin_queue: int = 10000):
         self.transport, self.store, self.hmac_key, self.metrics = transport, store, hmac_key, metrics
         self.cf_model = cf_model
+        self.foldin = FoldInQueue(self._fold_batch, metrics, maxsize=foldin_queue,
+                                  retry_after_s=max(1, transport.retry_after_s // 5))
 
     @classmethod
     def from_config(cls, config: SidecarConfig, transport: NodeTransport, metrics: Metrics,
@@ -61,22 +76,41 @@ class Users:
         Raises:
             ConfigError: the CF model does not load.
         """
+        model_dir = None
         if cf_model is None and config.cf_model_dir:
             from osreco.cf.model import CFModel
 
-            cf_model = CFModel.load(config.cf_model_dir)
+            cf_model, model_dir = CFModel.load(config.cf_model_dir), config.cf_model_dir
         store = cf_store.StoreConfig(prefix=config.prefix, item_index=config.alias)
-        return cls(transport, store, config.effective_hmac_key, metrics, cf_model)
+        if cf_model is not None:
+            try:  # a stale model file never serves a forgotten user; the per-request check backs this up
+                gone = cf_forget.forgotten_keys(transport.client, store.prefix)
+            except (TransportError, OSError):
+                gone = set()
+            if gone:
+                cf_model = cf_model.without_user(*gone)
+        users = cls(transport, store, config.effective_hmac_key, metrics, cf_model, config.foldin_queue)
+        users.model_dir = model_dir
+        return users
 
     def context(self, user_id: str | None, deg: Degradations) -> UserContext | None:
-        """The user's pseudonym, vector and history; ``None`` (reported) when the store fails."""
+        """The user's pseudonym, vector and history; ``None`` for a forgotten user (tombstone) and
+        (reported) when the store fails.
+
+        The user's document and the tombstone come in one ``mget``; a tombstoned user is also
+        dropped from the CF model held in memory.
+        """
         if user_id is None:
             return None
         key = pseudonymize(user_id, self.hmac_key)
         try:
-            doc = cf_store.read_user(self.transport.client, self.store, key)
+            doc, forgotten = cf_forget.user_and_tombstone(self.transport.client, self.store.users_index,
+                                                          self.store.prefix, key)
         except (TransportError, OSError) as e:
             deg.add("user_store", f"not personalized: the user store failed: {type(e).__name__}: {e}")
+            return None
+        if forgotten:
+            self._drop_from_model(key)
             return None
         vector = np.asarray(doc["cf_vector"], dtype=np.float32) if doc and doc.get("cf_vector") else None
         if vector is None and self.cf_model is not None:
@@ -102,49 +136,97 @@ class Users:
         return {i: float(np.dot(user.vector, v)) for i, v in factors.items()}
 
     def record_events(self, events: tuple[schemas.Event, ...]) -> dict[str, Any]:
-        """Store events (pseudonymized) and fold the users in online so the next request sees them."""
+        """Store a validated batch once (idempotent ids) and queue its users for the fold-in.
+
+        The request only reserves room in the fold-in queue (429 + ``Retry-After``, nothing stored,
+        when it is full), writes the events with ``op_type: create`` and no refresh, and commits;
+        the background thread folds the users in and bumps popularity (:mod:`osreco.plugin.foldin`).
+        An event without ``event_id`` gets a hash of its fields; one without a timestamp is stored
+        at its arrival time and hashed with the arrival minute (a retry within that minute matches).
+
+        Raises:
+            OverloadedError: the fold-in queue cannot take the batch's users.
+            NodeUnavailableError, UpstreamError: the node did not store the batch.
+        """
         deg = Degradations(self.metrics)
-        docs = [ev_store.Event(user_key=pseudonymize(e.user_id, self.hmac_key), item_id=e.item_id, kind=e.kind,
-                               timestamp=event_time(e.timestamp),
-                               value=1.0 if e.value is None else e.value, query=e.query,
-                               position=e.position, session_id=e.session_id) for e in events]
-        client = self.transport.client
-        with self.metrics.stage("/v1/events", "store"):
-            # No retries inside a request: a node that is down answers 503 now, not after backoff.
-            no_retry = RetryPolicy(max_retries=0, request_timeout_s=self.transport.request_timeout_s)
-            self.transport.call("events", ev_store.write_events, client, self.store.prefix, docs,
-                                refresh="wait_for", policy=no_retry)
-        updated = 0
+        now = datetime.now(timezone.utc)
+        arrival = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        minute = now.replace(second=0, microsecond=0).isoformat().replace("+00:00", "Z")
+        docs = []
+        for e in events:
+            doc = ev_store.Event(user_key=pseudonymize(e.user_id, self.hmac_key), item_id=e.item_id, kind=e.kind,
+                                 timestamp=e.timestamp or arrival, value=1.0 if e.value is None else e.value,
+                                 query=e.query, position=e.position, session_id=e.session_id, event_id=e.event_id)
+            if doc.event_id is None:
+                doc = replace(doc, event_id=doc.derived_id(None if e.timestamp else minute))
+            docs.append(doc)
+        users = [] if self.cf_model is None else list(dict.fromkeys(d.user_key for d in docs))
         if self.cf_model is None:
             deg.add("cf_model", "events stored; no CF model loaded, so users are not updated online")
-        else:
-            for user_key in dict.fromkeys(d.user_key for d in docs):
-                self.transport.call("fold-in", cf_store.refresh_user_vector, client, self.store, self.cf_model,
-                                    user_key)
-                updated += 1
-        return {"accepted": len(docs), "users_updated": updated, "degradations": deg.items}
+        ticket = self.foldin.reserve(users, _kind_weights(docs))
+        try:
+            with self.metrics.stage("/v1/events", "store"):
+                # No retries inside a request: a node that is down answers 503 now, not after backoff.
+                no_retry = RetryPolicy(max_retries=0, request_timeout_s=self.transport.request_timeout_s)
+                report = self.transport.call("events", ev_store.write_events, self.transport.client,
+                                             self.store.prefix, docs, policy=no_retry)
+        except BaseException:
+            ticket.cancel()
+            raise
+        ticket.deltas = _kind_weights(report.new)  # duplicates add no popularity
+        ticket.keys = tuple(k for k in ticket.keys if k in {d.user_key for d in report.new})
+        ticket.commit()
+        return {"accepted": report.written, "duplicates": report.duplicates, "queued_users": len(ticket.keys),
+                "degradations": deg.items}
+
+    def _fold_batch(self, user_keys: list[str], deltas: dict[str, float]) -> None:
+        """Background work of the fold-in queue: make the new events visible, fold the users in."""
+        client = self.transport.client
+        if user_keys:
+            client.indices.refresh(index=self.store.events_index, ignore_unavailable=True)
+            if self.cf_model is not None:
+                cf_store.refresh_user_vectors(client, self.store, self.cf_model, user_keys)
+        # Popularity: ``deltas`` are the new events' kind weights per item; the item index stores
+        # popularity in decayed units (osreco.cf.priors.event_delta), so they are not added here yet.
+        del deltas
 
     def forget(self, user_id: str) -> dict[str, Any]:
-        """Delete the user's events and stored vector, and drop the trained vector in memory."""
-        key = pseudonymize(user_id, self.hmac_key)
-        client = self.transport.client
-        res = self.transport.call("forget", client.delete_by_query, index=self.store.events_index,
-                                  body={"query": {"term": {"user_key": key}}}, refresh=True, conflicts="proceed",
-                                  ignore_unavailable=True)
-        gone = self.transport.call("forget", client.delete, index=self.store.users_index, id=key, refresh=True,
-                                   ignore=[404])
-        user_deleted = gone.get("result") == "deleted"
-        if self.cf_model is not None and self.cf_model.user_vector(key) is not None:
-            self.cf_model = self.cf_model.without_user(key)
-            user_deleted = True
-        return {"user_id": user_id, "events_deleted": int(res.get("deleted", 0)), "user_deleted": user_deleted}
+        """Forget the user everywhere (see :func:`osreco.cf.forget.forget`) and in this worker's memory.
+
+        The saved CF model is rewritten when this sidecar loaded it from a folder it may write;
+        otherwise ``model_rewritten`` is false and the tombstone alone keeps every worker and every
+        restart from using the user's trained vector.
+        """
+        model_dir = self.model_dir
+        if model_dir is not None:
+            try:
+                cf_forget.check_model_dir(model_dir)
+            except InteractionError:
+                model_dir = None
+        try:
+            report = self.transport.call("forget", cf_forget.forget, self.transport.client, self.store.prefix,
+                                         user_id, PrivacyConfig(self.hmac_key.encode("utf-8")), model_dir)
+        except BulkError as e:
+            raise UpstreamError(f"forget did not complete: {e.message}", fix=cf_forget.RETRY_FIX) from e
+        in_memory = self._drop_from_model(report.user_key)
+        users_deleted = report.deleted.get(self.store.users_index, 0)
+        return {"user_id": user_id, "events_deleted": report.deleted.get(self.store.events_index, 0),
+                "user_deleted": bool(users_deleted or in_memory or (report.model and report.model.removed)),
+                "deleted": report.deleted, "tombstone": True,
+                "model_rewritten": bool(report.model and report.model.removed)}
+
+    def _drop_from_model(self, key: str) -> bool:
+        """Drop ``key``'s trained vector from the CF model in memory; whether it was there."""
+        model = self.cf_model
+        if model is None or model.user_vector(key) is None:
+            return False
+        self.cf_model = model.without_user(key)
+        return True
 
 
-def event_time(value: str | float | None) -> str:
-    """ISO 8601 UTC for an event time (now when absent; epoch seconds or ISO accepted)."""
-    if value is None:
-        return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    if isinstance(value, float):
-        return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds")
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))  # validated by schemas
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).isoformat()
+def _kind_weights(events: tuple[ev_store.Event, ...] | list[ev_store.Event]) -> dict[str, float]:
+    """Per-item sum of the events' kind weights (``KIND_WEIGHTS``; a rating counts 1)."""
+    out: dict[str, float] = {}
+    for e in events:
+        out[e.item_id] = out.get(e.item_id, 0.0) + ev_store.KIND_WEIGHTS.get(e.kind, 1.0)
+    return out

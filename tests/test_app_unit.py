@@ -5,13 +5,16 @@ The collaborators are a small hand-written fake; nothing here is about OpenSearc
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
+import urllib.parse
 
 import pytest
 
 from osreco.ingest.connection import OpenSearchConfig
 from osreco.plugin import schemas
-from osreco.plugin.app import create_app
+from osreco.plugin.app import MAX_HEADER_BYTES, MAX_URL_BYTES, create_app, json_depth
 from osreco.plugin.config import Limits, SidecarConfig
 from osreco.plugin.errors import ConfigError, NodeUnavailableError, NotReadyError, RequestError
 from osreco.plugin.security import KeyChecker, append_key, create_key, load_keys
@@ -214,7 +217,8 @@ def test_parse_filters_exact():
 def test_event_timestamps_validated():
     ok = schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "click", "timestamp": "2026-01-02T03:04:05Z"})
     assert ok.timestamp == "2026-01-02T03:04:05Z"
-    assert schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "view", "timestamp": 1.7e9}).timestamp == 1.7e9
+    epoch = schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "view", "timestamp": 1.7e9})
+    assert epoch.timestamp == "2023-11-14T22:13:20Z"
     for bad in ("yesterday", -5, True):
         with pytest.raises(RequestError) as e:
             schemas.parse_event({"user_id": "u", "item_id": "i", "kind": "view", "timestamp": bad})
@@ -250,3 +254,162 @@ def test_apikey_cli_creates_hashed_key(tmp_path):
     key = json.loads(res.output)["key"]
     assert key not in path.read_text()
     assert KeyChecker(load_keys(path)).check(key).name == "web"
+
+
+# ---- client input never becomes a 500; errors name the field ----
+
+SURROGATE = "\ud800"
+
+
+def _post_raw(client, path: str, body: str | bytes, **kw):
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    return client.post(path, data=data, content_type="application/json", **kw)
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/v1/search", '{"q": "red \\ud800 shoes"}', "q"),
+    ("/v1/search", '{"q": "x", "user_id": "u\\udfff"}', "user_id"),
+    ("/v1/search", '{"q": "x", "filters": {"brand": "\\ud800"}}', "filters.brand"),
+    ("/v1/search", '{"q": "x", "filters": {"brand": ["nike", "\\udc00"]}}', "filters.brand"),
+    ("/v1/search", '{"q": "x", "filters": {"\\ud800": "a"}}', "filters.\\ud800"),
+    ("/v1/search", '{"q": "x", "\\ud800": 1}', "\\ud800"),
+    ("/v1/events", '{"user_id": "\\ud800", "item_id": "i", "kind": "view"}', "event.user_id"),
+    ("/v1/events", '{"user_id": "u", "item_id": "\\ud800", "kind": "view"}', "event.item_id"),
+    ("/v1/events", '{"user_id": "u", "item_id": "i", "kind": "view", "query": "\\ud800"}', "event.query"),
+    ("/v1/events", '{"user_id": "u", "item_id": "i", "kind": "view", "session_id": "s\\ud800"}',
+     "event.session_id"),
+    ("/v1/events", '{"events": [{"user_id": "u", "item_id": "\\ud800", "kind": "view"}]}', "events[0].item_id"),
+])
+def test_lone_surrogates_in_json_are_400_naming_the_field(path, body, field):
+    client, fake = _client()
+    resp = _post_raw(client, path, body)
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.get_json()["error"]["field"] == field
+    resp.get_data().decode("utf-8")   # the error body itself is valid UTF-8
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("method,url,field", [
+    ("get", "/v1/recommend?user_id=%ED%A0%80", "user_id"),
+    ("get", "/v1/recommend?user_id=u&k=%FF", "k"),
+    ("get", "/v1/items/%ED%A0%80/similar", "item_id"),
+    ("delete", "/v1/users/u%ED%B0%80", "user_id"),
+])
+def test_path_and_query_string_not_utf8_are_400_naming_the_parameter(method, url, field):
+    client, fake = _client()
+    path, _, query = url.partition("?")
+    # PATH_INFO as a WSGI server passes it: the unquoted bytes as latin-1 (the test client would
+    # already have replaced them with U+FFFD)
+    raw_path = urllib.parse.unquote_to_bytes(path).decode("latin-1")
+    resp = getattr(client, method)(url, environ_overrides={"PATH_INFO": raw_path})
+    assert resp.status_code == 400 and resp.get_json()["error"]["field"] == field
+    assert fake.calls == []
+
+
+def test_deeply_nested_body_under_the_size_cap_is_400_not_a_recursion_error():
+    client, fake = _client()
+    for body in ("[" * 30000 + "]" * 30000, '{"q": "x", "filters": ' + '{"a":' * 40 + "1" + "}" * 41):
+        resp = _post_raw(client, "/v1/search", body)
+        assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "body"
+        assert "32" in resp.get_json()["error"]["message"]
+    brackets_in_text = _post_raw(client, "/v1/search", json.dumps({"q": "[[[" * 50 + '"\\'}))
+    assert brackets_in_text.status_code == 200   # brackets inside strings are text, not nesting
+    assert fake.calls[0][1].q == "[[[" * 50 + '"\\'
+
+
+@pytest.mark.parametrize("filters,field", [
+    ({"price": {"lte": 1e308}}, "filters.price.lte"),
+    ({"price": {"gte": -3.5e38}}, "filters.price.gte"),
+    ({"popularity": {"gt": 1e39}}, "filters.popularity.gt"),
+    ({"year": {"gte": 1e300}}, "filters.year.gte"),
+    ({"year": {"lt": 2**31}}, "filters.year.lt"),
+    ({"year": {"gt": -(2**31) - 1}}, "filters.year.gt"),
+    ({"price": {"lte": 10**400}}, "filters.price.lte"),
+])
+def test_range_filters_outside_the_field_type_are_400(filters, field):
+    client, fake = _client()
+    resp = client.post("/v1/search", json={"q": "x", "filters": filters})
+    assert resp.status_code == 400 and resp.get_json()["error"]["field"] == field
+    assert fake.calls == []
+    # the edges of each type still pass
+    assert schemas.parse_filters({"price": {"lte": 3.4e38}, "year": {"gte": -(2**31), "lte": 2**31 - 1}}) == (
+        ("price", {"lte": 3.4e38}), ("year", {"gte": float(-(2**31)), "lte": float(2**31 - 1)}))
+
+
+@pytest.mark.parametrize("body", ['{"q": "x", "k": NaN}', '{"q": "x", "filters": {"price": {"lte": Infinity}}}',
+                                  '{"user_id": "u", "item_id": "i", "kind": "view", "value": -Infinity}'])
+def test_non_json_number_constants_are_400(body):
+    client, fake = _client()
+    resp = _post_raw(client, "/v1/events" if "kind" in body else "/v1/search", body)
+    assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "body"
+    assert fake.calls == []
+
+
+def test_chunked_body_over_the_cap_is_413_not_truncated():
+    client, fake = _client()
+    chunked = {"headers": {"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+               "environ_overrides": {"wsgi.input_terminated": True}}
+    for body in (b'{"q": "x"' + b" " * 70000 + b"}", json.dumps({"q": "x" * 70000}).encode()):
+        resp = client.post("/v1/search", input_stream=io.BytesIO(body), **chunked)
+        assert resp.status_code == 413 and resp.get_json()["error"]["code"] == "payload_too_large"
+    assert fake.calls == []
+    ok = client.post("/v1/search", input_stream=io.BytesIO(b'{"q": "red shoes"}'), **chunked)
+    assert ok.status_code == 200 and fake.calls[0][1].q == "red shoes"
+
+
+def test_long_url_is_json_414_and_big_headers_json_431():
+    client, fake = _client()
+    long_url = client.get("/v1/recommend?user_id=" + "a" * (MAX_URL_BYTES + 1))
+    assert long_url.status_code == 414 and long_url.get_json()["error"]["code"] == "uri_too_long"
+    big = client.get("/v1/recommend?user_id=u", headers={"X-Pad": "a" * (MAX_HEADER_BYTES + 1)})
+    assert big.status_code == 431 and big.get_json()["error"]["code"] == "headers_too_large"
+    assert fake.calls == []
+    assert client.get("/v1/recommend?user_id=u", headers={"X-Pad": "a" * 1000}).status_code == 200
+
+
+def test_json_depth_counts_nesting_outside_strings():
+    assert json_depth(b'{"a": [1, {"b": "[[{{"}]}') == 3
+    assert json_depth(b'"\\"[["') == 0 and json_depth(b"[]") == 1 and json_depth(b"1") == 0
+
+
+def test_gunicorn_answers_chunked_413_and_json_414_431():
+    """The real server: gunicorn with the project's config, 2 workers x 4 threads."""
+    from servers import gunicorn_sidecar
+
+    env = {"OPENSEARCH_URL": "http://127.0.0.1:9", "OSRECO_DEV_MODE": "1", "OSRECO_INDEX": "no-such-items"}
+    with gunicorn_sidecar(env, workers=2, threads=4) as url:
+        host, port = url.removeprefix("http://").split(":")
+
+        def send(path: str, headers: dict[str, str] | None = None, chunks: list[bytes] | None = None):
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            try:
+                conn.putrequest("POST" if chunks is not None else "GET", path)
+                for k, v in (headers or {}).items():
+                    conn.putheader(k, v)
+                if chunks is not None:
+                    conn.putheader("Transfer-Encoding", "chunked")
+                    conn.putheader("Content-Type", "application/json")
+                conn.endheaders()
+                for chunk in chunks or []:
+                    conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                if chunks is not None:
+                    conn.send(b"0\r\n\r\n")
+                resp = conn.getresponse()
+                return resp.status, resp.getheader("Content-Type"), json.loads(resp.read())
+            finally:
+                conn.close()
+
+        event = json.dumps({"user_id": "u", "item_id": "i", "kind": "view"}).encode()
+        for chunks in ([event[:-1], b" " * 70000, b"}"], [b'{"events": [', b"%s," % event * 2000, event + b"]}"]):
+            status, ctype, body = send("/v1/events", chunks=chunks)
+            assert (status, ctype, body["error"]["code"]) == (413, "application/json", "payload_too_large")
+        for path, field in (("/v1/items/%ED%A0%80/similar", "item_id"), ("/v1/recommend?user_id=u%ED%A0%80",
+                                                                            "user_id")):
+            status, ctype, body = send(path)
+            assert (status, ctype, body["error"]["field"]) == (400, "application/json", field)
+        status, ctype, body = send("/v1/recommend?user_id=" + "a" * 20000)
+        assert (status, ctype, body["error"]["code"]) == (414, "application/json", "uri_too_long")
+        status, ctype, body = send("/v1/recommend?user_id=u", headers={"X-Pad": "a" * 40000})
+        assert (status, ctype, body["error"]["code"]) == (431, "application/json", "headers_too_large")
+        status, ctype, body = send("/v1/recommend?user_id=u", headers={f"X-Pad-{i}": "a" * 100 for i in range(200)})
+        assert (status, ctype, body["error"]["code"]) == (431, "application/json", "headers_too_large")

@@ -142,3 +142,48 @@ def test_train_on_an_index_without_cf_vector_exits_2(os_client, index_name, tmp_
     (tmp_path / "c.csv").write_text("user_id,item_id\nu,a\n")
     result = CliRunner().invoke(cf, ["train", str(tmp_path / "c.csv"), "--index", index_name])
     assert result.exit_code == 2 and "no cf_vector" in result.output
+
+
+def test_train_cli_writes_popularity_and_neighbours(os_client, index_name, trained):
+    from osreco.cf.priors import bump_popularity
+
+    result, _ = trained
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["priors"]["written"] == 21 and summary["meta"]["popularity_ref"] == 1009.0
+    docs = {h["_id"]: h["_source"] for h in os_client.search(index=index_name, body={"size": 50})["hits"]["hits"]}
+    assert docs["b_new"]["popularity"] == 0.0 and all(docs[i]["popularity"] > 0 for i in GROUP_A + GROUP_B)
+    assert "rating_avg" not in docs["a0"]  # every value is 1: implicit data has no ratings to average
+    neighbours, scores = docs["a0"]["cf_neighbors"], docs["a0"]["cf_neighbor_scores"]
+    assert neighbours and set(neighbours) <= set(GROUP_A) - {"a0"} and len(scores) == len(neighbours)
+    assert scores == sorted(scores, reverse=True) and min(scores) > 0
+    listing = {"size": 21, "_source": False, "sort": [{"popularity": {"order": "desc"}}, {"item_id": "asc"}]}
+    order = [h["_id"] for h in os_client.search(index=index_name, body=listing)["hits"]["hits"]]
+    assert order[-1] == "b_new"  # items without interactions list last
+    bump_popularity(os_client, index_name, {"b_new": 100.0, "ghost": 1.0})
+    os_client.indices.refresh(index=index_name)
+    order = [h["_id"] for h in os_client.search(index=index_name, body=listing)["hits"]["hits"]]
+    assert order[0] == "b_new"
+
+
+def test_train_cli_adds_prior_fields_and_rating_avg_to_an_older_index(os_client, index_name, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("OSRECO_HMAC_KEY", KEY)
+    spec = IndexSpec(alias=index_name, dim=2, artifact_id="test-artifact", cf_dim=4)
+    mappings = spec.mappings()
+    for name in ("rating_avg", "cf_neighbors", "cf_neighbor_scores"):
+        del mappings["properties"][name]  # an index created before these fields existed
+    os_client.indices.create(index=index_name, body={"settings": spec.settings(), "mappings": mappings})
+    bulk(os_client, ({"_index": index_name, "_id": it, "_source": {"item_id": it, "embedding": [1.0, 0.0]}}
+                     for it in ("good", "bad", "other")), refresh=True)
+    rows = ["user_id,item_id,value,timestamp"] + [f"u{u},good,5,{u}" for u in range(6)] + \
+        [f"u{u},bad,1,{u}" for u in range(3)] + [f"u{u},other,3,{u}" for u in range(4)]
+    (tmp_path / "r.csv").write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(cf, ["train", str(tmp_path / "r.csv"), "--index", index_name, "--iterations", "2",
+                                     "--json"])
+    assert result.exit_code == 0, result.output
+    props = os_client.indices.get_mapping(index=index_name)[index_name]["mappings"]["properties"]
+    assert props["rating_avg"]["type"] == "float" and props["cf_neighbors"]["type"] == "keyword"
+    avg = {i: os_client.get(index=index_name, id=i)["_source"]["rating_avg"] for i in ("good", "bad", "other")}
+    assert avg["good"] > avg["other"] > avg["bad"] and avg["good"] < 5.0  # shrunk toward the mean
+    hits = os_client.search(index=index_name, body={"query": {"term": {"cf_neighbors": "good"}}})["hits"]["hits"]
+    assert {h["_id"] for h in hits} >= {"other"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -20,12 +21,12 @@ from osreco.cf.events import (
     Event,
     events_index,
     expire_events,
-    forget,
     from_ubi,
     read_interactions_from_events,
     write_events,
 )
-from osreco.cf.privacy import PrivacyConfig
+from osreco.cf.forget import forget, forgotten_index
+from osreco.cf.privacy import PrivacyConfig, pseudonymize
 from osreco.ingest.errors import ConfigError
 
 pytestmark = pytest.mark.integration
@@ -69,7 +70,9 @@ def test_forget_leaves_no_trace_in_any_index(os_client, index_name):
     assert _traces(os_client, key) > 0 and _traces(os_client, alice, f"{index_name}-v1") == 0  # raw id never stored
     report = forget(os_client, index_name, alice, PRIVACY)
     assert report.deleted == {f"{index_name}-events": 3, f"{index_name}-users": 1}
-    assert _traces(os_client, key) == 0 and _traces(os_client, alice, f"{index_name}-v1") == 0
+    # the one trace left is the tombstone: ``_id`` = pseudonym, nothing but the time
+    assert _traces(os_client, key) == 1 and _traces(os_client, alice, f"{index_name}-v1") == 0
+    assert os_client.get(index=forgotten_index(index_name), id=key)["_source"].keys() == {"forgotten_at"}
     assert os_client.exists(index=f"{index_name}-v1", id=alice)  # an item that shares the id is kept
     assert _traces(os_client, bob_key) == 2  # other users are untouched
 
@@ -90,7 +93,8 @@ def test_forget_cli_also_rewrites_a_saved_model(os_client, index_name, tmp_path,
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["total"] == 2
     assert CFModel.load(tmp_path).user_vector(key) is None
-    assert _traces(os_client, key) == 0
+    assert _traces(os_client, key) == 1  # the tombstone only
+    assert os_client.exists(index=forgotten_index(index_name), id=key)
 
 
 def test_retention_expires_only_old_events(os_client, index_name):
@@ -161,3 +165,133 @@ def test_train_from_missing_events_index_exits_2(os_client, index_name, monkeypa
 def test_forget_refuses_a_wildcard_prefix(os_client):
     with pytest.raises(ConfigError, match="no wildcards"):
         forget(os_client, "*", "alice", PRIVACY)
+
+
+# ---- POST /v1/events: validated whole, stored once, folded in off the request thread ----------
+
+
+def _events_app(os_client, index_name, tmp_path, **overrides):
+    """The real sidecar over ``index_name`` with a small trained CF model (items i1..i4)."""
+    from osreco.cf.interactions import Interaction
+    from osreco.cf.model import CFConfig
+    from osreco.cf.train import train_models
+    from osreco.ingest.connection import OpenSearchConfig
+    from osreco.plugin.app import create_app
+    from osreco.plugin.config import SidecarConfig
+
+    os_client.indices.create(index=index_name, body={"mappings": {"properties": {"popularity": {"type": "float"}}}})
+    rows = [Interaction(f"u_seed{u}", f"i{i}", 1.0, 0.0) for u in range(4) for i in range(1, 5) if i != u + 1]
+    train_models(rows, CFConfig(factors=2, iterations=2, threads=1)).save(tmp_path / "cf")
+    url = os_client.transport.hosts[0]
+    config = SidecarConfig(opensearch=OpenSearchConfig(url=f"http://{url['host']}:{url['port']}"), alias=index_name,
+                           cf_model_dir=str(tmp_path / "cf"), dev_mode=True, embed_vocabulary=False,
+                           bundle_reload_s=0, **overrides)
+    return create_app(config)
+
+
+def _stored(os_client, index_name) -> list[dict]:
+    name = events_index(index_name)
+    if not os_client.indices.exists(index=name):
+        return []
+    os_client.indices.refresh(index=name)
+    return [h["_source"] for h in os_client.search(index=name, body={"size": 100})["hits"]["hits"]]
+
+
+def test_one_bad_event_is_a_400_naming_it_and_nothing_is_stored(os_client, index_name, tmp_path):
+    client = _events_app(os_client, index_name, tmp_path).test_client()
+    good = {"user_id": "u-bad", "item_id": "i1", "kind": "click", "timestamp": "2024-05-01T10:00:00Z"}
+    for bad, field in ((dict(good, timestamp="2999-01-01T00:00:00Z"), "timestamp"),
+                       (dict(good, timestamp="9999-12-31"), "timestamp"),
+                       (dict(good, timestamp="2024-05-01T10:00:00+25:00"), "timestamp"),
+                       (dict(good, timestamp="1969-12-31T23:59:59Z"), "timestamp"),
+                       (dict(good, value=1e308), "value"),
+                       (dict(good, event_id="a\x01b"), "event_id")):
+        resp = client.post("/v1/events", json={"events": [good, good, bad]})
+        assert resp.status_code == 400, (bad, resp.get_json())
+        assert resp.get_json()["error"]["field"] == f"events[2].{field}"
+    assert _stored(os_client, index_name) == []
+
+
+def test_offsets_are_normalized_to_utc(os_client, index_name, tmp_path):
+    client = _events_app(os_client, index_name, tmp_path).test_client()
+    resp = client.post("/v1/events", json={"events": [
+        {"user_id": "u-tz", "item_id": "i1", "kind": "click", "timestamp": "2024-05-01T10:00:00+05:30:15"},
+        {"user_id": "u-tz", "item_id": "i2", "kind": "click", "timestamp": 1714557600}]})
+    assert resp.status_code == 202, resp.get_json()
+    assert sorted(e["timestamp"] for e in _stored(os_client, index_name)) == [
+        "2024-05-01T04:29:45Z", "2024-05-01T10:00:00Z"]
+
+
+def test_a_batch_posted_three_times_is_stored_once(os_client, index_name, tmp_path):
+    client = _events_app(os_client, index_name, tmp_path).test_client()
+    with_ids = [{"user_id": "u-a", "item_id": "i1", "kind": "click", "event_id": "evt-1"},
+                {"user_id": "u-a", "item_id": "i2", "kind": "click", "event_id": "evt-2"}]
+    derived = [{"user_id": "u-b", "item_id": "i1", "kind": "view", "timestamp": "2024-05-01T10:00:00Z"},
+               {"user_id": "u-b", "item_id": "i3", "kind": "rating", "value": 4.0, "timestamp": 1714557600}]
+    while datetime.now(timezone.utc).second >= 50:  # no timestamp: hashed with the arrival minute
+        time.sleep(1)
+    no_time = [{"user_id": "u-c", "item_id": "i4", "kind": "purchase"}]
+    for batch in (with_ids, derived, no_time):
+        bodies = [client.post("/v1/events", json={"events": batch}).get_json() for _ in range(3)]
+        assert [(b["accepted"], b["duplicates"]) for b in bodies] == [(len(batch), 0)] + [(0, len(batch))] * 2
+    stored = _stored(os_client, index_name)
+    assert len(stored) == 5
+    assert {e["event_id"] for e in stored} >= {"evt-1", "evt-2"}
+
+
+def test_a_full_fold_in_queue_is_a_429_and_stores_nothing(os_client, index_name, tmp_path):
+    app = _events_app(os_client, index_name, tmp_path, foldin_queue=1)
+    batch = [{"user_id": f"u-q{n}", "item_id": "i1", "kind": "click"} for n in range(2)]
+    resp = app.test_client().post("/v1/events", json={"events": batch})
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+    assert resp.get_json()["error"]["code"] == "overloaded"
+    assert _stored(os_client, index_name) == []
+
+
+def test_fold_in_runs_off_the_request_thread(os_client, index_name, tmp_path):
+    import threading
+
+    app = _events_app(os_client, index_name, tmp_path)
+    users_ = app.extensions["osreco.services"].users
+    gate, ran_on = threading.Event(), []
+    real_fold = users_.foldin.fold
+
+    def held_fold(keys, deltas):
+        ran_on.append(threading.get_ident())
+        assert gate.wait(60)
+        real_fold(keys, deltas)
+
+    users_.foldin.fold = held_fold
+    resp = app.test_client().post("/v1/events", json={"events": [
+        {"user_id": "u-off", "item_id": "i1", "kind": "click"},
+        {"user_id": "u-off", "item_id": "i2", "kind": "click"}]})
+    assert resp.status_code == 202 and resp.get_json()["queued_users"] == 1
+    key = pseudonymize("u-off", users_.hmac_key)
+    store = cf_store.StoreConfig(prefix=index_name, item_index=index_name)
+    assert cf_store.read_user_vector(os_client, store, key) is None  # answered before the fold-in
+    gate.set()
+    assert users_.foldin.drain(60)
+    assert ran_on and ran_on[0] != threading.get_ident()
+    folded = cf_store.read_user(os_client, store, key)
+    assert sorted(folded["history"]) == ["i1", "i2"] and len(folded["cf_vector"]) == 2  # same arrival time
+    assert os_client.get(index=index_name, id="i1", ignore=[404]).get("found") is False  # not in the item index
+
+
+def test_expire_deletes_future_dated_events(os_client, index_name):
+    key = PRIVACY.pseudonymize("fred")
+    future = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat(timespec="seconds")
+    write_events(os_client, index_name, [Event(key, "far", "view", "2999-01-01T00:00:00Z"),
+                                         Event(key, "soon", "view", future), Event(key, "now", "view", _iso(0))],
+                 refresh=True)
+    assert expire_events(os_client, index_name, days=365) == 2
+    assert [e.item_id for e in read_interactions_from_events(os_client, index_name)] == ["now"]
+
+
+def test_an_older_strict_events_index_gets_the_event_id_field(os_client, index_name):
+    from osreco.cf.events import EVENTS_MAPPING
+
+    old = {**EVENTS_MAPPING, "properties": {k: v for k, v in EVENTS_MAPPING["properties"].items() if k != "event_id"}}
+    os_client.indices.create(index=events_index(index_name), body={"mappings": old})
+    event = Event(PRIVACY.pseudonymize("gus"), "i1", "click", _iso(0))
+    assert write_events(os_client, index_name, [event, event], refresh=True).duplicates == 1
+    assert os_client.count(index=events_index(index_name))["count"] == 1

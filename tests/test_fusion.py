@@ -168,3 +168,57 @@ def test_candidates_from_hybrid_same_shape():
 def test_options_are_validated(kwargs):
     with pytest.raises(ConfigError):
         FusionSettings(**kwargs)
+
+
+# ---- taste per query class (osreco.plugin.taste) ---------------------------------------------
+
+def test_query_class_listing_title_text():
+    from osreco.plugin.taste import query_class
+
+    hits = [hit("m1", 9.0, title="Usual Suspects, The (1995)"), hit("m2", 5.0, title="Suspects")]
+    assert query_class("", hits) == "listing"
+    assert query_class("  ", hits) == "listing"
+    assert query_class("the usual suspects", hits) == "title"
+    assert query_class("Usual Suspects", hits) == "text"  # a partial title is free text
+    assert query_class("suspects", hits) == "title"  # the second lexical hit's title
+    assert query_class("suspects", [hit(str(i), 1.0, title="x") for i in range(3)] + hits) == "text"
+
+
+def test_taste_settings_pick_the_weight_of_each_class():
+    from osreco.plugin.taste import class_weight, taste_settings
+
+    cfg = FusionSettings(cf_weight=0.3, listing_cf_weight=0.7, title_cf_weight=0.05, demote_seen=True)
+    listing, title, text = (taste_settings(cfg, c) for c in ("listing", "title", "text"))
+    assert (listing.cf_weight, listing.cf_mode, listing.demote_seen) == (0.7, "additive", True)
+    assert (title.cf_weight, title.cf_mode, title.demote_seen) == (0.05, "multiplicative", False)
+    assert (text.cf_weight, text.cf_mode, text.demote_seen) == (0.3, "multiplicative", False)
+    assert [class_weight(cfg, c) for c in ("listing", "title", "text")] == [0.7, 0.05, 0.3]
+    with pytest.raises(ValueError, match="query class"):
+        taste_settings(cfg, "browse")
+    with pytest.raises(ConfigError, match="listing_cf_weight"):
+        FusionSettings(listing_cf_weight=-1.0)
+
+
+def test_listing_weight_decides_between_popularity_and_taste():
+    from osreco.plugin.taste import taste_settings
+
+    popular = [hit("pop1", None), hit("pop2", None), hit("liked", None)]  # a listing sorted by popularity
+    taste = [hit("liked", 5.0), hit("pop2", 1.0)]
+    affinity = {"pop1": 0.0, "pop2": 1.0, "liked": 5.0}
+    none = taste_settings(FusionSettings(listing_cf_weight=0.0), "listing")
+    strong = taste_settings(FusionSettings(listing_cf_weight=1.0), "listing")
+    assert ids(fuse({"bm25": popular, "cf": taste}, none, affinity)) == ["pop1", "pop2", "liked"]
+    assert ids(fuse({"bm25": popular, "cf": taste}, strong, affinity)) == ["liked", "pop2", "pop1"]
+
+
+def test_seen_items_are_demoted_but_an_explicit_sort_cue_wins():
+    from osreco.plugin.taste import demote, personal_order
+
+    # taste (fused order) puts the seen, expensive item first; "cheapest" must still win
+    fused = fuse({"bm25": [hit("seen", 3.0, price=5), hit("x", 2.0, price=30), hit("y", 1.0, price=20)]},
+                 NO_CF)
+    assert ids(demote(fused, ["seen"])) == ["x", "y", "seen"]
+    assert ids(personal_order(fused, ["seen"], None)) == ["x", "y", "seen"]
+    assert ids(personal_order(fused, ["seen"], SortKey("price", "asc"))) == ["seen", "y", "x"]
+    assert ids(personal_order(fused, ["seen"], SortKey("price", "desc"))) == ["x", "y", "seen"]
+    assert ids(personal_order(fused, [], None)) == ids(fused)

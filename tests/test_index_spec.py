@@ -29,6 +29,8 @@ def test_mapping_is_the_contract():
             "embedding": {"type": "knn_vector", "dimension": 4, "method": dict(hnsw, space_type="cosinesimil")},
             "cf_vector": {"type": "knn_vector", "dimension": 2, "method": dict(hnsw, space_type="innerproduct")},
             "content_hash": {"type": "keyword"}, "indexed_at": {"type": "date"},
+            "popularity": {"type": "float"}, "rating_avg": {"type": "float"}, "cf_neighbors": {"type": "keyword"},
+            "cf_neighbor_scores": {"type": "float", "index": False},
             "brand": {"type": "keyword"}, "price": {"type": "float"}}}
 
 

@@ -72,7 +72,7 @@ def test_counts_add_up_and_bad_rows_are_dead_lettered(os_client, index_name, enc
     rows: list[dict | str] = products(30)
     rows[14] = {"item_id": "bad-price", "title": "x", "price": "lots"}        # fails validation, line 15
     rows[20] = "{not json"                                                   # line 21
-    rows[25] = {"item_id": "too-big", "title": "x", "year": 10 ** 12}         # OpenSearch refuses it (int range)
+    rows[25] = {"item_id": "too-big", "title": "x", "brand": "b" * 40000}    # OpenSearch refuses it (immense term)
     path = write_catalog(tmp_path / "c.jsonl", rows)
     report = ingest(os_client, encoder, index_name, path, tmp_path)
     assert (report.rows_read, report.indexed, report.unchanged, report.dead_lettered) == (30, 27, 0, 3)
@@ -81,7 +81,7 @@ def test_counts_add_up_and_bad_rows_are_dead_lettered(os_client, index_name, enc
     assert sorted((d["line"], d["stage"]) for d in dead) == [(15, "validate"), (21, "validate"), (26, "index")]
     refused = next(d for d in dead if d["stage"] == "index")
     assert (refused["item_id"], refused["status"], refused["error_type"]) == \
-        ("too-big", 400, "mapper_parsing_exception")
+        ("too-big", 400, "illegal_argument_exception")
     expected = sorted(r["item_id"] for i, r in enumerate(rows) if i not in (14, 20, 25))
     assert ids_in(os_client, index_name) == expected
     assert not (tmp_path / "ck.json").exists()  # a completed load removes its checkpoint

@@ -1,4 +1,5 @@
-"""Golden and unit tests of the rules intent parser and the facet vocabulary (pure, fast)."""
+"""Golden and unit tests of the rules intent parser, title links and the facet vocabulary (pure,
+fast), and "movies like X" end to end on a small catalog in the real node (the last section)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from osreco.plugin.errors import ConfigError
 from osreco.plugin.intent.parser import IntentOptions, detect_language, normalize_query, parse_intent
 from osreco.plugin.intent.ranges import cn_to_int, extract_ranges
+from osreco.plugin.intent.titles import TitleHit, TitleIndex, find_like, link_title, title_request, titles_from_response
 from osreco.plugin.intent.types import FacetMatch, IntentFields, RangeFilter
 from osreco.plugin.intent.vocab import (
     Vocabulary,
@@ -25,6 +27,8 @@ from osreco.plugin.intent.vocab import (
 GOLDEN = Path(__file__).parent / "golden"
 VOCABS = {name: Vocabulary.from_values(v)
           for name, v in json.loads((GOLDEN / "intent_vocab.json").read_text()).items()}
+TITLES = {name: TitleIndex.from_rows(rows)
+          for name, rows in json.loads((GOLDEN / "intent_titles.json").read_text(encoding="utf-8")).items()}
 CASES = [json.loads(line) for line in (GOLDEN / "intents.jsonl").read_text(encoding="utf-8").splitlines()
          if line.strip()]
 
@@ -37,7 +41,7 @@ def test_golden_set_is_large_and_bilingual():
 
 @pytest.mark.parametrize("case", CASES, ids=[c["q"] for c in CASES])
 def test_golden_intent(case):
-    intent = parse_intent(case["q"], VOCABS[case["vocab"]])
+    intent = parse_intent(case["q"], VOCABS[case["vocab"]], titles=TITLES.get(case["vocab"]))
     assert intent.to_dict() == case["expected"]
     assert intent.language == case["language"]
     assert intent.parser == "rules"
@@ -208,3 +212,211 @@ def test_chinese_vocabulary_values_are_found_inside_chinese_text():
     intent = parse_intent("重庆出版社的图书，不要nike", vocab)
     assert intent.to_dict()["filters"] == {"brand": ["重庆出版社"], "category": ["books"]}
     assert intent.excluded_terms() == {"brand": ["nike"]}
+
+
+# ---- title links ----------------------------------------------------------------------------
+
+MOVIE_TITLES = TITLES["movies"]
+
+
+def _linked(q, titles=MOVIE_TITLES):
+    intent = parse_intent(q, MOVIES, titles=titles)
+    link = intent.linked
+    return intent, (link.item_id, link.how, link.route) if link else None
+
+
+@pytest.mark.parametrize("q", ["movies like Toy Story", "films like toy story", "similar to Toy Story (1995)",
+                               "something like TOY STORY", "Movies like toy story 1995", "like 'toy story'"])
+def test_like_phrasings_link_the_title_exactly(q):
+    intent, link = _linked(q)
+    assert link == ("1", "exact", "similar")
+    assert intent.text == "" and intent.terms() == {}
+
+
+@pytest.mark.parametrize("q", ["类似玩具总动员的电影", "像玩具总动员这样的电影", "玩具总动员 这样的",
+                               "和玩具总动员差不多的", "我想看玩具总动员这样的电影", "跟玩具总动员一样的"])
+def test_chinese_like_phrasings_link_the_title(q):
+    intent, link = _linked(q)
+    assert link == ("1001", "exact", "similar")
+    assert intent.text == "" and intent.language == "zh"
+
+
+def test_articles_years_and_typos_link():
+    assert _linked("similar to the godfather")[1] == ("127", "exact", "similar")
+    assert _linked("movies like godfather")[1] == ("127", "exact", "similar")
+    assert _linked("movies like toy storry")[1] == ("1", "fuzzy", "similar")
+    assert _linked("movies like toy story 2")[1] == ("1002", "exact", "similar")
+
+
+def test_ambiguous_title_picks_the_most_popular_and_says_so():
+    intent, link = _linked("movies like hamlet")
+    assert link == ("1008", "exact", "similar") and intent.linked.alternatives == 1
+    assert "most popular" in intent.linked.note
+    by_year = parse_intent("movies like hamlet (1990)", MOVIES, titles=MOVIE_TITLES).linked
+    assert by_year.item_id == "1007" and "1990" in by_year.note
+
+
+def test_unknown_title_falls_back_to_words_and_is_reported():
+    intent = parse_intent("movies like zzyzx road", MOVIES, titles=MOVIE_TITLES)
+    assert intent.linked.item_id is None and intent.linked.how == "none"
+    assert "zzyzx road" in intent.linked.note and intent.text == "zzyzx road"
+    assert intent.to_dict()["linked"]["item_id"] is None
+
+
+def test_like_keeps_the_other_constraints():
+    intent, link = _linked("movies like toy story but from the 80s")
+    assert link == ("1", "exact", "similar")
+    assert intent.ranges == (RangeFilter("year", gte=1980.0, lte=1989.0),) and intent.text == ""
+    intent, _ = _linked("something like toy story for kids, no horror")
+    assert intent.terms() == {"genres": ["children's"]} and intent.excluded_terms() == {"genres": ["horror"]}
+
+
+@pytest.mark.parametrize("q,item", [("Star Wars", "50"), ("Romance & Cigarettes", "1005"), ("Horror Hotel", "1006")])
+def test_title_words_never_become_filters(q, item):
+    intent = parse_intent(q, MOVIES, titles=MOVIE_TITLES)
+    assert intent.filters == () and intent.exclusions == ()
+    assert intent.linked.item_id == item and intent.linked.route == "title"
+    assert intent.text == normalize_query(q).replace("&", "").replace("  ", " ")
+
+
+def test_quoted_words_never_become_filters():
+    intent = parse_intent('"horror hotel" from the 90s', MOVIES)
+    assert intent.filters == () and intent.text == "horror hotel"
+    assert intent.ranges == (RangeFilter("year", gte=1990.0, lte=1999.0),)
+    assert parse_intent("《恐怖旅馆》", MOVIES).filters == ()
+
+
+def test_whole_query_lookup_only_when_facet_rules_would_fire():
+    calls = []
+
+    def lookup(phrase):
+        calls.append(phrase)
+        return MOVIE_TITLES(phrase)
+
+    assert parse_intent("horror movies", MOVIES, titles=lookup).terms() == {"genres": ["horror"]}
+    assert parse_intent("space odyssey", MOVIES, titles=lookup).linked is None
+    assert calls == ["horror movies"]  # "space odyssey" names no facet: no lookup
+    assert parse_intent("i would like a comedy", MOVIES, titles=lookup).linked is None  # a verb, not a cue
+
+
+def test_without_a_lookup_like_stays_words():
+    intent = parse_intent("movies like toy story", MOVIES)
+    assert intent.linked is None and intent.text == "toy story"
+
+
+def test_find_like_and_link_title_directly():
+    cue = find_like("films like toy story for kids")
+    assert cue.phrase == "toy story for kids" and cue.anchor == "start"
+    link = link_title(cue, [TitleHit("9", "Kids (1995)", 10.0), TitleHit("1", "Toy Story (1995)", 1.0)])
+    assert link.linked.item_id == "1" and cue.query[link.start:link.end] == "toy story"
+    assert find_like("horror movies") is None
+
+
+def test_title_request_and_response():
+    body = title_request("toy story", IntentFields(), size=5)
+    assert body["size"] == 5 and body["_source"] == ["item_id", "title", "popularity"]
+    kinds = [next(iter(c)) for c in body["query"]["bool"]["should"]]
+    assert kinds == ["match_phrase", "match_phrase", "match", "match"]
+    resp = {"hits": {"hits": [{"_id": "1", "_source": {"item_id": "1", "title": "Toy Story (1995)", "popularity": 452}},
+                              {"_id": "2", "_source": {"item_id": "2"}}]}}
+    assert titles_from_response(resp) == [TitleHit("1", "Toy Story (1995)", 452.0)]
+
+
+# ---- negations with articles and quantifiers ------------------------------------------------
+
+@pytest.mark.parametrize("q,wanted,banned", [
+    ("a comedy, not a romance", ["comedy"], ["romance"]),
+    ("90s movies, nothing with horror", [], ["horror"]),
+    ("dramas without any romance", ["drama"], ["romance"]),
+    ("thrillers, not a single horror", ["thriller"], ["horror"]),
+    ("westerns but not the musical kind", ["western"], ["musical"]),
+    ("不要任何恐怖片的喜剧", ["comedy"], ["horror"]),
+    ("别给我恐怖片", [], ["horror"]),
+    ("喜剧，别要爱情片", ["comedy"], ["romance"]),
+])
+def test_negations_with_articles_and_quantifiers(q, wanted, banned):
+    intent = parse_intent(q, MOVIES)
+    assert intent.terms().get("genres", []) == wanted
+    assert intent.excluded_terms() == {"genres": banned}
+
+
+# ---- "movies like X" against the real node ----------------------------------------------------
+
+_TOY = "toys come to life in an animated adventure of a cowboy doll and a space ranger"
+_LIKE_CATALOG = [  # (id, title, year, popularity, what the item is about)
+    ("1", "Toy Story (1995)", 1995, 452.0, _TOY),
+    ("2", "A Bug's Life (1998)", 1998, 200.0, _TOY),
+    ("3", "Brave Little Toaster, The (1987)", 1987, 40.0, _TOY),
+    ("4", "Pinocchio (1940)", 1940, 100.0, _TOY),
+    ("5", "FairyTale: A True Story (1997)", 1997, 50.0, "two girls photograph fairies in an english garden"),
+    ("6", "NeverEnding Story III, The (1994)", 1994, 8.0, "a boy returns to the magic book of fantasia"),
+    ("7", "A Pyromaniac's Love Story (1995)", 1995, 5.0, "a bakery fire and a tangle of lovers"),
+    ("8", "Story of Women (1988)", 1988, 12.0, "a wartime drama about a woman in occupied france"),
+    ("9", "Hamlet (1990)", 1990, 20.0, "the prince of denmark avenges his father"),
+    ("10", "Hamlet (1996)", 1996, 90.0, "the prince of denmark avenges his father, uncut"),
+]
+
+
+@pytest.fixture(scope="module")
+def like_app(os_client, opensearch_url, tiny_bundle):
+    """A small movie catalog (Toy Story, its look-alikes, "Story" decoys, two Hamlets) behind a
+    fresh alias, served by the real app."""
+    import uuid
+
+    from osreco.exporter.encoder import Encoder
+    from osreco.ingest.catalog import CatalogItem
+    from osreco.ingest.connection import OpenSearchConfig
+    from osreco.ingest.index_spec import IndexSpec
+    from osreco.ingest.rebuild import ensure_index
+    from osreco.ingest.writer import WriteConfig, index_items
+    from osreco.plugin.app import create_app
+    from osreco.plugin.config import SidecarConfig
+
+    alias = f"t-like-{uuid.uuid4().hex[:8]}"
+    enc = Encoder(tiny_bundle, threads=1)
+    items = [CatalogItem(i, n, {"item_id": i, "title": t, "year": y, "popularity": p, "text": about,
+                                "genres": ["animation"] if about == _TOY else ["drama"]}, about)
+             for n, (i, t, y, p, about) in enumerate(_LIKE_CATALOG, 1)]
+    assert index_items(os_client, enc, ensure_index(os_client, IndexSpec.from_encoder(enc, alias)), items,
+                       WriteConfig()).ok
+    os_client.indices.refresh(index=alias)
+    config = SidecarConfig(opensearch=OpenSearchConfig(url=opensearch_url), alias=alias, bundle_dir=str(tiny_bundle),
+                           store_prefix=f"{alias}-s", dev_mode=True, facets=("genres",), embed_vocabulary=False,
+                           bundle_reload_s=0)
+    yield create_app(config).test_client()
+    os_client.indices.delete(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True,
+                             expand_wildcards="all")
+
+
+def _search(client, q, k=3):
+    resp = client.post("/v1/search", json={"q": q, "k": k})
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()
+
+
+@pytest.mark.integration
+def test_like_title_returns_its_neighbours_not_title_words(like_app):
+    body = _search(like_app, "movies like Toy Story")
+    assert body["retrieval"] == "similar"
+    assert body["intent"]["linked"]["item_id"] == "1" and body["intent"]["linked"]["how"] == "exact"
+    assert {r["item_id"] for r in body["results"]} == {"2", "3", "4"}  # the look-alikes, not the "Story" titles
+    fuzzy = _search(like_app, "films like toy storry")
+    assert fuzzy["intent"]["linked"]["how"] == "fuzzy"
+    assert [r["item_id"] for r in fuzzy["results"]] == [r["item_id"] for r in body["results"]]
+
+
+@pytest.mark.integration
+def test_like_title_keeps_the_other_constraints(like_app):
+    body = _search(like_app, "movies like toy story but from the 80s")
+    assert body["intent"]["ranges"] == {"year": {"gte": 1980.0, "lte": 1989.0}}
+    assert body["results"][0]["item_id"] == "3"
+    assert all(1980 <= r["source"]["year"] <= 1989 for r in body["results"])
+
+
+@pytest.mark.integration
+def test_ambiguous_title_picks_the_most_popular_and_unknown_falls_back(like_app):
+    linked = _search(like_app, "movies like hamlet")["intent"]["linked"]
+    assert linked["item_id"] == "10" and linked["alternatives"] == 1 and "most popular" in linked["note"]
+    body = _search(like_app, "movies like zzyzx road")
+    assert body["intent"]["linked"]["item_id"] is None and body["retrieval"] != "similar"
+    assert any(d["kind"] == "title_link" and "zzyzx road" in d["message"] for d in body["degradations"])

@@ -51,6 +51,35 @@ def test_msearch_bm25_dense_cf():
     ]
 
 
+def test_listing_taste_knn_stays_in_the_filters_and_leaves_out_seen_items():
+    intent = Intent(query="red", text="", filters=(FacetMatch("color", "red"),),
+                    exclusions=(FacetMatch("brand", "nike"),))
+    plan = build_msearch(intent, OPTS, user_vector=[1.0, 0.0], taste_exclude=["s4", "h1", "s4"])
+    assert plan.signals == ("bm25", "cf")
+    assert plan.lines[3]["query"]["knn"]["cf_vector"]["filter"] == {"bool": {
+        "filter": [{"terms": {"color": ["red"]}}],
+        "must_not": [{"terms": {"brand": ["nike"]}}, {"ids": {"values": ["s4", "h1"]}}]}}
+    # the listing itself still lists everything the filters allow (seen items are demoted later)
+    assert plan.lines[1]["query"] == {"bool": {"filter": [{"terms": {"color": ["red"]}}],
+                                               "must_not": [{"terms": {"brand": ["nike"]}}],
+                                               "must": [{"match_all": {}}]}}
+    assert build_msearch(intent, OPTS, user_vector=[1.0, 0.0]).lines[3]["query"]["knn"]["cf_vector"]["filter"] == {
+        "bool": {"filter": [{"terms": {"color": ["red"]}}], "must_not": [{"terms": {"brand": ["nike"]}}]}}
+
+
+def test_listing_neighbors_of_the_history_within_the_filters():
+    intent = Intent(query="red", text="", filters=(FacetMatch("color", "red"),))
+    plan = build_msearch(intent, OPTS, user_vector=[1.0], taste_exclude=["a", "b"], neighbors_of=["a", "b", "a"])
+    assert plan.signals == ("bm25", "cf", "neighbors")
+    assert plan.lines[5] == {**HEAD, "query": {"bool": {
+        "filter": [{"terms": {"color": ["red"]}}], "must_not": [{"ids": {"values": ["a", "b"]}}],
+        "should": [{"constant_score": {"filter": {"term": {"cf_neighbors": "a"}}}},
+                   {"constant_score": {"filter": {"term": {"cf_neighbors": "b"}}}}],
+        "minimum_should_match": 1}},
+        "sort": [{"_score": "desc"}, {"popularity": {"order": "desc", "missing": "_last"}}, {"item_id": "asc"}]}
+    assert "neighbors" not in build_msearch(intent, OPTS, user_vector=[1.0]).signals
+
+
 def test_msearch_without_vectors_is_bm25_only():
     plan = build_msearch(Intent(query="alien", text="alien"), OPTS)
     assert plan.signals == ("bm25",)

@@ -178,6 +178,8 @@ def _rate(client, user: str, items: list[str], value: float = 5.0) -> dict:
     events = [{"user_id": user, "item_id": i, "kind": "rating", "value": value} for i in items]
     resp = client.post("/v1/events", json={"events": events})
     assert resp.status_code == 202, resp.get_json()
+    # The fold-in runs off the request thread: wait for it before the next request reads the user.
+    assert client.application.extensions["osreco.services"].users.foldin.drain(60)
     return resp.get_json()
 
 
@@ -187,7 +189,7 @@ def test_scifi_fan_gets_scifi_ranked_higher(movies, opensearch_url):
     other = sorted((i for i, g in movies.genres.items() if g & {"romance", "musical"} and SCIFI not in g),
                    key=int)[:20]
     fan, other_user = f"fan-{uuid.uuid4().hex[:6]}", f"oth-{uuid.uuid4().hex[:6]}"
-    assert _rate(client, fan, scifi)["users_updated"] == 1
+    assert _rate(client, fan, scifi)["queued_users"] == 1
     _rate(client, other_user, other)
     query = {"q": "adventure", "k": 10}
     fan_hits = client.post("/v1/search", json={**query, "user_id": fan}).get_json()

@@ -1,7 +1,8 @@
 """The sidecar's one rule from node errors to HTTP (osreco.plugin.transport), by value and
 through the real app over a scripted client: 429/502/503/504 -> 503 + Retry-After for a failed
 call and for an ``_msearch`` whose every sub-search failed; index_not_found -> 503 not ready;
-any other status of a failed call -> 502; a sub-search failing next to others -> reported."""
+400 -> a 400 without the node's internals; any other status of a failed call -> 502; a
+sub-search failing next to others -> reported by status, never by the node's reason."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from osreco.ingest.connection import OpenSearchConfig
 from osreco.plugin.app import create_app
 from osreco.plugin.config import SidecarConfig
 from osreco.plugin.degradations import Degradations
-from osreco.plugin.errors import NodeUnavailableError, NotReadyError, UpstreamError
+from osreco.plugin.errors import NodeUnavailableError, NotReadyError, RequestError, UpstreamError
 from osreco.plugin.metrics import Metrics
 from osreco.plugin.models import ServedModels
 from osreco.plugin.service import SearchService
@@ -40,9 +41,18 @@ def test_unavailable_statuses_are_503_with_retry_after(status):
 def test_missing_index_is_not_ready_and_other_statuses_are_502():
     missing = node_error("search", 404, "index_not_found_exception", alias="items", retry_after_s=7)
     assert isinstance(missing, NotReadyError) and "'items' does not exist" in str(missing)
-    for status, reason in ((400, "parsing_exception"), (404, "document_missing"), (500, "npe"), (0, "?")):
+    for status, reason in ((404, "document_missing"), (500, "null_pointer_exception"), (0, "?")):
         e = node_error("search", status, reason, alias="items", retry_after_s=7)
-        assert isinstance(e, UpstreamError) and e.status == 502 and f"{status} {reason}" in str(e)
+        assert isinstance(e, UpstreamError) and e.status == 502 and f"status {status}" in str(e)
+        assert reason not in str(e) and reason not in str(e.to_dict())
+
+
+def test_a_node_400_is_the_requests_400_without_internals(caplog):
+    reason = "search_phase_execution_exception: [float] supports only finite values"
+    e = node_error("search", 400, reason, alias="items", retry_after_s=7)
+    assert isinstance(e, RequestError) and e.status == 400 and e.field == "body"
+    assert "exception" not in str(e.to_dict()) and "finite" not in str(e.to_dict())
+    assert reason in caplog.text   # the details go to the log
 
 
 def test_call_maps_transport_failures_by_the_rule():
@@ -59,8 +69,10 @@ def test_call_maps_transport_failures_by_the_rule():
         t.call("search", raising(OSConnectionError("N/A", "refused", None)))
     with pytest.raises(NodeUnavailableError, match="502"):
         t.call("search", raising(TransportError(502, "bad_gateway", {})))
-    with pytest.raises(UpstreamError):
+    with pytest.raises(RequestError):
         t.call("search", raising(TransportError(400, "parsing_exception", {})))
+    with pytest.raises(UpstreamError):
+        t.call("search", raising(TransportError(500, "null_pointer_exception", {})))
     assert t.call("search", lambda x: x + 1, 1) == 2
 
 
@@ -77,10 +89,20 @@ def test_sub_search_failures_next_to_answers_or_not_unavailable_are_reported():
     t = transport(metrics=metrics)
     read, partial = t.read(["bm25", "dense"], [OK, failed(502)], deg)
     assert [h["_id"] for h in read["bm25"].hits] == ["a"] and read["dense"].error == "502 boom"
-    assert partial == {"timed_out": False, "shard_failures": [{"signal": "dense", "error": "502 boom"}]}
-    _, partial = t.read(["bm25", "dense"], [failed(400), failed(503)], deg)
+    assert partial == {"timed_out": False, "shard_failures": [{"signal": "dense", "error": "status 502"}]}
+    _, partial = t.read(["bm25", "dense"], [OK, failed(400)], deg)
+    assert partial["shard_failures"] == [{"signal": "dense", "error": "status 400"}]
+    _, partial = t.read(["bm25", "dense"], [failed(500), failed(503)], deg)
     assert len(partial["shard_failures"]) == 2
-    assert [d["kind"] for d in deg.items] == ["shard_failures", "shard_failures"]
+    assert [d["kind"] for d in deg.items] == ["shard_failures"] * 3
+    assert "boom" not in str([d for d in deg.items])
+
+
+def test_every_sub_search_failing_with_a_400_is_the_requests_400():
+    with pytest.raises(RequestError) as e:
+        transport().read(["bm25", "dense"], [failed(400, "number_format_exception"), failed(503)],
+                         Degradations(Metrics()))
+    assert e.value.status == 400 and "number_format_exception" not in str(e.value.to_dict())
 
 
 class ScriptedClient:
@@ -111,12 +133,20 @@ def app_over(client: ScriptedClient):
 
 def test_the_rule_through_the_app():
     refused = app_over(ScriptedClient(TransportError(400, "parsing_exception", {}))).post("/v1/search", json={"q": "x"})
-    assert refused.status_code == 502 and refused.get_json()["error"]["code"] == "upstream_error"
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "invalid_request"
+    assert "parsing_exception" not in refused.get_data(as_text=True)
+    broken = app_over(ScriptedClient(TransportError(500, "null_pointer_exception", {}))).post("/v1/search",
+                                                                                            json={"q": "x"})
+    assert broken.status_code == 502 and broken.get_json()["error"]["code"] == "upstream_error"
+    assert "null_pointer_exception" not in broken.get_data(as_text=True)
     gateway = app_over(ScriptedClient(TransportError(502, "bad_gateway", {}))).post("/v1/search", json={"q": "x"})
     assert gateway.status_code == 503 and gateway.headers["Retry-After"] == "7"
     every = app_over(ScriptedClient(failed(502))).post("/v1/search", json={"q": "x"})
     assert every.status_code == 503 and every.headers["Retry-After"] == "7"
     assert every.get_json()["error"]["code"] == "node_unavailable"
-    partial = app_over(ScriptedClient(failed(400))).post("/v1/search", json={"q": "x"})
-    assert partial.status_code == 200 and partial.get_json()["shard_failures"][0]["error"] == "400 boom"
+    every_400 = app_over(ScriptedClient(failed(400))).post("/v1/search", json={"q": "x"})
+    assert every_400.status_code == 400 and "boom" not in every_400.get_data(as_text=True)
+    partial = app_over(ScriptedClient(failed(500))).post("/v1/search", json={"q": "x"})
+    assert partial.status_code == 200 and partial.get_json()["shard_failures"][0]["error"] == "status 500"
+    assert "boom" not in partial.get_data(as_text=True)
     assert app_over(ScriptedClient(OK)).get("/v1/items/a/similar").status_code == 404

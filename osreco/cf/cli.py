@@ -61,10 +61,12 @@ def cf() -> None:
 @click.option("--iterations", type=int, default=15, show_default=True, help="ALS sweeps.")
 @click.option("--regularization", type=float, default=None, help="ALS L2 weight (default 20).")
 @click.option("--ease-lambda", type=float, default=None, help="EASE L2 weight (default 300).")
+@click.option("--neighbors", type=click.IntRange(0, 1000), default=50, show_default=True,
+              help="Co-engagement neighbours stored per item (cf_neighbors); 0 stores none.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def train(interactions: str | None, index: str, prefix: str | None, from_events: bool, model_dir: str | None,
           factors: int | None, iterations: int, regularization: float | None, ease_lambda: float | None,
-          as_json: bool) -> None:
+          neighbors: int, as_json: bool) -> None:
     """Train ALS, EASE (or co-occurrence) and popularity; store factors, users and metadata.
 
     INTERACTIONS is a CSV/TSV/JSONL/.inter file of user_id,item_id,value,timestamp rows.
@@ -84,7 +86,7 @@ def train(interactions: str | None, index: str, prefix: str | None, from_events:
         raise ConfigError(f"item index {index!r} has no cf_vector knn field", field="cf_vector",
                           fix="create it with IndexSpec (cf_dim set) before training")
     config = _config(CFConfig(), factors or cf_dim, iterations, regularization, ease_lambda)
-    summary = _train_and_store(client, store, privacy, config, interactions, model_dir)
+    summary = _train_and_store(client, store, privacy, config, interactions, model_dir, neighbors)
     _print_summary(summary, as_json)
     sys.exit(EXIT_FAILURES if summary["rejected_rows"] or summary["write_failures"] else EXIT_OK)
 
@@ -98,13 +100,17 @@ def _config(base: CFConfig, factors: int, iterations: int, regularization: float
 
 
 def _train_and_store(client: OpenSearch, store: StoreConfig, privacy: PrivacyConfig, config: CFConfig,
-                     path: str | None, model_dir: str | None) -> dict[str, Any]:
+                     path: str | None, model_dir: str | None, neighbors: int = 50) -> dict[str, Any]:
     """Read, train, fill cold items from content, write everything; returns the summary."""
     from osreco.cf import store as cf_store
+    from osreco.cf.forget import drop_forgotten, forgotten_keys
+    from osreco.cf.priors import priors_from_model, write_priors
     from osreco.cf.train import train_models
 
     known = cf_store.indexed_item_ids(client, store.item_index)
     data = _read(client, store, privacy, path, known)
+    # A tombstone (``osreco users forget``) keeps a forgotten user out of every retrain.
+    data.interactions, forgotten_dropped = drop_forgotten(data.interactions, forgotten_keys(client, store.prefix))
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -124,19 +130,27 @@ def _train_and_store(client: OpenSearch, store: StoreConfig, privacy: PrivacyCon
         bar.close()
     with tqdm(total=len(model.item_ids), desc="write cf_vector", unit="item", file=sys.stderr) as bar:
         items = cf_store.write_item_factors(client, store, model.item_ids.tolist(), model.item_factors, bar.update)
+    priors = priors_from_model(model, data.interactions, neighbors)
+    with tqdm(total=len(model.item_ids), desc="write priors", unit="item", file=sys.stderr) as bar:
+        prior_report = write_priors(client, store.item_index, priors, store.chunk_size, bar.update)
     histories = _histories(data.interactions)
     with tqdm(total=len(model.user_keys), desc="write users", unit="user", file=sys.stderr) as bar:
         users = cf_store.write_user_vectors(client, store, model.user_keys.tolist(), model.user_factors,
                                             histories, bar.update)
     meta = {**model.meta, "model": "als+ease+popularity", "params": _params(config),
-            "items_indexed": len(known), "items_from_content": len(cold), "source": data.report.source}
+            "items_indexed": len(known), "items_from_content": len(cold), "source": data.report.source,
+            "popularity_ref": priors.ref, "popularity_half_life_days": priors.half_life_days,
+            "neighbors": neighbors, "rating_avg": priors.rating_avg is not None,
+            "interactions_forgotten": forgotten_dropped,
+            "model_dir": str(Path(model_dir).resolve()) if model_dir else None}
     run_id = cf_store.write_meta(client, store, meta)
     if model_dir:
         model.meta = {**meta, "run_id": run_id}
         model.save(model_dir)
     return {"run_id": run_id, "read": data.report.as_dict(), "meta": meta, "items": items.as_dict(),
-            "users": users.as_dict(), "rejected_rows": len(data.report.rejected),
-            "write_failures": len(items.failed) + len(users.failed), "model_dir": model_dir}
+            "users": users.as_dict(), "priors": prior_report.as_dict(), "rejected_rows": len(data.report.rejected),
+            "write_failures": len(items.failed) + len(users.failed) + len(prior_report.failed),
+            "model_dir": model_dir}
 
 
 def _read(client: OpenSearch, store: StoreConfig, privacy: PrivacyConfig, path: str | None,
@@ -177,6 +191,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
                f"unknown items {read['unknown_items']}, rejected {len(read['rejected'])}")
     for rej in read["rejected"][:5]:
         click.echo(f"  rejected: {rej['error']}")
+    if meta.get("interactions_forgotten"):
+        click.echo(f"dropped {meta['interactions_forgotten']} interactions of forgotten users (tombstones)")
     click.echo(f"trained {', '.join(meta['models'])} on {meta['interactions']} interactions, {meta['users']} users, "
                f"{meta['items_with_interactions']}/{meta['items_indexed']} items "
                f"(coverage {meta['item_coverage']:.1%}) in {meta['train_seconds']} s")
@@ -195,40 +211,78 @@ def users() -> None:
 @click.argument("user")
 @click.option("--index", "prefix", required=True, help="Prefix of the osreco indexes (usually the item index).")
 @click.option("--model-dir", type=click.Path(file_okay=False), default=None,
-              help="Also remove the user's vector from a saved CF model.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def forget(user: str, prefix: str, model_dir: str | None, as_json: bool) -> None:
-    """Delete USER's events and vectors from every <prefix>-* index (USER is the raw id)."""
-    from osreco.cf.events import forget as forget_user
-    from osreco.cf.privacy import PrivacyConfig
+              help="Saved CF model to rewrite without the user (default: the folder the latest "
+                   "`osreco cf train` recorded).")
+@click.option("--skip-model", is_flag=True,
+              help="Do not rewrite a saved CF model: only the tombstone keeps the served model from using the user.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object of what was removed.")
+def forget(user: str, prefix: str, model_dir: str | None, skip_model: bool, as_json: bool) -> None:
+    """Forget USER (the raw id): events, stored vector and history in every <prefix>-* index, a
+    tombstone in <prefix>-forgotten, and the user's vector in the saved CF model."""
+    from osreco.cf.forget import forget as forget_user
+    from osreco.cf.privacy import PrivacyConfig, is_pseudonym
 
+    if is_pseudonym(user):
+        raise click.BadParameter("looks like a pseudonym (u_ + 64 hex); pass the raw user id", param_hint="USER")
+    if model_dir and skip_model:
+        raise click.UsageError("give --model-dir or --skip-model, not both")
     privacy = PrivacyConfig.from_env()
-    report = forget_user(_client(), prefix, user, privacy)
-    if model_dir:
-        _forget_in_model(Path(model_dir), report.user_key)
+    client = _client()
+    folder = None if skip_model else (model_dir or _recorded_model_dir(client, prefix))
+    report = forget_user(client, prefix, user, privacy, model_dir=folder)
+    out = report.as_dict()
     if as_json:
-        click.echo(json.dumps({"user_key": report.user_key, "deleted": report.deleted, "total": report.total}))
-    else:
-        click.echo(f"forgot {report.user_key}: deleted {report.total} documents "
-                   f"({', '.join(f'{k}: {v}' for k, v in report.deleted.items()) or 'none found'})")
+        click.echo(json.dumps(out))
+        return
+    click.echo(f"forgot {report.user_key}: deleted {report.total} documents "
+               f"({', '.join(f'{k}: {v}' for k, v in report.deleted.items()) or 'none found'}); "
+               f"tombstone in {report.tombstone}")
+    if report.model:
+        click.echo(f"CF model {report.model.model_dir}: " + ("user removed" if report.model.removed
+                                                             else "user was not in it") +
+                   f" ({report.model.users_after} users)")
+    elif skip_model:
+        click.echo("saved CF model not rewritten (--skip-model): the tombstone keeps sidecars from using the user")
 
 
-def _forget_in_model(model_dir: Path, user_key: str) -> None:
-    from osreco.cf.model import CFModel
+def _recorded_model_dir(client: OpenSearch, prefix: str) -> str | None:
+    """The model folder the latest training recorded, checked to be rewritable; ``None`` when none.
 
-    CFModel.load(model_dir).without_user(user_key).save(model_dir)
+    Raises:
+        InteractionError: a folder is recorded but holds no model this process can rewrite.
+    """
+    from osreco.cf.errors import InteractionError
+    from osreco.cf.forget import check_model_dir
+    from osreco.cf.store import StoreConfig, read_meta
+
+    meta = read_meta(client, StoreConfig(prefix=prefix, item_index=prefix)) or {}
+    recorded = meta.get("model_dir")
+    if not recorded:
+        return None
+    try:
+        check_model_dir(str(recorded))
+    except InteractionError as e:
+        raise InteractionError(f"the latest training (run {meta.get('run_id')}) saved the CF model in {recorded}, "
+                               f"which this command cannot rewrite: {e.message}; nothing was forgotten",
+                               file=str(recorded),
+                               fix="pass --model-dir PATH (where the served model is), or --skip-model to rely "
+                                   "on the tombstone alone") from e
+    return str(recorded)
 
 
 @users.command()
 @click.option("--index", "prefix", required=True, help="Prefix of the osreco indexes (usually the item index).")
 @click.option("--days", type=float, required=True, help="Retention window: events older than this are deleted.")
+@click.option("--future-s", type=float, default=300.0, show_default=True,
+              help="Events dated more than this many seconds after now are deleted too.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def expire(prefix: str, days: float, as_json: bool) -> None:
-    """Delete events older than the retention window (run it daily, e.g. from cron)."""
+def expire(prefix: str, days: float, future_s: float, as_json: bool) -> None:
+    """Delete events older than the retention window, and future-dated ones (run it daily, e.g. from cron)."""
     from osreco.cf.events import expire_events
 
-    deleted = expire_events(_client(), prefix, days)
-    click.echo(json.dumps({"deleted": deleted}) if as_json else f"expired {deleted} events older than {days:g} days")
+    deleted = expire_events(_client(), prefix, days, future_s=future_s)
+    click.echo(json.dumps({"deleted": deleted}) if as_json else
+               f"expired {deleted} events older than {days:g} days or dated over {future_s:g} s ahead")
 
 
 commands: list[click.Command] = [cf, users]

@@ -1,26 +1,28 @@
 """Event kinds and their weights, the events index (close to OpenSearch UBI's event shape),
-forgetting users, retention.
+retention. Forgetting users is ``osreco.cf.forget``.
 
 This module owns the event kinds: :data:`EVENT_KINDS` (what the events index stores and the
 sidecar accepts), :data:`KIND_WEIGHTS`, and the kinds that training reads as feedback
 (:data:`POSITIVE_KINDS`, :data:`NEGATIVE_KINDS`, :data:`FEEDBACK_KINDS`).
 
-One document per interaction: ``user_key`` (pseudonym), ``item_id``, ``kind``, ``value``,
-``timestamp``, ``query``, ``position``, ``session_id``. UBI events (``action_name``,
-``client_id``, ``event_attributes.object.object_id``, ``event_attributes.position.ordinal``,
-``user_query``) convert with :func:`from_ubi`.
+One document per interaction: ``event_id``, ``user_key`` (pseudonym), ``item_id``, ``kind``,
+``value``, ``timestamp``, ``query``, ``position``, ``session_id``. The document's ``_id`` is its
+``event_id`` (the client's, or :meth:`Event.derived_id`) and it is written with ``op_type:
+create``, so writing the same event twice stores it once (the second is counted as a duplicate).
+UBI events (``action_name``, ``client_id``, ``event_attributes.object.object_id``,
+``event_attributes.position.ordinal``, ``user_query``) convert with :func:`from_ubi`.
 
 Example:
     >>> write_events(client, "movies", [Event(key, "42", "click", now_iso())])
-    >>> forget(client, "movies", "alice", privacy)
-    >>> expire_events(client, "movies", days=365)
+    >>> expire_events(client, "movies", days=365)   # also drops events dated in the future
 """
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -33,7 +35,6 @@ from osreco.cf.privacy import PrivacyConfig, is_pseudonym
 from osreco.ingest.bulk import RetryPolicy, bulk_write
 from osreco.ingest.errors import BulkError, ConfigError
 
-_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 EVENT_KINDS = ("view", "click", "add_to_cart", "purchase", "rating")
 """The kinds an event may have: what the events index stores and the sidecar accepts."""
 KIND_WEIGHTS = {"view": 0.5, "click": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
@@ -57,8 +58,11 @@ EVENTS_MAPPING: dict[str, object] = {
         "query_id": {"type": "keyword"},
         "position": {"type": "integer"},
         "session_id": {"type": "keyword"},
+        "event_id": {"type": "keyword"},
     },
 }
+FUTURE_ALLOWANCE_S = 300.0
+"""How far past now an event's timestamp may lie (clock skew); later ones are refused or expired."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Event:
     query_id: str | None = None
     position: int | None = None
     session_id: str | None = None
+    event_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
@@ -97,6 +102,26 @@ class Event:
         """The document written to the events index (``None`` fields left out)."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def derived_id(self, timestamp: str | None = None) -> str:
+        """A stable id: a hash over user key, item, kind, value, timestamp, query, position, session.
+
+        ``timestamp`` replaces the event's own in the hash (the sidecar passes the arrival
+        minute for events sent without a timestamp, so a retry within that minute matches).
+        """
+        parts = [self.user_key, self.item_id, self.kind, float(self.value),
+                 self.timestamp if timestamp is None else timestamp, self.query, self.position, self.session_id]
+        return "d-" + hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    """What :func:`write_events` did: new events stored, and events already stored (same id)."""
+
+    written: int
+    duplicates: int
+    new: tuple[Event, ...] = ()
+    """The events written by this call (not stored before)."""
+
 
 def events_index(prefix: str) -> str:
     """Name of the events index for ``prefix``."""
@@ -104,36 +129,62 @@ def events_index(prefix: str) -> str:
 
 
 def ensure_events_index(client: OpenSearch, prefix: str) -> str:
-    """Create ``<prefix>-events`` when missing; returns its name."""
+    """Create ``<prefix>-events`` when missing, or add fields an older index lacks; returns its name."""
     name = events_index(prefix)
     if not client.indices.exists(index=name):
         try:
             client.indices.create(index=name, body={"settings": {"number_of_replicas": 0},
                                                     "mappings": EVENTS_MAPPING})
+            return name
         except TransportError as e:
             if "resource_already_exists_exception" not in str(e):
                 raise
+    _add_missing_fields(client, name)
     return name
 
 
-def write_events(client: OpenSearch, prefix: str, events: Iterable[Event], refresh: bool | str = False,
-                 policy: RetryPolicy = RetryPolicy()) -> int:
-    """Append events; returns how many were written (``refresh``: False, True or ``"wait_for"``).
+def _add_missing_fields(client: OpenSearch, name: str) -> None:
+    """``put_mapping`` the fields of :data:`EVENTS_MAPPING` a strict index made earlier lacks."""
+    props = EVENTS_MAPPING["properties"]
+    assert isinstance(props, dict)
+    have: set[str] = set()
+    for body in client.indices.get_mapping(index=name).values():
+        have |= set(body.get("mappings", {}).get("properties", {}))
+    missing = {k: v for k, v in props.items() if k not in have}
+    if missing:
+        client.indices.put_mapping(index=name, body={"properties": missing})
 
-    ``policy`` is the writer's by default; a request-time caller passes one without retries
+
+def write_events(client: OpenSearch, prefix: str, events: Iterable[Event], refresh: bool | str = False,
+                 policy: RetryPolicy = RetryPolicy()) -> WriteReport:
+    """Store events once each: ``_id`` = ``event_id`` (or :meth:`Event.derived_id`), ``op_type: create``.
+
+    An event whose id is already stored is counted in ``duplicates``, not written again, so a
+    retried batch stores nothing twice. ``refresh``: False, True or ``"wait_for"``. ``policy``
+    is the writer's by default; a request-time caller passes one without retries
     (``RetryPolicy(max_retries=0, ...)``) so that a node that is down fails the request at once.
 
     Raises:
-        BulkError: some events were refused (the first reasons are named).
+        BulkError: some events were refused for another reason (the first reasons are named).
     """
     name = ensure_events_index(client, prefix)
-    actions = ({"_op_type": "index", "_index": name, "_source": e.as_doc()} for e in events)
+    unique: dict[str, Event] = {}
+    repeats = 0
+    for e in events:
+        eid = e.event_id or e.derived_id()
+        repeats += eid in unique
+        unique.setdefault(eid, e)
+    actions = [{"_op_type": "create", "_index": name, "_id": eid, "_source": {**e.as_doc(), "event_id": eid}}
+               for eid, e in unique.items()]
     report = bulk_write(client, actions, policy, refresh=refresh)
-    refused = list(report.failed.items()) + [(key, "not found") for key in report.missing]
+    stored = {k for k, why in report.failed.items() if "version_conflict_engine_exception" in why}
+    refused = [(k, why) for k, why in report.failed.items() if k not in stored]
+    refused += [(key, "not found") for key in report.missing]
     if refused:
         raise BulkError(f"{len(refused)} events refused by {name}: {refused[:3]}", index=name,
                         fix="check the events' fields against the events mapping")
-    return report.written
+    new = tuple(e for eid, e in unique.items() if eid not in stored)
+    return WriteReport(written=report.written, duplicates=repeats + len(stored), new=new)
 
 
 def from_ubi(doc: Mapping[str, Any], privacy: PrivacyConfig, value: float = 1.0) -> Event:
@@ -178,81 +229,55 @@ def read_interactions_from_events(client: OpenSearch, prefix: str,
 
 def recent_events(client: OpenSearch, prefix: str, user_key: str, limit: int = 200) -> list[Interaction]:
     """The user's newest ``limit`` events, oldest first (input for an online fold-in)."""
-    body = {"size": limit, "query": {"term": {"user_key": user_key}}, "sort": [{"timestamp": "desc"}]}
-    hits = client.search(index=events_index(prefix), body=body, ignore_unavailable=True)["hits"]["hits"]
-    out = []
-    for hit in reversed(hits):
-        src = hit["_source"]
-        kind = src.get("kind", "click")
-        value = float(src.get("value", 1.0)) * (1.0 if kind == "rating" else KIND_WEIGHTS.get(kind, 1.0))
-        out.append(Interaction(src["user_key"], src["item_id"], value, _epoch(src["timestamp"])))
+    return recent_events_of(client, prefix, [user_key], limit)[user_key]
+
+
+def recent_events_of(client: OpenSearch, prefix: str, user_keys: list[str],
+                     limit: int = 200) -> dict[str, list[Interaction]]:
+    """Each user's newest ``limit`` events, oldest first, read in one ``_msearch``."""
+    if not user_keys:
+        return {}
+    lines: list[dict[str, object]] = []
+    for key in user_keys:
+        lines += [{"index": events_index(prefix), "ignore_unavailable": True},
+                  {"size": limit, "query": {"term": {"user_key": key}}, "sort": [{"timestamp": "desc"}]}]
+    responses = client.msearch(body=lines)["responses"]
+    out: dict[str, list[Interaction]] = {}
+    for key, resp in zip(user_keys, responses):
+        if "error" in resp:
+            raise TransportError(int(resp.get("status", 500)), "msearch", resp["error"])
+        rows = []
+        for hit in reversed(resp["hits"]["hits"]):
+            src = hit["_source"]
+            kind = src.get("kind", "click")
+            value = float(src.get("value", 1.0)) * (1.0 if kind == "rating" else KIND_WEIGHTS.get(kind, 1.0))
+            rows.append(Interaction(src["user_key"], src["item_id"], value, _epoch(src["timestamp"])))
+        out[key] = rows
     return out
 
 
-@dataclass
-class ForgetReport:
-    """What ``forget`` deleted, per index."""
-
-    user_key: str
-    deleted: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.deleted.values())
-
-
-def forget(client: OpenSearch, prefix: str, user_id: str, privacy: PrivacyConfig) -> ForgetReport:
-    """Delete every document of a user (events, vector, any field holding the key) from ``<prefix>-*``.
-
-    Matches the pseudonym in ``user_key`` and as ``_id``, and, defensively, the raw id
-    (which should never have been stored) in ``user_key``; waits for the deletions to be
-    searchable. Item documents (no ``user_key``) are never touched.
+def expire_events(client: OpenSearch, prefix: str, days: float, now: datetime | None = None,
+                  future_s: float = FUTURE_ALLOWANCE_S) -> int:
+    """Delete events older than ``days`` (retention window), and events dated more than
+    ``future_s`` seconds after now (they would sit forever among a user's newest); returns how many.
 
     Raises:
-        BulkError: a delete-by-query failed on some index.
-        ConfigError: the prefix is not a plain index name (wildcards would widen the deletion).
-    """
-    if not _PREFIX_RE.match(prefix):
-        raise ConfigError(f"index prefix {prefix!r} must be lowercase letters, digits, '.', '_' or '-' "
-                          "(no wildcards)", field="prefix")
-    key = privacy.pseudonymize(user_id)
-    report = ForgetReport(user_key=key)
-    # The raw id is matched only in ``user_key``: as an ``_id`` it could be an item's id.
-    query = {"query": {"bool": {"should": [{"terms": {"user_key": [key, user_id]}}, {"ids": {"values": [key]}}],
-                                "minimum_should_match": 1}}}
-    for index in _indices(client, f"{prefix}-*"):
-        try:
-            res = client.delete_by_query(index=index, body=query, refresh=True, conflicts="proceed")
-        except TransportError as e:
-            raise BulkError(f"forget failed on {index}: {e}", index=index, fix="retry `osreco users forget`") from e
-        if res.get("failures"):
-            raise BulkError(f"forget left documents in {index}: {res['failures'][:2]}", index=index,
-                            fix="retry `osreco users forget`")
-        if res.get("deleted"):
-            report.deleted[index] = int(res["deleted"])
-    return report
-
-
-def expire_events(client: OpenSearch, prefix: str, days: float, now: datetime | None = None) -> int:
-    """Delete events older than ``days`` (retention window); returns how many.
-
-    Raises:
-        ConfigError: ``days`` is not positive.
+        ConfigError: ``days`` is not positive or ``future_s`` is negative.
     """
     if not days > 0:
         raise ConfigError("retention days must be > 0", field="retention_days")
+    if not future_s >= 0:
+        raise ConfigError("the future allowance must be >= 0 seconds", field="future_s")
     ref = now or datetime.now(timezone.utc)
     cutoff = (ref - timedelta(days=days)).isoformat()
+    future = (ref + timedelta(seconds=future_s)).isoformat()
     name = events_index(prefix)
     if not client.indices.exists(index=name):
         return 0
-    res = client.delete_by_query(index=name, body={"query": {"range": {"timestamp": {"lt": cutoff}}}},
-                                 refresh=True, conflicts="proceed")
+    query = {"bool": {"should": [{"range": {"timestamp": {"lt": cutoff}}}, {"range": {"timestamp": {"gt": future}}}],
+                      "minimum_should_match": 1}}
+    res = client.delete_by_query(index=name, body={"query": query}, refresh=True, conflicts="proceed")
     return int(res.get("deleted", 0))
-
-
-def _indices(client: OpenSearch, pattern: str) -> list[str]:
-    return sorted(client.indices.get(index=pattern, ignore_unavailable=True, allow_no_indices=True).keys())
 
 
 def _epoch(value: object) -> float:

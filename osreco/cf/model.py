@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from scipy import sparse
@@ -290,7 +293,11 @@ class CFModel:
         return [(str(self.item_ids[i]), float(scores[i])) for i in best]
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``cf_model.npz`` and ``cf_model.json`` (metadata and config) into ``directory``."""
+        """Write ``cf_model.npz`` and ``cf_model.json`` (metadata and config) into ``directory``.
+
+        Each file is written to a temporary file beside it and moved into place with
+        ``os.replace``, so a reader sees the old file or the new one, never half of one.
+        """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         arrays = {"item_ids": self.item_ids.astype(str), "item_factors": self.item_factors,
@@ -303,9 +310,10 @@ class CFModel:
         elif self.item_item is not None:
             arrays.update(cooc_data=self.item_item.data, cooc_indices=self.item_item.indices,
                           cooc_indptr=self.item_item.indptr)
-        np.savez(out / "cf_model.npz", allow_pickle=False, **arrays)  # as load() reads it
+        # as load() reads it
+        _replace_atomically(out / "cf_model.npz", lambda f: np.savez(f, allow_pickle=False, **arrays))
         doc = {"format_version": FORMAT_VERSION, "config": asdict(self.config), "meta": self.meta}
-        (out / "cf_model.json").write_text(json.dumps(doc, indent=2))
+        _replace_atomically(out / "cf_model.json", lambda f: f.write(json.dumps(doc, indent=2).encode("utf-8")))
         return out
 
     @classmethod
@@ -335,9 +343,33 @@ class CFModel:
                    data["user_factors"], data["popularity"], data["item_sums"], config, item_item, doc["meta"],
                    content)
 
-    def without_user(self, user_key: str) -> CFModel:
-        """A copy without ``user_key``'s vector (for ``forget``)."""
-        keep = self.user_keys != user_key
+    def without_user(self, *user_keys: str) -> CFModel:
+        """A copy without the vectors of ``user_keys`` (for ``forget``); ``meta["users"]`` is recounted.
+
+        ``meta["users_forgotten"]`` counts the users removed since training.
+        """
+        keep = ~np.isin(self.user_keys.astype(str), np.asarray(user_keys, dtype=str))
+        removed = int((~keep).sum())
+        meta = dict(self.meta)
+        if removed:
+            meta["users"] = int(keep.sum())
+            meta["users_forgotten"] = int(str(meta.get("users_forgotten", 0))) + removed
         return CFModel(self.item_ids, self.item_factors, self.user_keys[keep], self.user_factors[keep],
-                       self.popularity, self.item_sums, self.config, self.item_item, self.meta,
+                       self.popularity, self.item_sums, self.config, self.item_item, meta,
                        self.content_weights)
+
+
+def _replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through a temporary file in its folder, fsync it, then ``os.replace`` it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private; keep the mode the old file had (readable by the sidecar)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

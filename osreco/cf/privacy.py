@@ -3,7 +3,9 @@
 The key comes from configuration (``OSRECO_HMAC_KEY``, read at the edge by
 :meth:`PrivacyConfig.from_env`) and is never written next to the data, so a stored
 ``user_key`` cannot be turned back into a user id without it. The same key must be
-used by training, the sidecar and ``osreco users forget``.
+used by training, the sidecar and ``osreco users forget``. A pseudonym is never accepted as a
+user id from outside (the sidecar answers 400, ``osreco users forget`` exits 2): it would
+address the user it was made from without knowing their id.
 
 Example:
     >>> cfg = PrivacyConfig(key=b"a-long-secret-key-of-32-bytes-or-more!")

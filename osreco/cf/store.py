@@ -25,7 +25,7 @@ from opensearchpy import NotFoundError, OpenSearch, TransportError
 from opensearchpy.helpers import scan
 
 from osreco.ingest.bulk import BulkReport, RetryPolicy, bulk_write
-from osreco.ingest.errors import ConfigError, IndexError_
+from osreco.ingest.errors import BulkError, ConfigError, IndexError_
 
 if TYPE_CHECKING:
     from osreco.cf.model import CFModel
@@ -253,3 +253,42 @@ def refresh_user_vector(client: OpenSearch, store: StoreConfig, model: CFModel, 
     vector = model.fold_in(items, [1.0] * len(past) + [e.value for e in events])
     update_user_vector(client, store, user_key, vector, list(dict.fromkeys(items)))
     return vector
+
+
+def refresh_user_vectors(client: OpenSearch, store: StoreConfig, model: CFModel, user_keys: Sequence[str],
+                         limit: int = 200) -> int:
+    """:func:`refresh_user_vector` for many users: one ``mget``, one ``_msearch``, one bulk write.
+
+    A user with neither a stored document nor events (forgotten meanwhile) is skipped, so a late
+    fold-in never writes a user back. Returns how many users were written.
+
+    Raises:
+        BulkError: the bulk write failed or refused some users.
+    """
+    from osreco.cf.events import recent_events_of
+
+    keys = list(dict.fromkeys(user_keys))
+    if not keys:
+        return 0
+    ensure_users_index(client, store)
+    docs = {d["_id"]: d.get("_source") for d in client.mget(index=store.users_index, body={"ids": keys})["docs"]
+            if d.get("found")}
+    events = recent_events_of(client, store.prefix, keys, limit)
+    stamp = now_iso()
+    actions = []
+    for key in keys:
+        doc, recent_rows = docs.get(key), events.get(key, [])
+        if doc is None and not recent_rows:
+            continue
+        recent = {e.item_id for e in recent_rows}
+        past = [i for i in (doc.get("history") or [] if doc else []) if i not in recent]
+        items = past + [e.item_id for e in recent_rows]
+        vector = model.fold_in(items, [1.0] * len(past) + [e.value for e in recent_rows])
+        actions.append({"_op_type": "index", "_index": store.users_index, "_id": key,
+                        "_source": {"user_key": key, "cf_vector": _floats(vector),
+                                    "history": list(dict.fromkeys(items))[-store.history_len:], "updated_at": stamp}})
+    report = bulk_write(client, actions, RetryPolicy(max_retries=2), chunk_size=store.chunk_size)
+    if report.failed or report.missing:
+        raise BulkError(f"{len(report.failed) + len(report.missing)} user vectors refused by {store.users_index}: "
+                        f"{list(report.failed.items())[:3]}", index=store.users_index)
+    return report.written

@@ -53,14 +53,20 @@ def time_split(interactions: Sequence[Interaction], test_fraction: float = 0.2,
     return train, test
 
 
-def evaluate(model: CFModel, train: Sequence[Interaction], test: dict[str, set[str]],
-             k: int = 10) -> dict[str, dict[str, float]]:
-    """Recall@k, NDCG@k and coverage of popularity, ALS, item-item and the blend.
+METHODS = ("popularity", "als", "item-item", "blend")
 
-    Every user in ``test`` is scored from their training history; training items are excluded.
+
+def rankings(model: CFModel, train: Sequence[Interaction], users: Sequence[str],
+             k: int = 10) -> dict[str, dict[str, list[str]]]:
+    """Each user's top ``k`` under popularity, ALS, item-item (EASE) and the blend, training items excluded.
+
+    Args:
+        model: the model trained on ``train``.
+        train: the training events (user ids as the model knows them).
+        users: the users to rank for (scored from their training history).
 
     Returns:
-        ``{method: {"recall": .., "ndcg": .., "coverage": ..}}``.
+        ``{method: {user: ranked item ids}}`` for :data:`METHODS`.
     """
     history: dict[str, list[Interaction]] = {}
     for e in train:
@@ -71,19 +77,33 @@ def evaluate(model: CFModel, train: Sequence[Interaction], test: dict[str, set[s
         "item-item": lambda u, h, v: model.item_item_scores(h),
         "blend": lambda u, h, v: model.blended_scores(h, v, _vector(model, u, h, v)),
     }
+    out: dict[str, dict[str, list[str]]] = {name: {} for name in scorers}
+    for user in users:
+        events = history.get(user, [])
+        items, values = [e.item_id for e in events], [e.value for e in events]
+        exclude = model.item_positions(items)
+        for name, scorer in scorers.items():
+            out[name][user] = [str(model.item_ids[i]) for i in top_k(scorer(user, items, values), k, exclude)]
+    return out
+
+
+def evaluate(model: CFModel, train: Sequence[Interaction], test: dict[str, set[str]],
+             k: int = 10) -> dict[str, dict[str, float]]:
+    """Recall@k, NDCG@k and coverage of popularity, ALS, item-item and the blend.
+
+    Every user in ``test`` is scored from their training history; training items are excluded.
+
+    Returns:
+        ``{method: {"recall": .., "ndcg": .., "coverage": ..}}``.
+    """
+    ranked = rankings(model, train, list(test), k)
     results: dict[str, dict[str, float]] = {}
-    for name, scorer in scorers.items():
-        rankings, recalls, ndcgs = [], [], []
-        for user, relevant in test.items():
-            events = history.get(user, [])
-            items, values = [e.item_id for e in events], [e.value for e in events]
-            best = top_k(scorer(user, items, values), k, model.item_positions(items))
-            ranked = [str(model.item_ids[i]) for i in best]
-            rankings.append(ranked)
-            recalls.append(recall_uncapped_at_k(ranked, relevant, k))
-            ndcgs.append(ndcg_binary_at_k(ranked, relevant, k))
-        results[name] = {"recall": float(np.mean(recalls)), "ndcg": float(np.mean(ndcgs)),
-                         "coverage": coverage(rankings, len(model.item_ids), k)}
+    for name, by_user in ranked.items():
+        lists = [by_user[u] for u in test]
+        results[name] = {
+            "recall": float(np.mean([recall_uncapped_at_k(by_user[u], rel, k) for u, rel in test.items()])),
+            "ndcg": float(np.mean([ndcg_binary_at_k(by_user[u], rel, k) for u, rel in test.items()])),
+            "coverage": coverage(lists, len(model.item_ids), k)}
     return results
 
 

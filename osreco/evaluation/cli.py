@@ -12,7 +12,7 @@ import click
 from osreco.cli_errors import command
 from osreco.errors import EXIT_FAILURES, EXIT_OK
 
-TASKS = ("rec", "search", "intent")
+TASKS = ("rec", "similar", "listings", "search", "intent")
 
 
 @command("eval")
@@ -25,7 +25,8 @@ TASKS = ("rec", "search", "intent")
 @click.option("--index", "alias", default="osreco-eval-ml100k", show_default=True,
               help="Item index alias (ingested once, reused while its _meta artifact_id matches).")
 @click.option("--tasks", default=",".join(TASKS), show_default=True,
-              help="Comma list of tasks: rec (no query), search (personalized), intent (golden parsing).")
+              help="Comma list of tasks: rec (served recommend vs offline CF), similar (next-item), listings "
+                   "(anonymous filtered listings), search (personalized), intent (golden parsing).")
 @click.option("--golden", "golden_path", type=click.Path(dir_okay=False), default=None,
               help="Golden intent queries (default: tests/golden/intents.jsonl).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the user samples.")
@@ -38,7 +39,7 @@ TASKS = ("rec", "search", "intent")
 def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | None, alias: str, tasks: str,
                  golden_path: str | None, seed: int, rerank_bundle: str | None, rerank_top_n: int,
                  fail_on_targets: bool) -> None:
-    """Measure recommendation, personalized search and intent parsing on MovieLens-100k.
+    """Measure recommendation, similar items, listings, personalized search and intent parsing on MovieLens-100k.
 
     Runs the real sidecar (its Flask app, in process) against the real OpenSearch node in
     several configurations, prints a markdown table (or JSON with --json), and writes the
@@ -66,7 +67,7 @@ def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | Non
     if report.get("recommendation") or report.get("search"):
         write_chart(report, out / "eval-chart.png")
     click.echo(json.dumps(report, ensure_ascii=False) if as_json else markdown)
-    failed = any(report.get(s, {}).get("errors") for s in ("recommendation", "search"))
+    failed = any(report.get(s, {}).get("errors") for s in ("recommendation", "similar", "listings", "search"))
     missed = fail_on_targets and not all(t["met"] for t in report.get("targets", []))
     sys.exit(EXIT_FAILURES if failed or missed else EXIT_OK)
 

@@ -1,7 +1,8 @@
 """Task 3 of ``osreco eval``: how exactly the intent parser extracts filters, per language.
 
 Two case sets: the golden queries written with the parser (``tests/golden/intents.jsonl``,
-vocabularies in ``intent_vocab.json``) and, independently, the templated search queries of
+vocabularies in ``intent_vocab.json``, catalog titles per vocabulary in ``intent_titles.json``
+when it is there) and, independently, the templated search queries of
 task 2 with the constraints they were generated from.
 """
 
@@ -25,12 +26,17 @@ Parse = Callable[[str, "str | None", "str | None"], Mapping[str, object]]
 FILTER_KEYS = ("filters", "ranges", "exclude")
 
 
-def _canonical(intent: Mapping[str, Any]) -> dict[str, object]:
-    """The filter part of an intent dict, order-insensitive: facet values sorted, ranges as floats."""
+def _canonical(intent: Mapping[str, Any], linked: bool = False) -> dict[str, object]:
+    """The filter part of an intent dict, order-insensitive: facet values sorted, ranges as floats;
+    with ``linked``, also the linked title's item id and route (``None`` when nothing linked)."""
     facets = {f: sorted(v) for f, v in (intent.get("filters") or {}).items() if v}
     excluded = {f: sorted(v) for f, v in (intent.get("exclude") or {}).items() if v}
     ranges = {f: {op: float(x) for op, x in b.items()} for f, b in (intent.get("ranges") or {}).items() if b}
-    return {"filters": facets, "ranges": ranges, "exclude": excluded}
+    out: dict[str, object] = {"filters": facets, "ranges": ranges, "exclude": excluded}
+    if linked:
+        link = intent.get("linked") or {}
+        out["linked"] = {"item_id": link.get("item_id"), "route": link.get("route")} if link else None
+    return out
 
 
 def read_golden(path: Path) -> list[dict[str, object]]:
@@ -74,8 +80,9 @@ def score_intents(cases: Sequence[Mapping[str, Any]], parse: Parse, source: str)
     for n, case in enumerate(cases, start=1):
         q = str(case["q"])
         lang = case.get("language") or detect_language(q)
-        got = _canonical(parse(q, case.get("language"), case.get("vocab")))
-        want = _canonical(case["expected"])
+        linked = "linked" in case["expected"]  # compared only where the case states it
+        got = _canonical(parse(q, case.get("language"), case.get("vocab")), linked)
+        want = _canonical(case["expected"], linked)
         stats = per_lang.setdefault(str(lang), {"cases": 0, "exact": 0})
         stats["cases"] += 1
         stats["exact"] += int(got == want)
@@ -110,10 +117,12 @@ def templated_intent_cases(queries: Sequence[EvalQuery]) -> list[dict[str, objec
 
 
 def golden_parser(vocab_path: Path) -> Parse:
-    """The rules parser over the golden set's named vocabularies (``intent_vocab.json``).
+    """The rules parser over the golden set's named vocabularies (``intent_vocab.json``) and,
+    when ``intent_titles.json`` sits next to it, their catalog titles.
 
     Args:
         vocab_path: JSON ``{name: {facet: [values]}}``; a case picks one by its ``vocab`` key.
+            ``intent_titles.json`` beside it: ``{name: [{"item_id", "title", "popularity"}]}``.
 
     Returns:
         ``(q, language, vocab name) -> Intent.to_dict()``.
@@ -122,19 +131,24 @@ def golden_parser(vocab_path: Path) -> Parse:
         ConfigError: the vocabulary file is missing or a case names an unknown vocabulary.
     """
     from osreco.plugin.intent.parser import parse_intent
+    from osreco.plugin.intent.titles import TitleIndex
     from osreco.plugin.intent.vocab import Vocabulary
 
+    titles_path = vocab_path.with_name("intent_titles.json")
     try:
         raw = json.loads(vocab_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"golden vocabulary {vocab_path} is unreadable: {e}", field="--golden",
-                          fix="put intent_vocab.json next to the golden intents file") from e
+        raw_titles = json.loads(titles_path.read_text(encoding="utf-8")) if titles_path.is_file() else {}
+        titles = {name: TitleIndex.from_rows(rows) for name, rows in raw_titles.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"golden vocabulary {vocab_path} or {titles_path.name} is unreadable: {e}",
+                          field="--golden", fix="put intent_vocab.json (and optionally intent_titles.json, "
+                          '{name: [{"item_id", "title", "popularity"}]}) next to the golden intents file') from e
     vocabs = {name: Vocabulary.from_values({f: v for f, v in facets.items() if v}) for name, facets in raw.items()}
 
     def parse(q: str, language: str | None, vocab: str | None) -> Mapping[str, object]:
         if vocab not in vocabs:
             raise ConfigError(f"golden case {q!r} names vocabulary {vocab!r}, not one of {sorted(vocabs)}",
                               field="--golden")
-        return parse_intent(q, vocabs[vocab], language).to_dict()
+        return parse_intent(q, vocabs[vocab], language, titles=titles.get(vocab)).to_dict()
 
     return parse

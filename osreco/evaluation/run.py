@@ -1,14 +1,19 @@
 """``osreco eval``: measure every signal of the real sidecar, side by side, on MovieLens-100k.
 
-Three tasks, each run through the sidecar's own Flask app (``create_app`` + the real
+Five tasks, each run through the sidecar's own Flask app (``create_app`` + the real
 ``SearchService``, in process) against the real OpenSearch node:
 
-1. recommendation without a query (``GET /v1/recommend``): popularity, CF, content, blend;
+1. ``rec``, ``similar``, ``listings`` (:mod:`osreco.evaluation.ranking`): the served
+   ``GET /v1/recommend`` and its parts next to the offline CF models of the same split (binary
+   and graded), similar items by next-item prediction, anonymous filtered listings (popularity
+   order vs item-id order);
 2. personalized search (``POST /v1/search``) over templated English and Chinese queries:
-   BM25 only, kNN only, hybrid, hybrid + CF, full osreco (intent filters + hybrid + CF);
+   BM25 only, kNN only, hybrid, hybrid + CF, full osreco (intent filters + hybrid + CF), and
+   osreco with the taste weights tuned on validation users (:func:`tune_search`; the tables
+   are on the other, test users);
 3. intent parsing: exact match of the extracted filters on ``tests/golden/intents.jsonl``.
 
-Every variant is a configuration of the same service (:data:`REC_VARIANTS`,
+Every variant is a configuration of the same service (``ranking.REC_VARIANTS``,
 :data:`SEARCH_VARIANTS`): fusion weights through ``FusionSettings``, and the three switches the
 sidecar has no setting for yet (intent filters, recommendation weights, a content signal)
 through :class:`osreco.evaluation.variants.EvalService`, which overrides as little as possible.
@@ -23,12 +28,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from osreco.evaluation.data import Movie, generate_queries, sample_pairs
+from osreco.cf.privacy import pseudonymize
+from osreco.evaluation.data import Movie, QueryPair, generate_queries, sample_pairs
 from osreco.evaluation.intent import golden_parser, run_intent, score_intents, templated_intent_cases
+from osreco.evaluation.ranking import (
+    LISTING_VARIANTS,
+    SIMILAR_VARIANTS,
+    run_listings,
+    run_recommend_task,
+    run_similar,
+    similar_cases,
+)
 from osreco.evaluation.report import compute_targets
 from osreco.evaluation.setup import (
     SplitData,
@@ -38,50 +52,18 @@ from osreco.evaluation.setup import (
     split_ratings,
     train_and_store_cf,
 )
-from osreco.evaluation.tasks import pick_queries, run_recommendation, run_search
-from osreco.evaluation.variants import recommend_fusion
+from osreco.evaluation.tasks import pick_queries, run_search
+from osreco.evaluation.tuning import LISTING_GRID, NEIGHBORS_GRID, grid_name, pick_by_class, split_users
+from osreco.evaluation.variants import Variant
 from osreco.ingest.connection import OpenSearchConfig, connect
 from osreco.ingest.movielens import movielens_ratings_path
 from osreco.plugin.config import DEV_HMAC_KEY, SidecarConfig
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.fusion import FusionSettings
+from osreco.plugin.taste import QUERY_CLASSES
 
 log = logging.getLogger("osreco.eval")
-TASKS = ("rec", "search", "intent")
+TASKS = ("rec", "similar", "listings", "search", "intent")
 
-
-@dataclass(frozen=True)
-class Variant:
-    """One configuration of the sidecar under test.
-
-    Args:
-        name: the variant's name in the report.
-        fusion: overrides of the sidecar's ``FusionSettings`` (search).
-        encoder: whether the bundle is loaded (``False``: the sidecar's BM25-only mode).
-        use_intent: apply the parsed intent's filters (``False``: the query as typed).
-        personalized: send the user id (``False``: anonymous requests).
-        rec: the recommendation fusion weights (task 1).
-        rerank: re-order the top ``rerank_top_n`` with the run's cross-encoder (``--rerank-bundle``).
-    """
-
-    name: str
-    fusion: Mapping[str, Any] = field(default_factory=dict)
-    encoder: bool = True
-    use_intent: bool = True
-    personalized: bool = True
-    rec: FusionSettings | None = None
-    rerank: bool = False
-
-
-# Recommendation without a query: the same GET /v1/recommend, different signal weights.
-# "cf+popularity" is the sidecar's built-in recommend weighting (cf 1.0, popularity 0.3).
-REC_VARIANTS: tuple[Variant, ...] = (
-    Variant("popularity", rec=recommend_fusion(0.0, 1.0, 0.0)),
-    Variant("cf", rec=recommend_fusion(1.0, 0.0, 0.0)),
-    Variant("content", rec=recommend_fusion(0.0, 0.0, 1.0)),
-    Variant("cf+popularity", rec=recommend_fusion(1.0, 0.3, 0.0)),
-    Variant("blend", rec=recommend_fusion(1.0, 0.3, 0.1)),
-)
 
 # Personalized search: the same POST /v1/search; signals and the intent filters switched.
 SEARCH_VARIANTS: tuple[Variant, ...] = (
@@ -94,6 +76,8 @@ SEARCH_VARIANTS: tuple[Variant, ...] = (
 )
 # Added to the search variants when the run has a cross-encoder (``--rerank-bundle``).
 RERANK_VARIANT = Variant("osreco+rerank", rerank=True)
+# The ablation of demoting a known user's seen items in filtered listings.
+SEEN_KEPT_VARIANT = Variant("osreco (seen kept)", fusion={"demote_seen": False})
 
 
 @dataclass(frozen=True)
@@ -119,6 +103,8 @@ class EvalConfig:
             default ``<bundle_dir>/../cf-<alias>``.
         rerank_bundle: a cross-encoder bundle; adds the ``osreco+rerank`` search variant.
         rerank_top_n: how many fused candidates it re-orders.
+        validation_fraction: share of the test users whose search pairs tune the per-class
+            taste weights (:func:`osreco.evaluation.tuning.split_users`); the others measure.
 
     Raises:
         ConfigError: an unknown task or a non-positive size.
@@ -141,6 +127,7 @@ class EvalConfig:
     cf_model_dir: Path | None = None
     rerank_bundle: Path | None = None
     rerank_top_n: int = 50
+    validation_fraction: float = 0.3
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -153,6 +140,8 @@ class EvalConfig:
             raise ConfigError("rec_users and max_queries must be >= 0 (0 = all)", field="rec_users")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError("test_fraction must be in (0, 1)", field="test_fraction")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError("validation_fraction must be in (0, 1)", field="validation_fraction")
 
     @classmethod
     def from_env(cls, quick: bool = False, bundle_dir: str | None = None, golden_path: str | None = None,
@@ -219,19 +208,60 @@ def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, 
     clients: dict[str, Any] = {}
     for v in variants:
         try:
-            cfg = replace(base, fusion=replace(base.fusion, **v.fusion))
+            cfg = replace(base, fusion=replace(base.fusion, **v.fusion),
+                          recommend=replace(base.recommend, **v.recommend))
         except TypeError as e:
             raise ConfigError(f"variant {v.name}: {e}", field=v.name,
-                              fix="the sidecar's FusionSettings changed: update the variants") from e
+                              fix="the sidecar's FusionSettings or RecommendSettings changed: update the "
+                                  "variants") from e
         models = ServedModels(Metrics(), encoder=shared.encoder if v.encoder else None,
                               encoder_error=None if v.encoder else "BM25-only variant: no encoder",
                               reranker=shared.models.reranker if v.rerank else None,
                               rerank_top_n=cfg.rerank_top_n, rerank_fields=cfg.rerank_fields)
         service = EvalService.from_parts(cfg, shared.transport.client, models.metrics, models,
                                          cf_model=shared.users.cf_model, fields=shared.fields,
-                                         use_intent=v.use_intent, rec=v.rec)
+                                         use_intent=v.use_intent, rec=v.rec, index_order=v.index_order)
         clients[v.name] = (create_app(cfg, services=service).test_client(), v)
     return clients
+
+
+# ---- tuning the taste weights on validation users --------------------------------------------
+
+def tune_search(base: SidecarConfig, pairs: Sequence[QueryPair], movies: Mapping[str, Movie],
+                k: int) -> dict[str, Any]:
+    """Measure the taste-weight grid on validation pairs and pick the weights per query class.
+
+    Returns:
+        ``{"pairs", "grid": {variant: {class: ndcg}}, "chosen": {class: weight},
+        "neighbors_weight", "errors"}``; with no validation pairs, the configured weights.
+    """
+    f = base.fusion
+    defaults = {"listing": (f.listing_cf_weight, f.neighbors_weight), "text": (f.cf_weight, 0.0),
+                "title": (f.title_cf_weight, 0.0)}
+    points = [(w, n) for w in LISTING_GRID for n in NEIGHBORS_GRID]
+    scores: dict[tuple[float, float], dict[str, float]] = {}
+    errors: dict[str, int] = {}
+    if pairs:
+        grid = tuple(Variant(grid_name(w, n), fusion={"listing_cf_weight": w, "cf_weight": w, "title_cf_weight": w,
+                                                      "neighbors_weight": n}) for w, n in points)
+        measured = run_search(variant_apps(base, grid), pairs, movies, k, class_variant=grid[0].name)
+        by_class = cast(Mapping[str, Mapping[str, Mapping[str, float]]], measured["by_class"])
+        # a class's weight is tuned where the neighbours list does not act (it joins listings only)
+        scores = {(w, n): {c: by_class[c][grid_name(w, n)]["ndcg"] for c in by_class if c == "listing" or n == 0.0}
+                  for w, n in points}
+        errors = cast(dict[str, int], measured["errors"])
+    chosen = pick_by_class(scores, QUERY_CLASSES, defaults)
+    return {"pairs": len(pairs), "grid": {grid_name(w, n): s for (w, n), s in scores.items()},
+            "chosen": {c: v[0] for c, v in chosen.items()}, "neighbors_weight": chosen["listing"][1],
+            "errors": errors}
+
+
+def tuned_variant(tuning: Mapping[str, Any]) -> Variant:
+    """osreco with the per-class taste weights (and the listing's neighbours weight) chosen on validation."""
+    chosen = tuning["chosen"]
+    return Variant("osreco (tuned)", fusion={"listing_cf_weight": chosen["listing"], "cf_weight": chosen["text"],
+                                             "title_cf_weight": chosen["title"],
+                                             "neighbors_weight": tuning["neighbors_weight"]})
 
 
 # ---- the whole run -----------------------------------------------------------------------------
@@ -286,25 +316,47 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     report: dict[str, Any] = {"config": config.public()}
-    prep = prepare(config) if {"rec", "search"} & set(config.tasks) else None
+    prep = prepare(config) if {"rec", "similar", "listings", "search"} & set(config.tasks) else None
     if prep is not None:
         report["dataset"] = prep.dataset
         seconds["setup"] = time.perf_counter() - t0
         base = sidecar_config(config, prep.cf_dir)
-    if prep is not None and "rec" in config.tasks:
-        t = time.perf_counter()
+    if prep is not None and {"rec", "similar"} & set(config.tasks):
         users = sorted(prep.split.held_out, key=int)
         if config.rec_users:
             users = sorted(random.Random(config.seed).sample(users, min(config.rec_users, len(users))), key=int)
-        report["recommendation"] = run_recommendation(variant_apps(base, REC_VARIANTS), prep.split, users,
-                                                      config.k, len(prep.movies))
+        validation, test = split_users(users, config.validation_fraction, config.seed)
+    if prep is not None and "rec" in config.tasks:
+        t = time.perf_counter()
+        report["recommendation"] = run_recommend_task(
+            lambda vs: variant_apps(base, vs), prep.split, validation, test, config.k, len(prep.movies),
+            prep.cf_dir, lambda user: pseudonymize(user, DEV_HMAC_KEY))
         seconds["recommendation"] = time.perf_counter() - t
+    if prep is not None and "similar" in config.tasks:
+        t = time.perf_counter()
+        report["similar"] = run_similar(variant_apps(base, SIMILAR_VARIANTS), similar_cases(prep.split, test),
+                                        config.k)
+        report["similar"]["similar_cf_weight"] = base.recommend.similar_cf_weight
+        seconds["similar"] = time.perf_counter() - t
+    if prep is not None and "listings" in config.tasks:
+        t = time.perf_counter()
+        queries = pick_queries(generate_queries(prep.movies.values()), config.max_queries)
+        report["listings"] = run_listings(variant_apps(base, LISTING_VARIANTS), queries, prep.split, prep.movies,
+                                          config.k)
+        seconds["listings"] = time.perf_counter() - t
     if prep is not None and "search" in config.tasks:
         t = time.perf_counter()
         queries = pick_queries(generate_queries(prep.movies.values()), config.max_queries)
         pairs = sample_pairs(queries, prep.split.held_out, prep.movies, config.users_per_query, config.seed)
-        variants = SEARCH_VARIANTS + ((RERANK_VARIANT,) if config.rerank_bundle else ())
-        report["search"] = run_search(variant_apps(base, variants), pairs, prep.movies, config.k)
+        validation, _ = split_users(prep.split.held_out, config.validation_fraction, config.seed)
+        held = set(validation)
+        tuning = tune_search(base, [p for p in pairs if p.user_id in held], prep.movies, config.k)
+        tuning["validation_users"] = len(validation)
+        variants = SEARCH_VARIANTS + (tuned_variant(tuning), SEEN_KEPT_VARIANT) + \
+            ((RERANK_VARIANT,) if config.rerank_bundle else ())
+        report["search"] = run_search(variant_apps(base, variants), [p for p in pairs if p.user_id not in held],
+                                      prep.movies, config.k)
+        report["search"]["tuning"] = tuning
         report["search"]["query_examples"] = [{"q": q.text, "language": q.language,
                                                "constraints": q.constraints.as_dict()} for q in queries[:6]]
         seconds["search"] = time.perf_counter() - t

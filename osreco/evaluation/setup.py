@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,11 +35,13 @@ class SplitData:
         train: the training events (raw user ids).
         held_out: user id -> (held-out item id -> rating).
         histories: user id -> training item ids, oldest first.
+        held_out_order: user id -> held-out item ids, oldest first (the next-item targets).
     """
 
     train: list[Interaction]
     held_out: dict[str, dict[str, float]]
     histories: dict[str, list[str]]
+    held_out_order: dict[str, list[str]] = field(default_factory=dict)
 
 
 def ensure_bundle(bundle_dir: Path) -> Path:
@@ -140,38 +142,16 @@ def split_ratings(path: Path, known_items: frozenset[str], test_fraction: float 
     data = read_interactions(path, ReadConfig(known_items=known_items))
     train, test = time_split(data.interactions, test_fraction)
     rating: dict[tuple[str, str], float] = {}
-    for e in sorted(data.interactions, key=lambda e: e.timestamp):
+    order: dict[str, list[str]] = {}
+    for e in sorted(data.interactions, key=lambda e: (e.timestamp, e.item_id)):
         rating[(e.user_id, e.item_id)] = e.value
+        if e.item_id in test.get(e.user_id, ()) and e.item_id not in order.get(e.user_id, ()):
+            order.setdefault(e.user_id, []).append(e.item_id)
     held_out = {u: {i: rating[(u, i)] for i in sorted(items)} for u, items in test.items()}
     histories: dict[str, list[str]] = {}
     for e in sorted(train, key=lambda e: (e.timestamp, e.item_id)):
         histories.setdefault(e.user_id, []).append(e.item_id)
-    return SplitData(train, held_out, histories)
-
-
-def write_popularity(client: OpenSearch, index: str, item_ids: list[str], scores: list[float]) -> int:
-    """Partial-update the contract's ``popularity`` field with the CF model's decayed popularity.
-
-    The sidecar's popularity listing sorts by this field; MovieLens items carry none, and
-    ``osreco cf train`` does not write it, so the evaluation sets it from the training split.
-
-    Returns:
-        Documents updated.
-
-    Raises:
-        osreco.ingest.errors.BulkError: some updates failed.
-    """
-    from osreco.ingest.bulk import RetryPolicy, bulk_write
-    from osreco.ingest.errors import BulkError
-
-    actions = ({"_op_type": "update", "_index": index, "_id": i, "doc": {"popularity": float(s)}}
-               for i, s in zip(item_ids, scores))
-    report = bulk_write(client, actions, RetryPolicy(), chunk_size=500)
-    errors = list(report.failed.items()) + [(i, "document missing") for i in report.missing]
-    if errors:
-        raise BulkError(f"{len(errors)} popularity updates failed, e.g. {errors[0]}", index=index,
-                        fix="check the node's health and rerun")
-    return report.written
+    return SplitData(train, held_out, histories, order)
 
 
 def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_key: str,
@@ -181,14 +161,16 @@ def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_ke
     Mirrors ``osreco cf train``: pseudonymized user keys, item factors into ``cf_vector``
     (items without interactions get a factor predicted from their embedding), user vectors
     and full training histories into ``<alias>-users``, metadata into ``<alias>-cf-meta``,
-    the model into ``model_dir`` (the sidecar's ``cf_model_dir``), and the decayed popularity
-    into each item's ``popularity`` field.
+    the model into ``model_dir`` (the sidecar's ``cf_model_dir``), and the priors
+    (``osreco.cf.priors.write_priors``: decayed ``popularity``, ``rating_avg``, the top-50
+    ``cf_neighbors``) into each item, as ``osreco cf train`` does.
 
     Returns:
         The training metadata plus write counts.
     """
     from osreco.cf import store as cf_store
     from osreco.cf.model import CFConfig
+    from osreco.cf.priors import priors_from_model, write_priors
     from osreco.cf.privacy import pseudonymize
     from osreco.cf.train import train_models
 
@@ -199,12 +181,19 @@ def train_and_store_cf(client: OpenSearch, alias: str, split: SplitData, hmac_ke
     model = train_models(events, CFConfig(factors=factors, threads=1), item_ids=known)
     cold = model.fit_content(cf_store.read_item_embeddings(client, alias))
     items = cf_store.write_item_factors(client, store, model.item_ids.tolist(), model.item_factors)
-    write_popularity(client, alias, model.item_ids.tolist(), model.popularity.tolist())
+    priors = priors_from_model(model, events, neighbors=50)
+    prior_report = write_priors(client, alias, priors)
+    if prior_report.failed or prior_report.missing:
+        from osreco.ingest.errors import BulkError
+
+        raise BulkError(f"{len(prior_report.failed) + len(prior_report.missing)} prior updates failed",
+                        index=alias, fix="check the node's health and rerun")
     histories = {pseudonymize(u, hmac_key): h for u, h in split.histories.items()}
     users = cf_store.write_user_vectors(client, store, model.user_keys.tolist(), model.user_factors, histories)
     client.indices.refresh(index=alias)
     meta = {**model.meta, "model": "als+ease+popularity", "source": "osreco eval (training split)",
-            "items_from_content": len(cold)}
+            "items_from_content": len(cold), "popularity_ref": priors.ref,
+            "popularity_half_life_days": priors.half_life_days, "neighbors": 50}
     run_id = cf_store.write_meta(client, store, meta)
     model.meta = {**meta, "run_id": run_id}
     model.save(model_dir)

@@ -15,10 +15,18 @@ from typing import Any
 from tqdm import tqdm
 
 from osreco.evaluation.data import Constraints, EvalQuery, Movie, QueryPair
-from osreco.evaluation.metrics import coverage, mean, ndcg_graded_at_k, recall_capped_at_k, violation_rate
+from osreco.evaluation.metrics import (
+    coverage,
+    mean,
+    ndcg_binary_at_k,
+    ndcg_graded_at_k,
+    recall_capped_at_k,
+    recall_uncapped_at_k,
+    violation_rate,
+)
 from osreco.evaluation.setup import SplitData
 
-__all__ = ["run_recommendation", "run_search", "pick_queries"]
+__all__ = ["run_recommendation", "score_lists", "run_search", "pick_queries"]
 
 log = logging.getLogger("osreco.eval")
 
@@ -41,12 +49,28 @@ def _item_ids(resp: Any, what: str, errors: dict[str, int], variant: str) -> lis
 
 # ---- task 1: recommendation without a query -------------------------------------------------
 
-def run_recommendation(clients: Mapping[str, Any], split: SplitData, users: Sequence[str], k: int,
-                       catalog_size: int) -> dict[str, object]:
-    """``GET /v1/recommend`` for each test user and variant; graded by the held-out ratings.
+def score_lists(lists: Sequence[list[str]], split: SplitData, users: Sequence[str], k: int,
+                catalog_size: int) -> dict[str, float]:
+    """Recommendation metrics of one ranked list per user against their held-out items.
 
     Returns:
-        ``{"k", "users", "variants": {name: {"recall", "ndcg", "coverage"}}, "errors"}``.
+        ``{"recall", "ndcg"}`` graded by the held-out ratings (capped recall), ``{"recall_binary",
+        "ndcg_binary"}`` with every held-out item relevant (uncapped recall), and ``coverage``.
+    """
+    grades = [split.held_out[u] for u in users]
+    return {"recall": mean(recall_capped_at_k(r, g, k) for r, g in zip(lists, grades)),
+            "ndcg": mean(ndcg_graded_at_k(r, g, k) for r, g in zip(lists, grades)),
+            "recall_binary": mean(recall_uncapped_at_k(r, g, k) for r, g in zip(lists, grades)),
+            "ndcg_binary": mean(ndcg_binary_at_k(r, g, k) for r, g in zip(lists, grades)),
+            "coverage": coverage(lists, catalog_size, k)}
+
+
+def run_recommendation(clients: Mapping[str, Any], split: SplitData, users: Sequence[str], k: int,
+                       catalog_size: int) -> dict[str, Any]:
+    """``GET /v1/recommend`` for each test user and variant; scored by :func:`score_lists`.
+
+    Returns:
+        ``{"k", "users", "variants": {name: metrics}, "errors"}``.
     """
     ranked: dict[str, list[list[str]]] = {name: [] for name in clients}
     errors: dict[str, int] = {}
@@ -56,12 +80,7 @@ def run_recommendation(clients: Mapping[str, Any], split: SplitData, users: Sequ
                 resp = client.get("/v1/recommend", query_string={"user_id": user, "k": k})
                 ranked[name].append(_item_ids(resp, "recommend", errors, name))
                 bar.update()
-    variants = {}
-    for name, lists in ranked.items():
-        grades = [split.held_out[u] for u in users]
-        variants[name] = {"recall": mean(recall_capped_at_k(r, g, k) for r, g in zip(lists, grades)),
-                          "ndcg": mean(ndcg_graded_at_k(r, g, k) for r, g in zip(lists, grades)),
-                          "coverage": coverage(lists, catalog_size, k)}
+    variants = {name: score_lists(lists, split, users, k, catalog_size) for name, lists in ranked.items()}
     return {"k": k, "users": len(users), "variants": variants, "errors": errors}
 
 
@@ -81,28 +100,42 @@ def _search_metrics(pairs: Sequence[QueryPair], lists: Sequence[list[str]], movi
 
 
 def run_search(clients: Mapping[str, Any], pairs: Sequence[QueryPair], movies: Mapping[str, Movie],
-               k: int) -> dict[str, object]:
+               k: int, class_variant: str = "osreco") -> dict[str, object]:
     """``POST /v1/search`` for each (query, user) pair and variant.
+
+    Args:
+        class_variant: the variant whose reported ``query_class`` groups the pairs in
+            ``by_class`` (the first variant when it is not asked).
 
     Returns:
         ``{"k", "queries", "pairs", "variants": {name: {"ndcg", "recall", "violation_rate"}},
-        "by_language": {lang: {...}}, "by_template": {...}, "errors"}``.
+        "by_language": {lang: {...}}, "by_template": {...}, "by_class": {class: {...}},
+        "classes": {class: pairs}, "errors"}``.
     """
     ranked: dict[str, list[list[str]]] = {name: [] for name in clients}
+    classes: dict[str, list[str]] = {name: [] for name in clients}
     errors: dict[str, int] = {}
     with _bar(len(pairs) * len(clients), "eval search") as bar:
         for pair in pairs:
             for name, (client, variant) in clients.items():
                 body = {"q": pair.query.text, "k": k, **({"user_id": pair.user_id} if variant.personalized else {})}
-                ranked[name].append(_item_ids(client.post("/v1/search", json=body), "search", errors, name))
+                resp = client.post("/v1/search", json=body)
+                ranked[name].append(_item_ids(resp, "search", errors, name))
+                classes[name].append(str((resp.get_json() or {}).get("query_class", "unknown"))
+                                     if resp.status_code == 200 else "error")
                 bar.update()
     out: dict[str, object] = {"k": k, "queries": len({p.query.qid for p in pairs}), "pairs": len(pairs),
                               "variants": {n: _search_metrics(pairs, ranked[n], movies, k) for n in clients}}
-    for key, attr in (("by_language", "language"), ("by_template", "template")):
-        groups = sorted({getattr(p.query, attr) for p in pairs})
-        out[key] = {g: {n: _search_metrics([p for p in pairs if getattr(p.query, attr) == g],
-                                           [r for r, p in zip(ranked[n], pairs) if getattr(p.query, attr) == g],
-                                           movies, k) for n in clients} for g in groups}
+    by_class = classes.get(class_variant) or next(iter(classes.values()), [])
+    keys: dict[str, Callable[[int, QueryPair], str]] = {
+        "by_language": lambda i, p: p.query.language, "by_template": lambda i, p: p.query.template,
+        "by_class": lambda i, p: by_class[i]}
+    for key, group_of in keys.items():
+        labels = [group_of(i, p) for i, p in enumerate(pairs)]
+        out[key] = {g: {n: _search_metrics([p for p, lab in zip(pairs, labels) if lab == g],
+                                           [r for r, lab in zip(ranked[n], labels) if lab == g], movies, k)
+                        for n in clients} for g in sorted(set(labels))}
+    out["classes"] = {g: by_class.count(g) for g in sorted(set(by_class))}
     out["errors"] = errors
     return out
 

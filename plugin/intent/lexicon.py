@@ -110,8 +110,14 @@ SOFT_SORT_CUES: dict[str, tuple[str, str]] = {
     "budget": ("price", "asc"), "便宜": ("price", "asc"), "实惠": ("price", "asc"),
 }
 
-NEGATION_EN = ("anything but", "but not", "excluding", "except", "without", "not", "non", "no")
-NEGATION_ZH = ("不想要", "不想看", "不要", "不含", "不是", "除了", "排除", "别", "非")
+NEGATION_EN = ("anything but", "but not", "excluding", "except", "without", "nothing", "none of", "avoid",
+               "not", "non", "no")
+NEGATION_ZH = ("不想要", "不想看", "不要", "不含", "不是", "除了", "排除", "别", "非", "没有")
+# Words allowed between a negation cue and the value: "not a romance", "without any horror",
+# "nothing with horror", "no more comedies", "不要任何恐怖片", "别给我恐怖片".
+NEGATION_FILLER_EN = ("a", "an", "the", "any", "anything", "with", "more", "of", "kind of", "sort of",
+                      "type of", "those", "these", "too much", "too many", "single")
+NEGATION_FILLER_ZH = ("任何", "那种", "这种", "什么", "有", "给我", "推荐", "看", "太", "要")
 # Words that continue a negated list ("no horror or comedy", "不要恐怖片和喜剧").
 LIST_JOINERS = ("or", "nor", "and", "/", ",", "、", "，", "和", "或者", "或", "及", "也不要", "还有")
 

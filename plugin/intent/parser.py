@@ -3,12 +3,17 @@
 Steps, each cutting what it understood out of the query so the next never sees it:
 
 1. normalize (NFKC, lowercase, thousands separators, Chinese numerals -> digits);
+1b. titles (:mod:`osreco.plugin.intent.titles`, with a ``titles`` lookup): "like X" / "类似X的"
+   linked to a catalog item is cut out (``Intent.linked``, route ``similar``); a whole query
+   that is exactly a title, or a quoted span ("…", 《…》), is kept as words that no later rule
+   reads (title words never become filters or ranges);
 2. numeric ranges (:mod:`osreco.plugin.intent.ranges`): prices, years, decades;
 3. sort cues ("cheapest", "最新"); soft cues ("cheap", "便宜") only without a price range;
 4. facet values linked to the index vocabulary: synonyms table, exact, fuzzy, then (with an
    ``embed`` callable and a vocabulary built with ``with_vectors``) embedding similarity;
-5. negation: a facet value right after "not / no / without / except / 不要 / 除了 / 不是"
-   (or continuing such a list with "or / 和 / 、") becomes an exclusion;
+5. negation: a facet value right after "not / no / without / except / nothing / 不要 / 除了 / 别"
+   (articles and quantifiers between allowed: "not a", "without any", "nothing with", "不要任何")
+   or continuing such a list with "or / 和 / 、" becomes an exclusion;
 6. what is left, minus filler words, is the text for BM25 and the meaning vector.
 
 Example:
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +38,8 @@ from osreco.plugin.errors import ConfigError
 from osreco.plugin.intent.lexicon import (
     LIST_JOINERS,
     NEGATION_EN,
+    NEGATION_FILLER_EN,
+    NEGATION_FILLER_ZH,
     NEGATION_ZH,
     REWRITES,
     SOFT_SORT_CUES,
@@ -42,7 +49,8 @@ from osreco.plugin.intent.lexicon import (
     SYNONYMS,
 )
 from osreco.plugin.intent.ranges import extract_ranges, merge_bounds, replace_cn_numerals
-from osreco.plugin.intent.types import FacetMatch, Intent, IntentFields, SortKey
+from osreco.plugin.intent.titles import Cue, TitleLookup, find_like, link_title
+from osreco.plugin.intent.types import FacetMatch, Intent, IntentFields, LinkedTitle, SortKey
 from osreco.plugin.intent.vocab import Embed, Vocabulary, normalize_key
 
 __all__ = ["IntentOptions", "parse_intent", "detect_language", "normalize_query"]
@@ -103,7 +111,8 @@ def detect_language(text: str) -> str:
 
 
 def parse_intent(q: str, vocab: Vocabulary, language: str | None = None, *,
-                 options: IntentOptions = IntentOptions(), embed: Embed | None = None) -> Intent:
+                 options: IntentOptions = IntentOptions(), embed: Embed | None = None,
+                 titles: TitleLookup | None = None) -> Intent:
     """Parse a search-box query into an :class:`Intent`.
 
     Args:
@@ -112,24 +121,71 @@ def parse_intent(q: str, vocab: Vocabulary, language: str | None = None, *,
         language: ``en``/``zh``; detected from the text when ``None``.
         options: parser settings.
         embed: optional text -> unit vectors, for embedding matches (needs ``vocab.vectors``).
+        titles: optional title lookup (called at most once): links "like X" and whole-query titles.
 
     Returns:
         the intent, ``parser="rules"``.
     """
     s = normalize_query(q)
     lang = language or detect_language(s)
+    kept: list[str] = []
+    linked, s = _titles(s, vocab, options, titles, kept)
+    s = _protect_quotes(s, kept)
     bounds, s = extract_ranges(s)
     ranges = merge_bounds(bounds, {"price": options.fields.price, "year": options.fields.year})
     sort, s = _extract_sort(s, allow_soft=not any(b[0] == "price" for b in bounds))
     spans = _find_facets(s, vocab, options, embed)
     s = _apply_negation(s, spans)
-    text = _remaining_text(s, spans)
+    text = _remaining_text(s, spans, kept)
     keep = [sp for sp in spans if sp.match.value]
-    return Intent(query=q, text=text,
+    return Intent(query=q, text=text, linked=linked,
                   filters=_dedupe(sp.match for sp in keep if not sp.negated),
                   ranges=ranges,
                   exclusions=_dedupe(sp.match for sp in keep if sp.negated),
                   sort=sort, language=lang, parser="rules")
+
+
+_PLACEHOLDER = 0xE000  # private-use characters stand for kept spans: no rule reads them
+_QUOTED = re.compile(r'"([^"]+)"|\u201c([^\u201d]+)\u201d|\u300a([^\u300b]+)\u300b|\u300c([^\u300d]+)\u300d')
+
+
+def _keep(s: str, start: int, end: int, kept: list[str]) -> str:
+    """``s`` with ``s[start:end]`` replaced by a placeholder; its words return in the text."""
+    kept.append(s[start:end])
+    return f"{s[:start]} {chr(_PLACEHOLDER + len(kept) - 1)} {s[end:]}"
+
+
+def _protect_quotes(s: str, kept: list[str]) -> str:
+    """Quoted spans ("...", 《...》) are kept as words: no facet, range or sort rule fires inside."""
+    while len(kept) < 0xFF and (m := _QUOTED.search(s)):
+        s = _keep(s, m.start(), m.end(), kept)
+    return s
+
+
+def _titles(s: str, vocab: Vocabulary, options: IntentOptions, titles: TitleLookup | None,
+            kept: list[str]) -> tuple[LinkedTitle | None, str]:
+    """Link a "like X" title (cut out) or a whole-query title (kept as words), one lookup at most.
+
+    Without a cue, the node is asked only when facet rules would fire, and only an exact title
+    of the whole query counts (so "horror movies" never links, "Horror Hotel" does).
+    """
+    if titles is None:
+        return None, s
+    cue = find_like(s)
+    if cue is None:
+        whole = s.strip()
+        if not whole or not _find_facets(whole, vocab, options, None):
+            return None, s
+        start = s.index(whole)
+        cue = Cue(s, start, start + len(whole), start, start + len(whole), anchor="whole", route="title")
+    link = link_title(cue, titles(cue.phrase.strip()), fuzzy=options.fuzzy)
+    if link.linked.item_id is None:
+        return (link.linked if cue.route == "similar" else None), s
+    if cue.route == "title":
+        return link.linked, _keep(s, link.start, link.end, kept)
+    start = cue.cut_start if link.start == cue.start else link.start
+    end = cue.cut_end if link.end == cue.end else link.end
+    return link.linked, f"{s[:start]} {s[end:]}"
 
 
 def _dedupe(matches: Iterable[FacetMatch]) -> tuple[FacetMatch, ...]:
@@ -258,8 +314,14 @@ def _fuzzy_and_embedded(leftovers: list[_Token], vocab: Vocabulary, options: Int
     return spans
 
 
-_NEG_EN = re.compile(r"(?:^|(?<=[^a-z0-9]))(?:" + "|".join(re.escape(c) for c in NEGATION_EN) + r")[\s-]*$")
-_NEG_ZH = re.compile("(?:" + "|".join(re.escape(c) for c in NEGATION_ZH) + r")\s*$")
+def _alts(words: Iterable[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+# a cue, then articles/quantifiers ("not a", "without any", "nothing with", "不要任何"), then the value
+_NEG_EN = re.compile(r"(?:^|(?<=[^a-z0-9]))(?:" + _alts(NEGATION_EN) + r")(?:[\s-]+(?:"
+                     + _alts(NEGATION_FILLER_EN) + r"))*[\s-]*$")
+_NEG_ZH = re.compile("(?:" + _alts(NEGATION_ZH) + ")(?:" + _alts(NEGATION_FILLER_ZH) + r")*\s*$")
 _JOINER = re.compile(r"^\s*(?:" + "|".join(re.escape(j) for j in LIST_JOINERS) + r")?\s*(?:no|not|不要)?\s*$")
 _AFTER_ZH = re.compile(r"^\s*(?:以外|之外)")
 
@@ -302,15 +364,21 @@ def _continues(between: str, prev: _Span, sp: _Span) -> bool:
 _STRONG_JOINERS = frozenset({"or", "nor", "/", "、", "或", "或者", "及", "也不要", "or no", "or not"})
 
 
-def _remaining_text(s: str, spans: list[_Span]) -> str:
-    """``s`` without matched facet phrases, punctuation, currency and filler words."""
+_TEXT_TOKEN = re.compile(_TOKEN.pattern + "|[\ue000-\ue0ff]")
+
+
+def _remaining_text(s: str, spans: list[_Span], kept: Sequence[str] = ()) -> str:
+    """``s`` without matched facet phrases, punctuation, currency and filler words; kept spans
+    (placeholders) come back as their own words."""
     chars = list(s)
     for sp in spans:
         if sp.match.value:
             chars[sp.start:sp.end] = " " * (sp.end - sp.start)
     words = []
-    for tok in _TOKEN.findall("".join(chars)):
-        if _CJK.match(tok):
+    for tok in _TEXT_TOKEN.findall("".join(chars)):
+        if len(tok) == 1 and _PLACEHOLDER <= ord(tok) < _PLACEHOLDER + 0x100:
+            words.extend(_remaining_text(kept[ord(tok) - _PLACEHOLDER], []).split())
+        elif _CJK.match(tok):
             for stop in STOP_ZH:
                 tok = tok.replace(stop, " ")
             words.extend(tok.split())

@@ -10,6 +10,8 @@ golden tests compare::
 
     {"text": "running", "filters": {"color": ["red"]}, "ranges": {"price": {"lt": 50.0}},
      "exclude": {"brand": ["nike"]}, "sort": {"field": "price", "order": "asc"}}
+
+plus ``"linked": {...}`` (:class:`LinkedTitle`) when the query names a catalog title.
 """
 
 from __future__ import annotations
@@ -123,6 +125,37 @@ class SortKey:
 
 
 @dataclass(frozen=True)
+class LinkedTitle:
+    """A catalog title the query names ("movies like Toy Story", "类似玩具总动员的电影", a quoted or
+    whole-query title), linked by :mod:`osreco.plugin.intent.titles`.
+
+    Args:
+        phrase: the query words that named it.
+        item_id: the linked item, or ``None`` when no title matched (the words stay text).
+        title: the linked item's title.
+        how: ``exact`` (same title up to case, punctuation, article and year), ``fuzzy``
+            (within a few typos) or ``none``.
+        alternatives: how many other items matched as well (the most popular was picked).
+        route: ``similar`` ("like X": answer with X's similar items) or ``title`` (the query is
+            the title itself: searched as words, its words never become filters).
+        note: a one-line account of the choice (ambiguity, no match).
+    """
+
+    phrase: str
+    item_id: str | None
+    title: str | None = None
+    how: str = "exact"
+    alternatives: int = 0
+    route: str = "similar"
+    note: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form shown as ``intent.linked``."""
+        return {"phrase": self.phrase, "item_id": self.item_id, "title": self.title, "how": self.how,
+                "alternatives": self.alternatives, "route": self.route, "note": self.note}
+
+
+@dataclass(frozen=True)
 class Intent:
     """What a query asks for, grounded in the index schema.
 
@@ -135,6 +168,7 @@ class Intent:
         sort: a sort cue, or ``None`` for relevance.
         language: ``en`` or ``zh``.
         parser: which parser produced it: ``rules`` or ``llm``.
+        linked: the catalog title the query names, when it names one (or tried to).
         fallback_reason: why the LLM parser was not used, when it was asked and failed.
     """
 
@@ -146,6 +180,7 @@ class Intent:
     sort: SortKey | None = None
     language: str = "en"
     parser: str = "rules"
+    linked: LinkedTitle | None = None
     fallback_reason: str | None = field(default=None, compare=False)
 
     def terms(self) -> dict[str, list[str]]:
@@ -157,14 +192,18 @@ class Intent:
         return _group(self.exclusions)
 
     def to_dict(self) -> dict[str, object]:
-        """The JSON form (no ``query``/``language``/``parser``): see the module docstring."""
-        return {
+        """The JSON form (no ``query``/``language``/``parser``): see the module docstring;
+        ``linked`` only when the query names a catalog title (or tried to)."""
+        out: dict[str, object] = {
             "text": self.text,
             "filters": self.terms(),
             "ranges": {r.field: r.bounds() for r in self.ranges},
             "exclude": self.excluded_terms(),
             "sort": None if self.sort is None else {"field": self.sort.key, "order": self.sort.order},
         }
+        if self.linked is not None:
+            out["linked"] = self.linked.to_dict()
+        return out
 
     def describe(self) -> dict[str, object]:
         """``to_dict`` plus language and parser: what an API response shows."""
