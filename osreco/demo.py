@@ -31,7 +31,10 @@ ALIAS = "osreco-demo-movies"
 DEMO_USER = "demo-user-42"
 DEMO_HMAC_KEY = "osreco-demo-only-hmac-key-not-a-secret"
 QUERIES: list[dict[str, str | bool]] = [
-    {"q": "90s sci-fi, no horror"},
+    {"q": "90s sci-fi, no horror"},               # anonymous filtered listing: ordered by popularity
+    {"q": "90s sci-fi, no horror", "user": True},  # the same listing re-ordered by the user's taste
+    {"q": "movies like Toy Story"},               # a title link: Toy Story's neighbours, not "Story" titles
+    {"q": "like Toy Story but from the 80s"},     # ... keeping the query's other constraints
     {"q": "a funny animated movie for kids"},
     {"q": "80年代的动作片"},
     {"q": "不要恐怖片的科幻电影", "user": True},
@@ -148,6 +151,13 @@ def serve(paths: DemoPaths, opensearch_url: str) -> tuple[subprocess.Popen, str]
 def _print_results(resp: dict, limit: int = 5) -> None:
     meta = {k: resp[k] for k in ("parser", "degradations", "intent") if k in resp}
     print("   intent:", json.dumps(meta.get("intent", {}), ensure_ascii=False)[:300])
+    linked = (resp.get("intent") or {}).get("linked")
+    if linked:
+        print(f"   linked title: {linked.get('title')!r} ({linked.get('how')}) -> similar items")
+    if "query_class" in resp or "personalized" in resp:
+        print(f"   query class: {resp.get('query_class', '-')}, personalized: {resp.get('personalized')}"
+              + ("" if resp.get("personalized") or resp.get("query_class") != "listing"
+                 else " (anonymous listing: ordered by popularity)"))
     if meta.get("degradations"):
         print("   degradations:", meta["degradations"])
     for i, hit in enumerate(resp.get("results", [])[:limit], 1):
@@ -166,6 +176,11 @@ def ask(base: str) -> None:
     _step("4. the sidecar answers (POST /v1/search, GET /v1/recommend, POST /v1/events)")
     _http("POST", f"{base}/v1/events", {"events": [
         {"user_id": DEMO_USER, "item_id": item, "kind": "rating", "value": 5} for item in TASTE]})
+    # The sidecar folds new users in off the request thread: wait until the demo user is known.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _http(
+            "GET", f"{base}/v1/recommend?user_id={DEMO_USER}&k=1").get("personalized"):
+        time.sleep(0.2)
     for query in QUERIES:
         body = {"q": query["q"], "k": 5}
         if query.get("user"):

@@ -118,6 +118,15 @@ class FoldInQueue:
                     self._deltas[item] = self._deltas.get(item, 0.0) + d
                 self._cond.notify_all()
 
+    def discard(self, user_key: str) -> bool:
+        """Drop a queued user (forget): whether they were waiting. A batch already being folded
+        checks the tombstone itself."""
+        with self._cond:
+            if user_key not in self._pending:
+                return False
+            del self._pending[user_key]
+            return True
+
     def pending(self) -> int:
         """Users waiting (not counting a batch in progress)."""
         with self._cond:

@@ -10,6 +10,9 @@ stops personalizing a forgotten user at its next request, whichever worker handl
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -21,6 +24,7 @@ from osreco.cf import events as ev_store
 from osreco.cf import forget as cf_forget
 from osreco.cf import store as cf_store
 from osreco.cf.errors import InteractionError
+from osreco.cf.priors import bump_popularity, event_delta, popularity_clock
 from osreco.cf.privacy import PrivacyConfig, pseudonymize
 from osreco.ingest.bulk import RetryPolicy
 from osreco.ingest.errors import BulkError
@@ -33,6 +37,8 @@ from osreco.plugin.metrics import Metrics
 from osreco.plugin.transport import NodeTransport
 
 __all__ = ["UserContext", "Users"]
+
+log = logging.getLogger("osreco.plugin")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class Users:
                  cf_model: Any = None, foldin_queue: int = 10000):
         self.transport, self.store, self.hmac_key, self.metrics = transport, store, hmac_key, metrics
         self.cf_model = cf_model
+        self._clock: tuple[float, float] | None = None
+        self._clock_read_at = -1e9
         self.foldin = FoldInQueue(self._fold_batch, metrics, maxsize=foldin_queue,
                                   retry_after_s=max(1, transport.retry_after_s // 5))
 
@@ -107,7 +115,8 @@ class Users:
             doc, forgotten = cf_forget.user_and_tombstone(self.transport.client, self.store.users_index,
                                                           self.store.prefix, key)
         except (TransportError, OSError) as e:
-            deg.add("user_store", f"not personalized: the user store failed: {type(e).__name__}: {e}")
+            log.warning("user store read failed: %s", e)
+            deg.add("user_store", "not personalized: the user store did not answer")
             return None
         if forgotten:
             self._drop_from_model(key)
@@ -160,10 +169,19 @@ class Users:
             if doc.event_id is None:
                 doc = replace(doc, event_id=doc.derived_id(None if e.timestamp else minute))
             docs.append(doc)
+        # A forgotten user stays forgotten: their new events are dropped here (one mget), never stored.
+        gone = self.transport.call("events", cf_forget.tombstoned, self.transport.client, self.store.prefix,
+                                   [d.user_key for d in docs])
+        if gone:
+            docs = [d for d in docs if d.user_key not in gone]
+        if not docs:
+            return {"accepted": 0, "duplicates": 0, "forgotten": len(events), "queued_users": 0,
+                    "degradations": deg.items}
         users = [] if self.cf_model is None else list(dict.fromkeys(d.user_key for d in docs))
         if self.cf_model is None:
             deg.add("cf_model", "events stored; no CF model loaded, so users are not updated online")
-        ticket = self.foldin.reserve(users, _kind_weights(docs))
+        clock = self._popularity_clock()
+        ticket = self.foldin.reserve(users, _popularity_deltas(docs, clock))
         try:
             with self.metrics.stage("/v1/events", "store"):
                 # No retries inside a request: a node that is down answers 503 now, not after backoff.
@@ -173,22 +191,36 @@ class Users:
         except BaseException:
             ticket.cancel()
             raise
-        ticket.deltas = _kind_weights(report.new)  # duplicates add no popularity
+        ticket.deltas = _popularity_deltas(report.new, clock)  # duplicates add no popularity
         ticket.keys = tuple(k for k in ticket.keys if k in {d.user_key for d in report.new})
         ticket.commit()
-        return {"accepted": report.written, "duplicates": report.duplicates, "queued_users": len(ticket.keys),
-                "degradations": deg.items}
+        return {"accepted": report.written, "duplicates": report.duplicates, "forgotten": len(events) - len(docs),
+                "queued_users": len(ticket.keys), "degradations": deg.items}
+
+    def _popularity_clock(self) -> tuple[float, float] | None:
+        """The latest training's popularity reference time and half-life (read at most once a
+        minute; ``None`` before a training wrote popularity or while the node does not answer)."""
+        now = time.monotonic()
+        if now - self._clock_read_at > 60.0:
+            try:
+                self._clock = popularity_clock(cf_store.read_meta(self.transport.client, self.store))
+            except (TransportError, OSError) as e:
+                log.warning("training metadata read failed: %s", e)
+            self._clock_read_at = now
+        return self._clock
 
     def _fold_batch(self, user_keys: list[str], deltas: dict[str, float]) -> None:
         """Background work of the fold-in queue: make the new events visible, fold the users in."""
         client = self.transport.client
         if user_keys:
             client.indices.refresh(index=self.store.events_index, ignore_unavailable=True)
-            if self.cf_model is not None:
-                cf_store.refresh_user_vectors(client, self.store, self.cf_model, user_keys)
-        # Popularity: ``deltas`` are the new events' kind weights per item; the item index stores
-        # popularity in decayed units (osreco.cf.priors.event_delta), so they are not added here yet.
-        del deltas
+            # a user forgotten after their events were queued is never written back
+            gone = cf_forget.tombstoned(client, self.store.prefix, user_keys)
+            keys = [k for k in user_keys if k not in gone]
+            if self.cf_model is not None and keys:
+                cf_store.refresh_user_vectors(client, self.store, self.cf_model, keys)
+        if deltas:
+            bump_popularity(client, self.store.item_index, deltas)
 
     def forget(self, user_id: str) -> dict[str, Any]:
         """Forget the user everywhere (see :func:`osreco.cf.forget.forget`) and in this worker's memory.
@@ -208,6 +240,7 @@ class Users:
                                          user_id, PrivacyConfig(self.hmac_key.encode("utf-8")), model_dir)
         except BulkError as e:
             raise UpstreamError(f"forget did not complete: {e.message}", fix=cf_forget.RETRY_FIX) from e
+        self.foldin.discard(report.user_key)
         in_memory = self._drop_from_model(report.user_key)
         users_deleted = report.deleted.get(self.store.users_index, 0)
         return {"user_id": user_id, "events_deleted": report.deleted.get(self.store.events_index, 0),
@@ -224,9 +257,14 @@ class Users:
         return True
 
 
-def _kind_weights(events: tuple[ev_store.Event, ...] | list[ev_store.Event]) -> dict[str, float]:
-    """Per-item sum of the events' kind weights (``KIND_WEIGHTS``; a rating counts 1)."""
+def _popularity_deltas(events: Sequence[ev_store.Event], clock: tuple[float, float] | None) -> dict[str, float]:
+    """Per item, what the new events add to the stored popularity (each event counts once, decayed
+    relative to the training's reference time: :func:`osreco.cf.priors.event_delta`); empty before
+    a training wrote popularity."""
+    if clock is None:
+        return {}
+    ref, half_life = clock
     out: dict[str, float] = {}
     for e in events:
-        out[e.item_id] = out.get(e.item_id, 0.0) + ev_store.KIND_WEIGHTS.get(e.kind, 1.0)
+        out[e.item_id] = out.get(e.item_id, 0.0) + event_delta(ev_store.event_epoch(e.timestamp), ref, half_life)
     return out

@@ -295,3 +295,24 @@ def test_an_older_strict_events_index_gets_the_event_id_field(os_client, index_n
     event = Event(PRIVACY.pseudonymize("gus"), "i1", "click", _iso(0))
     assert write_events(os_client, index_name, [event, event], refresh=True).duplicates == 1
     assert os_client.count(index=events_index(index_name))["count"] == 1
+
+
+def test_events_keep_popularity_current_in_stored_units(os_client, index_name, tmp_path):
+    from osreco.cf.priors import event_delta
+
+    app = _events_app(os_client, index_name, tmp_path)
+    for item, pop in (("i1", 5.0), ("i2", 1.0)):
+        os_client.index(index=index_name, id=item, body={"popularity": pop})
+    ref = time.time() - 86400.0  # the training's reference time: one day ago
+    store = cf_store.StoreConfig(prefix=index_name, item_index=index_name)
+    cf_store.write_meta(os_client, store, {"popularity_ref": ref, "popularity_half_life_days": 30.0})
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    events = [{"user_id": f"u-pop{n}", "item_id": "i2", "kind": "click", "timestamp": now.isoformat()}
+              for n in range(6)]
+    resp = app.test_client().post("/v1/events", json={"events": events})
+    assert resp.status_code == 202, resp.get_json()
+    app.test_client().post("/v1/events", json={"events": events})  # a retry adds nothing
+    assert app.extensions["osreco.services"].users.foldin.drain(60)
+    pops = {i: os_client.get(index=index_name, id=i)["_source"]["popularity"] for i in ("i1", "i2")}
+    expected = 1.0 + 6 * event_delta(now.timestamp(), ref, 30.0)  # each new event once, decayed like training
+    assert pops["i1"] == 5.0 and pops["i2"] == pytest.approx(expected, rel=1e-4)

@@ -297,6 +297,16 @@ def test_every_gunicorn_worker_forgets_before_and_after_restart(shop_cf, opensea
         assert body["tombstone"] is True and body["user_deleted"] is True and body["model_rewritten"] is True
         assert not any(_personalized(url, alice, 20)), "no worker personalizes a forgotten user"
         assert CFModel.load(model_dir).user_vector(key) is None
+        # new events under her id are dropped, never stored, and never fold her back in
+        events = {"events": [{"user_id": alice, "item_id": i, "kind": "click"} for i in ("1", "2", "3")]}
+        resp = requests.post(f"{url}/v1/events", json=events, timeout=30)
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["accepted"] == 0 and resp.json()["forgotten"] == 3
+        os_client.indices.refresh(index=f"{shop_cf['alias']}-events", ignore_unavailable=True)
+        stored = os_client.count(index=f"{shop_cf['alias']}-events", body={"query": {"term": {"user_key": key}}},
+                                 ignore_unavailable=True)
+        assert stored.get("count", 0) == 0
+        assert not any(_personalized(url, alice, 6)), "her new events do not bring her back"
         # a stale copy of the model (restored backup, another host's file) must not bring her back
         for name, data in stale.items():
             (model_dir / name).write_bytes(data)

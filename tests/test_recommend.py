@@ -196,3 +196,11 @@ def test_top_neighbors_keep_positive_weights_best_first():
 def test_popularity_clock_reads_the_training_metadata():
     assert popularity_clock({"popularity_ref": 100.0, "popularity_half_life_days": 7.0}) == (100.0, 7.0)
     assert popularity_clock({"model": "als"}) is None and popularity_clock(None) is None
+
+
+def test_event_delta_stays_finite_long_after_the_reference_time():
+    from osreco.cf.priors import MAX_HALF_LIVES, event_delta
+
+    decades = event_delta(30 * 365 * 86400.0, 0.0, 30.0)  # an old dataset's reference, a live event today
+    assert np.isfinite(np.float32(decades)) and decades == 2.0 ** MAX_HALF_LIVES
+    assert event_delta(30 * 86400.0, 0.0, 30.0) == pytest.approx(2.0)

@@ -224,7 +224,7 @@ def read_interactions_from_events(client: OpenSearch, prefix: str,
         kind = src.get("kind", "click")
         value = float(src.get("value", 1.0))
         value = value if kind == "rating" else KIND_WEIGHTS.get(kind, 1.0) * value
-        yield Interaction(src["user_key"], src["item_id"], value, _epoch(src["timestamp"]))
+        yield Interaction(src["user_key"], src["item_id"], value, event_epoch(src["timestamp"]))
 
 
 def recent_events(client: OpenSearch, prefix: str, user_key: str, limit: int = 200) -> list[Interaction]:
@@ -251,7 +251,7 @@ def recent_events_of(client: OpenSearch, prefix: str, user_keys: list[str],
             src = hit["_source"]
             kind = src.get("kind", "click")
             value = float(src.get("value", 1.0)) * (1.0 if kind == "rating" else KIND_WEIGHTS.get(kind, 1.0))
-            rows.append(Interaction(src["user_key"], src["item_id"], value, _epoch(src["timestamp"])))
+            rows.append(Interaction(src["user_key"], src["item_id"], value, event_epoch(src["timestamp"])))
         out[key] = rows
     return out
 
@@ -280,7 +280,8 @@ def expire_events(client: OpenSearch, prefix: str, days: float, now: datetime | 
     return int(res.get("deleted", 0))
 
 
-def _epoch(value: object) -> float:
+def event_epoch(value: object) -> float:
+    """Epoch seconds of a stored event timestamp (ISO 8601, or epoch milliseconds)."""
     if isinstance(value, (int, float)):
         return float(value) / 1000.0  # epoch_millis, as the mapping stores numbers
     parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))

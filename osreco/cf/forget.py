@@ -136,6 +136,8 @@ def forget(client: OpenSearch, prefix: str, user_id: str, privacy: PrivacyConfig
         if index == report.tombstone:
             continue
         # A node error propagates as it is: the CLI and the sidecar each map it (exit 3, 503).
+        # Refresh first: delete-by-query searches, and a just-written document is not searchable yet.
+        client.indices.refresh(index=index)
         res = client.delete_by_query(index=index, body=query, refresh=True, conflicts="proceed")
         if res.get("failures"):
             raise BulkError(f"forget left documents in {index}: {res['failures'][:2]}", index=index, fix=RETRY_FIX)
@@ -201,6 +203,16 @@ def user_and_tombstone(client: OpenSearch, users_index: str, prefix: str,
         if error and "index_not_found" not in str(error):
             raise TransportError(500, "mget failed", error)
     return (user.get("_source") if user.get("found") else None), bool(tomb.get("found"))
+
+
+def tombstoned(client: OpenSearch, prefix: str, user_keys: Iterable[str]) -> set[str]:
+    """Which of ``user_keys`` have a tombstone: one ``mget`` (empty when nobody was forgotten)."""
+    keys = list(dict.fromkeys(user_keys))
+    if not keys:
+        return set()
+    name = forgotten_index(prefix)
+    docs = client.mget(index=name, body={"ids": keys}, _source=False, ignore=[404])
+    return {d["_id"] for d in docs.get("docs", []) if d.get("found")}
 
 
 def forgotten_keys(client: OpenSearch, prefix: str) -> set[str]:

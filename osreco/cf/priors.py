@@ -68,11 +68,18 @@ class ItemPriors:
     neighbors: Sequence[tuple[list[str], list[float]]] = ()
 
 
+MAX_HALF_LIVES = 64.0
+"""An event more than this many half-lives after the reference time adds ``2 ** 64`` (the stored
+float32 ``popularity`` would overflow to infinity otherwise): such events all count alike, far above
+anything trained, until the next ``osreco cf train`` moves the reference time."""
+
+
 def event_delta(timestamp: float, ref: float, half_life_days: float) -> float:
-    """What one event at ``timestamp`` adds to the stored popularity: ``2 ** ((t - ref) / half_life)``."""
+    """What one event at ``timestamp`` adds to the stored popularity: ``2 ** ((t - ref) / half_life)``,
+    the exponent capped at :data:`MAX_HALF_LIVES`."""
     if half_life_days <= 0:
         raise ConfigError("half_life_days must be > 0", field="half_life_days")
-    return float(2.0 ** ((timestamp - ref) / (half_life_days * 86400.0)))
+    return float(2.0 ** min((timestamp - ref) / (half_life_days * 86400.0), MAX_HALF_LIVES))
 
 
 def popularity_at(interactions: Iterable[Interaction], item_ids: Sequence[str], half_life_days: float,
