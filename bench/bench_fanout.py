@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -37,16 +38,21 @@ def _post(url: str, body: dict) -> float:
     return time.perf_counter() - start
 
 
+FACETS = ("brand", "color", "category")
+
+
 def _setup(url: str, alias: str, work: Path) -> tuple[Path, list[str]]:
     from osreco.cf.interactions import Interaction
     from osreco.cf.model import CFConfig
     from osreco.cf.train import train_models
     from osreco.ingest.connection import OpenSearchConfig, connect
     from osreco.ingest.fixtures import read_ecommerce_items
+    from osreco.ingest.index_spec import IndexSpec
 
     client = connect(OpenSearchConfig(url=url))
     items = list(read_ecommerce_items())
-    client.indices.create(index=alias, body={"mappings": {"properties": {"popularity": {"type": "float"}}}})
+    spec = IndexSpec(alias=alias, dim=2, artifact_id="bench-fanout", cf_dim=8).with_fields(facets=FACETS)
+    client.indices.create(index=alias, body={"settings": spec.settings(), "mappings": spec.mappings()})
     for it in items:
         client.index(index=alias, id=it.item_id, body={k: v for k, v in it.fields.items() if k != "item_id"})
     client.indices.refresh(index=alias)
@@ -64,24 +70,34 @@ def _searches(base: str, stop: threading.Event, out: list[float]) -> None:
         n += 1
 
 
-def _events(base: str, users: int, items: list[str], stop: threading.Event, out: list[float]) -> None:
+def _events(base: str, users: int, items: list[str], stop: threading.Event, out: list[float],
+            refused: list[int]) -> None:
+    """Post batches back to back; a 429 (fold-in queue full) is counted and its Retry-After honoured."""
     while not stop.is_set():
         tag = uuid.uuid4().hex[:8]
         batch = [{"user_id": f"b-{tag}-{u}", "item_id": items[u % len(items)], "kind": "click"} for u in range(users)]
-        out.append(_post(f"{base}/v1/events", {"events": batch}))
+        try:
+            out.append(_post(f"{base}/v1/events", {"events": batch}))
+        except urllib.error.HTTPError as e:
+            if e.code != 429:
+                raise
+            refused.append(1)
+            stop.wait(float(e.headers.get("Retry-After", "1")))
 
 
 def _phase(base: str, seconds: float, users: int, items: list[str], load: bool) -> tuple[list[float], list[float]]:
-    stop, lat, ev = threading.Event(), [], []
+    stop, lat, ev, refused = threading.Event(), [], [], []
     threads = [threading.Thread(target=_searches, args=(base, stop, lat))]
     if load:
-        threads += [threading.Thread(target=_events, args=(base, users, items, stop, ev)) for _ in range(2)]
+        threads += [threading.Thread(target=_events, args=(base, users, items, stop, ev, refused)) for _ in range(2)]
     for t in threads:
         t.start()
     time.sleep(seconds)
     stop.set()
     for t in threads:
         t.join()
+    if refused:
+        print(f"  {len(refused)} events batches refused with 429 (fold-in queue full; Retry-After honoured)")
     return lat, ev
 
 
@@ -105,7 +121,8 @@ def main() -> None:
         try:
             cf_dir, items = _setup(url, alias, Path(tmp))
             env = {"OPENSEARCH_URL": url, "OSRECO_INDEX": alias, "OSRECO_CF_MODEL": str(cf_dir),
-                   "OSRECO_DEV_MODE": "1", "OSRECO_EMBED_VOCABULARY": "0", "OSRECO_BUNDLE_RELOAD_S": "0",
+                   "OSRECO_DEV_MODE": "1", "OSRECO_EMBED_VOCABULARY": "0",
+                   "OSRECO_FACETS": ",".join(FACETS), "OSRECO_BUNDLE_RELOAD_S": "0",
                    "OSRECO_MAX_BODY_BYTES": str(1 << 20)}
             with gunicorn_sidecar(env, workers=2, threads=4) as base:
                 _phase(base, 2.0, args.users, items, load=False)  # warm-up

@@ -9,8 +9,10 @@ The rule (:func:`node_error` and :data:`UNAVAILABLE_STATUSES`):
   overloaded or a proxy in front of it is) — for a failed call, and for an ``_msearch``
   whose every sub-search failed with one of them;
 * 404 ``index_not_found``: ``NotReadyError`` (503: nothing ingested under the alias yet);
-* 400 (the node could not run the query the request asked for): ``RequestError`` (400) — for a
-  failed call, and for an ``_msearch`` whose every sub-search failed, one of them with 400;
+* 400 on a query built from the request's values (:data:`REQUEST_QUERIES`): ``RequestError`` (400)
+  — for a failed call, and for an ``_msearch`` whose every sub-search failed, one of them with
+  400; a 400 on anything else (facet vocabulary, pipelines, events) is osreco's or the index's
+  fault, a 502;
 * any other error status of a failed call: ``UpstreamError`` (502).
 
 A sub-search that fails while the others answer does not fail the request: it is reported
@@ -46,6 +48,11 @@ log = logging.getLogger("osreco.plugin.transport")
 __all__ = ["NodeTransport", "Read", "UNAVAILABLE_STATUSES", "node_error", "rejected"]
 
 
+REQUEST_QUERIES = frozenset({"search", "recommend", "similar", "item", "history", "neighbors", "titles"})
+"""Calls whose query is built from the request's values: a 400 there is the request's fault. A 400
+on anything else (the facet vocabulary, pipelines, events, forget) is the index's or osreco's, a 502."""
+
+
 def node_error(what: str, status: int, reason: object, *, alias: str, retry_after_s: int) -> PluginError:
     """The sidecar's error for a node error status (the rule in the module docstring).
 
@@ -63,7 +70,7 @@ def node_error(what: str, status: int, reason: object, *, alias: str, retry_afte
         return NotReadyError(f"index {alias!r} does not exist ({what})",
                              fix="ingest a catalog with `osreco ingest` first")
     log.warning("OpenSearch answered %s with %s: %s", what, status, reason)
-    if status == 400:
+    if status == 400 and what in REQUEST_QUERIES:
         return rejected(what)
     return UpstreamError(f"OpenSearch refused {what} (status {status})",
                          fix="see the sidecar's log for the node's answer")

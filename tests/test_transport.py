@@ -150,3 +150,13 @@ def test_the_rule_through_the_app():
     assert partial.status_code == 200 and partial.get_json()["shard_failures"][0]["error"] == "status 500"
     assert "boom" not in partial.get_data(as_text=True)
     assert app_over(ScriptedClient(OK)).get("/v1/items/a/similar").status_code == 404
+
+
+def test_a_node_400_is_the_requests_fault_only_for_queries_built_from_the_request():
+    from osreco.plugin.errors import RequestError, UpstreamError
+    from osreco.plugin.transport import node_error
+
+    assert isinstance(node_error("search", 400, "parse", alias="a", retry_after_s=1), RequestError)
+    for what in ("vocabulary", "pipeline", "events", "forget"):  # not the client's doing: a 502
+        err = node_error(what, 400, "search_phase_execution_exception", alias="a", retry_after_s=1)
+        assert isinstance(err, UpstreamError) and err.status == 502 and "exception" not in err.message
