@@ -85,11 +85,13 @@ def _events(base: str, users: int, items: list[str], stop: threading.Event, out:
             stop.wait(float(e.headers.get("Retry-After", "1")))
 
 
-def _phase(base: str, seconds: float, users: int, items: list[str], load: bool) -> tuple[list[float], list[float]]:
+def _phase(base: str, seconds: float, users: int, items: list[str], load: bool,
+           clients: int = 2) -> tuple[list[float], list[float]]:
     stop, lat, ev, refused = threading.Event(), [], [], []
     threads = [threading.Thread(target=_searches, args=(base, stop, lat))]
     if load:
-        threads += [threading.Thread(target=_events, args=(base, users, items, stop, ev, refused)) for _ in range(2)]
+        threads += [threading.Thread(target=_events, args=(base, users, items, stop, ev, refused))
+                    for _ in range(clients)]
     for t in threads:
         t.start()
     time.sleep(seconds)
@@ -109,6 +111,7 @@ def main() -> None:
     """Run both phases and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=500, help="distinct users per events batch")
+    parser.add_argument("--clients", type=int, default=2, help="threads posting events batches back to back")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     args = parser.parse_args()
     from servers import gunicorn_sidecar
@@ -127,7 +130,7 @@ def main() -> None:
             with gunicorn_sidecar(env, workers=2, threads=4) as base:
                 _phase(base, 2.0, args.users, items, load=False)  # warm-up
                 quiet, _ = _phase(base, args.seconds, args.users, items, load=False)
-                busy, ev = _phase(base, args.seconds, args.users, items, load=True)
+                busy, ev = _phase(base, args.seconds, args.users, items, load=True, clients=args.clients)
         finally:
             connect(OpenSearchConfig(url=url)).indices.delete(index=f"{alias}*", ignore_unavailable=True)
     q50, q99, b50, b99 = _pct(quiet, .5), _pct(quiet, .99), _pct(busy, .5), _pct(busy, .99)

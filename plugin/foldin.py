@@ -144,6 +144,7 @@ class FoldInQueue:
         return True
 
     def _run(self) -> None:
+        _lower_priority()
         while True:
             with self._cond:
                 while not self._pending and not self._deltas:
@@ -163,3 +164,12 @@ class FoldInQueue:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+
+def _lower_priority() -> None:
+    """Give the calling thread a lower CPU priority (Linux schedules threads as tasks), so request
+    threads and a node on the same cores go first; a no-op where that is not possible."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not permitted
+        pass
