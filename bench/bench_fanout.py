@@ -5,8 +5,8 @@
 
 The sidecar runs under gunicorn (2 workers, 4 threads, ``tests/servers.py``) over the shop
 fixture catalog (BM25 only) with a small trained CF model, so every batch queues its users
-for the fold-in. One client thread sends ``/v1/search`` back to back; in the loaded phase two
-more threads post batches of ``--users`` distinct users (one click each) back to back. Prints
+for the fold-in. One client thread sends ``/v1/search`` back to back; in the loaded phase
+``--clients`` more threads (default 2) post batches of ``--users`` distinct users (one click each) back to back. Prints
 search p50/p99 without and with the events load, their ratio, the events calls' p50, and
 whether the target (p99 delayed by at most 100 ms) held.
 """

@@ -79,13 +79,16 @@ class BulkReport:
     """Outcome of :func:`bulk_write`: every action is written, missing or failed.
 
     ``missing`` holds the ids a 404 answered (an update of a document the index does not
-    hold); ``failed`` maps an id (``#<position>`` for actions without one) to the reason.
+    hold); ``failed`` maps an id (``#<position>`` for actions without one) to the reason;
+    ``retryable`` holds the failed ids whose last refusal was retryable (429, 5xx, the k-NN
+    breaker), so a caller without retries can tell "busy, retry" from "refused".
     """
 
     written: int = 0
     missing: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retries: int = 0
+    retryable: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly summary (the first ten missing ids and failures)."""
@@ -271,6 +274,7 @@ def _write_chunk(client: OpenSearch, chunk: list[tuple[str, dict[str, object], d
             report.missing.append(key)
         else:
             report.failed[key] = str(error)[:300]
+    report.retryable.extend(key for (key, _, _), _, _, _ in stuck)
     report.written += len(chunk) - len(refused) - len(stuck)
     if progress:
         progress(len(chunk))

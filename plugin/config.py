@@ -78,6 +78,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(it always breaks ties and orders users without taste)", "0.0"),
     Setting("OSRECO_RECOMMEND_CONTENT_WEIGHT", "`/v1/recommend`: weight of content (mean embedding of the "
             "user's items) for users without a CF vector", "0.3"),
+    Setting("OSRECO_RECOMMEND_COLD_POPULARITY_WEIGHT", "`/v1/recommend`: popularity weight for a cold user "
+            "(no trained or stored vector yet: their first events), when larger than the popularity weight", "0.1"),
     Setting("OSRECO_RECOMMEND_HISTORY", "`/v1/recommend`: newest history items whose neighbours count", "20"),
     Setting("OSRECO_RECOMMEND_HISTORY_DECAY", "`/v1/recommend`: weight ratio of consecutive history items "
             "(recency; `1` = all equal)", "0.9"),
@@ -100,7 +102,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSRECO_EVENT_FUTURE_S", "how many seconds past now an event's timestamp may lie (clock skew); "
             "later ones are a 400, and `osreco users expire` deletes stored ones", "300"),
     Setting("OSRECO_FOLDIN_QUEUE", "users each worker process may hold waiting for their online fold-in; "
-            "a batch whose users do not fit is a 429 + `Retry-After` and stores nothing", "10000"),
+            "a batch whose users do not fit is a 429 + `Retry-After` and stores nothing; at least "
+            "`OSRECO_MAX_EVENTS`", "10000"),
     Setting("OSRECO_BUNDLES_ROOT", "where `osreco promote` installs bundles; the sidecar hot-reloads the one "
             "the index was rebuilt with from here", unset="folder of a symlinked `OSRECO_BUNDLE`"),
     Setting("OSRECO_BUNDLE_RELOAD_S", "how often the alias's `_meta.artifact_id` is checked (also at once when "
@@ -258,8 +261,11 @@ class SidecarConfig:
         for name in ("llm_timeout_s", "search_timeout_s", "request_timeout_s", "vocab_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0", field=name)
-        if self.foldin_queue < 1:
-            raise ConfigError("OSRECO_FOLDIN_QUEUE must be >= 1", field="OSRECO_FOLDIN_QUEUE")
+        if self.foldin_queue < max(1, self.limits.max_events):  # a full batch must fit an empty queue
+            raise ConfigError(f"OSRECO_FOLDIN_QUEUE ({self.foldin_queue}) must be >= OSRECO_MAX_EVENTS "
+                              f"({self.limits.max_events}): a batch of that many users would be refused (429) forever",
+                              field="OSRECO_FOLDIN_QUEUE",
+                              fix="raise OSRECO_FOLDIN_QUEUE or lower OSRECO_MAX_EVENTS")
         if self.retry_after_s < 1 or self.encoder_threads < 1:
             raise ConfigError("retry_after_s and encoder_threads must be >= 1", field="retry_after_s")
 
@@ -333,6 +339,7 @@ class SidecarConfig:
                 neighbor_weight=_float(env, "OSRECO_RECOMMEND_NEIGHBOR_WEIGHT"),
                 popularity_weight=_float(env, "OSRECO_RECOMMEND_POPULARITY_WEIGHT"),
                 content_weight=_float(env, "OSRECO_RECOMMEND_CONTENT_WEIGHT"),
+                cold_popularity_weight=_float(env, "OSRECO_RECOMMEND_COLD_POPULARITY_WEIGHT"),
                 history_items=_int(env, "OSRECO_RECOMMEND_HISTORY"),
                 history_decay=_float(env, "OSRECO_RECOMMEND_HISTORY_DECAY"),
                 candidates=_int(env, "OSRECO_RECOMMEND_CANDIDATES"),

@@ -101,7 +101,9 @@ class FoldInQueue:
                 self.metrics.foldin.labels("refused").inc(len(keys))
                 raise OverloadedError(
                     f"the fold-in queue is full ({len(self._pending)} users waiting); nothing was stored",
-                    retry_after_s=self.retry_after_s, fix="retry after the Retry-After seconds, or send fewer users")
+                    retry_after_s=self.retry_after_s,
+                    fix="retry after the Retry-After seconds, or send fewer users; give each event an event_id "
+                        "(or a timestamp) so that a retry in a later minute is not stored twice")
             self._reserved += size
         return Reservation(self, keys, dict(deltas or {}), size)
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import replace
 
 from osreco.plugin import schemas
-from osreco.plugin.errors import RequestError
+from osreco.plugin.errors import PluginError, RequestError
 from osreco.plugin.intent.parser import IntentOptions, parse_intent
 from osreco.plugin.intent.titles import TitleHit, title_request, titles_from_response
 from osreco.plugin.intent.types import FacetMatch, Intent, IntentFields, RangeFilter
@@ -88,7 +88,11 @@ class QueryParser:
                 self._titles.move_to_end(key)
                 return cached[1]
         t = self.transport
-        resp = t.call("titles", t.client.search, index=t.alias, body=title_request(key, self.fields))
+        try:
+            resp = t.call("titles", t.client.search, index=t.alias, body=title_request(key, self.fields))
+        except PluginError as e:  # the lookup failing never fails the search: no link, words are searched
+            log.warning("title lookup for %r failed: %s", key, e)
+            return []
         hits = titles_from_response(resp, self.fields)
         with self._lock:
             self._titles[key] = (time.monotonic(), hits)

@@ -165,11 +165,18 @@ def lexical_query(intent: Intent, options: QueryOptions) -> Json:
 
 def listing_sort(intent: Intent, fields: IntentFields) -> list[Json]:
     """Sort of a text-less listing: the sort cue's field (``year`` then ``release_date`` for
-    "newest", so catalogs with only dates sort too), else popularity; ties by ``item_id``."""
+    "newest", so catalogs with only dates sort too), else popularity; ties by popularity, then
+    the quality prior ``rating_avg``, then ``item_id``. The priors may be missing from an older
+    index's mapping (``unmapped_type``)."""
     key, order = (intent.sort.key, intent.sort.order) if intent.sort else ("popularity", "desc")
-    out: list[Json] = [{fields.sort_field(key): {"order": order, "missing": "_last"}}]
+    first = fields.sort_field(key)
+    out: list[Json] = [{first: {"order": order, "missing": "_last",
+                                **({"unmapped_type": "float"} if first == fields.rating_avg else {})}}]
     if key == "year":
         out.append({fields.release_date: {"order": order, "missing": "_last"}})
+    for prior in (fields.popularity, fields.rating_avg):
+        if prior != first:
+            out.append({prior: {"order": "desc", "missing": "_last", "unmapped_type": "float"}})
     return out + [{fields.item_id: "asc"}]
 
 

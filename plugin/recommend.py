@@ -20,6 +20,7 @@ Seen items never enter a candidate list. The pure parts (:func:`neighbor_scores`
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class RecommendSettings:
 
     Args:
         als_weight, neighbor_weight, popularity_weight, content_weight: the blend's weights.
+        cold_popularity_weight: the popularity weight for a user without a trained or stored
+            vector (a cold user: their first events), when it is larger than ``popularity_weight``.
         history_items: newest history items whose neighbours count.
         history_decay: weight ratio between consecutive history items (1 = all equal).
         candidates: candidates each source contributes.
@@ -62,6 +65,7 @@ class RecommendSettings:
     neighbor_weight: float = 4.0
     popularity_weight: float = 0.0
     content_weight: float = 0.3
+    cold_popularity_weight: float = 0.1
     history_items: int = 20
     history_decay: float = 0.9
     candidates: int = 50
@@ -69,7 +73,8 @@ class RecommendSettings:
     similar_cf_weight: float = 0.9
 
     def __post_init__(self) -> None:
-        for name in ("als_weight", "neighbor_weight", "popularity_weight", "content_weight", "similar_cf_weight"):
+        for name in ("als_weight", "neighbor_weight", "popularity_weight", "content_weight", "cold_popularity_weight",
+                     "similar_cf_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0", field=name)
         if self.similar_cf_weight > 1:
@@ -80,10 +85,12 @@ class RecommendSettings:
             raise ConfigError("history_items >= 1, candidates in 1..1000, exact_max_cells >= 0",
                               field="OSRECO_RECOMMEND_CANDIDATES")
 
-    def weights(self) -> dict[str, float]:
-        """Signal -> weight."""
+    def weights(self, cold: bool = False) -> dict[str, float]:
+        """Signal -> weight (``cold``: a user without a vector, popularity weighs at least
+        ``cold_popularity_weight``)."""
+        popularity = max(self.popularity_weight, self.cold_popularity_weight) if cold else self.popularity_weight
         return {"als": self.als_weight, "neighbors": self.neighbor_weight,
-                "popularity": self.popularity_weight, "content": self.content_weight}
+                "popularity": popularity, "content": self.content_weight}
 
 
 def knn_inner_product(score: float) -> float:
@@ -172,10 +179,11 @@ class Recommender:
     def recommend(self, user: UserContext | None, k: int, deg: Degradations) -> Recommendation:
         """The user's top ``k`` candidates (fewer only when the catalog has fewer unseen items)."""
         s, f = self.settings, self.fields
-        seen = list(dict.fromkeys(user.history)) if user else []
+        seen = list(dict.fromkeys(user.all_seen)) if user else []
         if user is not None and user.vector is None and not seen:
             seen = self._recent_events(user.key, deg)
         vector = user.vector if user else None
+        cold = vector is None  # no trained or stored vector: popularity counts (cold_popularity_weight)
         model = self.users.cf_model
         if vector is None and seen and model is not None:
             folded = model.fold_in(seen)
@@ -190,7 +198,7 @@ class Recommender:
         if exact and model is not None and vector is not None:
             signals["als"] = self._exact_als(model, vector, seen, opts.size)
         best_als = sorted(signals.get("als", {}), key=lambda c: -signals["als"][c])[:2 * k]
-        plan = self._first_plan(opts, must_not, vector is not None and not exact, vector, recent, best_als,
+        plan = self._first_plan(opts, must_not, vector is not None and not exact, vector, recent, best_als, cold,
                                 with_embedding=user is not None and user.vector is None)
         read, partial = self.transport.msearch("recommend", plan, deg)
         sources = {str(h["_id"]): h.get("_source") or {} for name in ("popularity", "cf", "fetch")
@@ -223,7 +231,8 @@ class Recommender:
         def cited(top: list[str]) -> set[str]:
             return {because[c][0] for c in top if c in because} | self._liked(user, top)
 
-        ranked = self._complete(candidates, signals, sources, affinity, k, opts, deg, cited, titles)
+        ranked = self._complete(candidates, signals, sources, affinity, k, opts, deg, cited, titles,
+                                self.settings.weights(cold))
         history = SignalResult("history", [{"_id": i, "_source": {f.title: t}} for i, t in titles.items()])
         return Recommendation(ranked, history, affinity, because, partial,
                               personalized=vector is not None or bool(hist))
@@ -260,7 +269,7 @@ class Recommender:
         return {str(model.item_ids[i]): float(scores[i]) for i in top if np.isfinite(scores[i])}
 
     def _first_plan(self, opts: QueryOptions, must_not: list[dict[str, Any]], knn: bool, vector: np.ndarray | None,
-                    recent: list[str], fetch: list[str], with_embedding: bool) -> MsearchPlan:
+                    recent: list[str], fetch: list[str], cold: bool, with_embedding: bool) -> MsearchPlan:
         """One ``_msearch``: the popularity listing (users without taste, or a popularity weight),
         the taste kNN (when not exact), the newest items' neighbours, and the sources of the best
         exact ALS candidates."""
@@ -268,7 +277,7 @@ class Recommender:
         base = {"timeout": opts.timeout, "track_total_hits": False, "_source": f.source_fields()}
         query: dict[str, Any] = {"bool": {"must": [{"match_all": {}}], **({"must_not": must_not} if must_not else {})}}
         plan = MsearchPlan([], ())
-        if vector is None or self.settings.popularity_weight > 0:  # else popularity only breaks ties
+        if vector is None or cold or self.settings.popularity_weight > 0:  # else popularity only breaks ties
             plan = plan.adding("popularity", opts.index, {
                 "size": opts.size, **base, "query": query,
                 "sort": [{f.popularity: {"order": "desc", "missing": "_last"}}, {f.item_id: "asc"}]})
@@ -304,7 +313,7 @@ class Recommender:
     def _complete(self, candidates: list[str], signals: dict[str, dict[str, float]],
                   sources: dict[str, dict[str, Any]], affinity: dict[str, float], k: int, opts: QueryOptions,
                   deg: Degradations, cited: Callable[[list[str]], set[str]],
-                  titles: dict[str, str]) -> list[Candidate]:
+                  titles: dict[str, str], weights: Mapping[str, float]) -> list[Candidate]:
         """Rank; fetch the sources (and popularity) of top-``k`` candidates not read yet, and the
         titles of the history items their explanations cite (into ``titles``), rank again.
 
@@ -318,7 +327,7 @@ class Recommender:
                      for p in [sources[c].get(pop_field)] if isinstance(p, (int, float))}
             ceiling = max(known.values(), default=0.0)
             signals["popularity"] = {**{c: ceiling for c in candidates if c not in sources}, **known}
-            order = self._order(candidates, signals)
+            order = self._order(candidates, signals, weights)
             missing = [c for c in order[:k] if c not in sources]
             untitled = sorted(cited(order[:k]) - set(titles))
             if not missing and not untitled:
@@ -332,7 +341,7 @@ class Recommender:
             candidates = [c for c in candidates if c in sources or c not in missing]
         signals["popularity"] = {c: v for c, v in signals["popularity"].items() if c in sources}
         candidates = [c for c in candidates if c in sources]
-        parts = blend(signals, self.settings.weights(), candidates)
+        parts = blend(signals, weights, candidates)
         pop = signals["popularity"]
         best = sorted(candidates, key=lambda c: (-sum(parts[c].values()), -pop.get(c, -1.0), c))[:k]
         ranks = {name: {c: r for r, c in enumerate(sorted(v, key=lambda c: -v[c]), 1)} for name, v in signals.items()}
@@ -341,9 +350,10 @@ class Recommender:
                           contributions={n: round(v, 6) for n, v in parts[c].items()}, source=sources[c])
                 for c in best]
 
-    def _order(self, candidates: list[str], signals: dict[str, dict[str, float]]) -> list[str]:
+    def _order(self, candidates: list[str], signals: dict[str, dict[str, float]],
+               weights: Mapping[str, float]) -> list[str]:
         """Candidates by blended score; ties by popularity, then id."""
-        parts = blend(signals, self.settings.weights(), candidates)
+        parts = blend(signals, weights, candidates)
         pop = signals.get("popularity", {})
         return sorted(candidates, key=lambda c: (-sum(parts[c].values()), -pop.get(c, -1.0), c))
 
@@ -352,6 +362,7 @@ class Recommender:
         try:
             events = ev_store.recent_events(self.transport.client, self.users.store.prefix, user_key, 50)
         except (TransportError, OSError) as e:
-            deg.add("user_events", f"recent events not read: {type(e).__name__}: {e}")
+            logging.getLogger("osreco.plugin").warning("recent events not read: %s", e)
+            deg.add("user_events", "recent events not read: the events index did not answer")
             return []
         return list(dict.fromkeys(e.item_id for e in sorted(events, key=lambda e: e.timestamp)))

@@ -155,7 +155,8 @@ class SearchService:
             liked = self._search_like(req, intent, deg, timings)   # "movies like X": X's similar items
             if liked is not None:
                 return liked
-            intent = replace(intent, text=" ".join(filter(None, (intent.linked.phrase, intent.text))))
+            if intent.linked.item_id is not None:  # linked (its words were cut) but not servable: words again
+                intent = replace(intent, text=" ".join(filter(None, (intent.linked.phrase, intent.text))))
         with self.metrics.stage(ep, "embed", timings):
             qvec = self.models.embed_query(intent.text, deg, self.readiness_checks.pending)
         user = self.users.context(req.user_id, deg)
@@ -256,6 +257,7 @@ class SearchService:
         except NotFoundError as e:
             deg.add("title_link", f"{linked.title!r} has no similar items ({e.message}); searched as words")
             return None
+        ranked = apply_sort(ranked, intent.sort, self.fields)  # an explicit sort cue wins here too
         with self.metrics.stage("/v1/search", "explain", timings):
             results = self.presenter.present(ranked[req.offset:depth], intent, None, None, {}, req.offset)
         for r in results:
@@ -330,7 +332,7 @@ class SearchService:
         lists = {s: r for s, r in lists.items() if s != "history"}
         affinity = self.users.affinity(user, {str(h["_id"]) for r in lists.values() for h in r.hits})
         ranked = fuse(lists, settings, affinity or None)
-        seen = user.history if user is not None and settings.demote_seen else ()
+        seen = user.all_seen if user is not None and settings.demote_seen else ()
         ranked = personal_order(ranked, seen, intent.sort, self.fields)
         if self.config.fusion.mmr_lambda is not None and self.users.cf_model is not None:
             ranked = mmr(ranked, self.users.factors([c.item_id for c in ranked]), self.config.fusion.mmr_lambda)

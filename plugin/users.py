@@ -26,12 +26,12 @@ from osreco.cf import store as cf_store
 from osreco.cf.errors import InteractionError
 from osreco.cf.priors import bump_popularity, event_delta, popularity_clock
 from osreco.cf.privacy import PrivacyConfig, pseudonymize
-from osreco.ingest.bulk import RetryPolicy
+from osreco.ingest.bulk import RetryPolicy, bulk_write
 from osreco.ingest.errors import BulkError
 from osreco.plugin import schemas
 from osreco.plugin.config import SidecarConfig
 from osreco.plugin.degradations import Degradations
-from osreco.plugin.errors import UpstreamError
+from osreco.plugin.errors import NodeUnavailableError, UpstreamError
 from osreco.plugin.foldin import FoldInQueue
 from osreco.plugin.metrics import Metrics
 from osreco.plugin.transport import NodeTransport
@@ -40,14 +40,24 @@ __all__ = ["UserContext", "Users"]
 
 log = logging.getLogger("osreco.plugin")
 
+RETRY_EVENTS_FIX = ("retry the same batch after Retry-After seconds; give each event an event_id (or a timestamp) "
+                    "so that a retry in a later minute is not stored twice")
+
 
 @dataclass(frozen=True)
 class UserContext:
-    """A known user: pseudonym, taste vector (may be None) and recent history (oldest first)."""
+    """A known user: pseudonym, taste vector (may be None), recent history (oldest first) and
+    every item they have seen as far as stored (``seen``, a superset of ``history``)."""
 
     key: str
     vector: np.ndarray | None
     history: tuple[str, ...]
+    seen: tuple[str, ...] = ()
+
+    @property
+    def all_seen(self) -> tuple[str, ...]:
+        """``seen`` when stored (users written before it existed: ``history``)."""
+        return self.seen or self.history
 
 
 class Users:
@@ -127,7 +137,9 @@ class Users:
         if vector is not None and not np.any(vector):
             vector = None
         history = doc.get("history") if doc else None
-        return UserContext(key, vector, tuple(history) if isinstance(history, list) else ())
+        seen = doc.get("seen") if doc else None
+        return UserContext(key, vector, tuple(history) if isinstance(history, list) else (),
+                           tuple(seen) if isinstance(seen, list) else ())
 
     def factors(self, item_ids: list[str]) -> dict[str, np.ndarray]:
         """The CF model's item factors of the items it knows (empty without a model)."""
@@ -153,9 +165,13 @@ class Users:
         An event without ``event_id`` gets a hash of its fields; one without a timestamp is stored
         at its arrival time and hashed with the arrival minute (a retry within that minute matches).
 
+        A forget that lands between the tombstone check and the write is caught afterwards: the
+        events just written for users tombstoned meanwhile are deleted by id and counted as forgotten.
+
         Raises:
             OverloadedError: the fold-in queue cannot take the batch's users.
-            NodeUnavailableError, UpstreamError: the node did not store the batch.
+            NodeUnavailableError: the node did not answer, or refused some events for now (429, 5xx).
+            UpstreamError: the node refused some events for another reason (its text is only logged).
         """
         deg = Degradations(self.metrics)
         now = datetime.now(timezone.utc)
@@ -188,14 +204,44 @@ class Users:
                 no_retry = RetryPolicy(max_retries=0, request_timeout_s=self.transport.request_timeout_s)
                 report = self.transport.call("events", ev_store.write_events, self.transport.client,
                                              self.store.prefix, docs, policy=no_retry)
+            late = self._drop_late_forgotten(docs)
+        except BulkError as e:
+            ticket.cancel()
+            log.warning("events write refused: %s", e)
+            if e.context.get("retryable"):
+                raise NodeUnavailableError("OpenSearch could not store some events now (busy or a shard unavailable)",
+                                           retry_after_s=self.transport.retry_after_s, fix=RETRY_EVENTS_FIX) from e
+            raise UpstreamError("OpenSearch refused some events", fix="check the node's log and the events "
+                                "index mapping; then retry the same batch") from e
         except BaseException:
             ticket.cancel()
             raise
-        ticket.deltas = _popularity_deltas(report.new, clock)  # duplicates add no popularity
-        ticket.keys = tuple(k for k in ticket.keys if k in {d.user_key for d in report.new})
+        new = [d for d in report.new if d.user_key not in late]
+        ticket.deltas = _popularity_deltas(new, clock)  # duplicates add no popularity
+        ticket.keys = tuple(k for k in ticket.keys if k in {d.user_key for d in new})
         ticket.commit()
-        return {"accepted": report.written, "duplicates": report.duplicates, "forgotten": len(events) - len(docs),
-                "queued_users": len(ticket.keys), "degradations": deg.items}
+        kept = sum(d.user_key not in late for d in docs)
+        return {"accepted": report.written - (len(report.new) - len(new)), "duplicates": report.duplicates,
+                "forgotten": len(events) - kept, "queued_users": len(ticket.keys), "degradations": deg.items}
+
+    def _drop_late_forgotten(self, docs: Sequence[ev_store.Event]) -> set[str]:
+        """The users of ``docs`` tombstoned since the check before the write; their just-written
+        events are deleted by id (a forget in between deleted first, then these were stored).
+
+        Raises:
+            BulkError: the node did not delete them (after the writer's retries).
+        """
+        late = self.transport.call("events", cf_forget.tombstoned, self.transport.client, self.store.prefix,
+                                   [d.user_key for d in docs])
+        if late:
+            actions = [{"_op_type": "delete", "_index": self.store.events_index, "_id": d.event_id}
+                       for d in docs if d.user_key in late]
+            report = self.transport.call("events", bulk_write, self.transport.client, actions, RetryPolicy(),
+                                         refresh=True)
+            if report.failed:
+                raise BulkError(f"events of a user forgotten meanwhile not deleted: {list(report.failed.values())[:2]}",
+                                index=self.store.events_index, fix=RETRY_EVENTS_FIX)
+        return late
 
     def _popularity_clock(self) -> tuple[float, float] | None:
         """The latest training's popularity reference time and half-life (read at most once a
@@ -219,6 +265,9 @@ class Users:
             keys = [k for k in user_keys if k not in gone]
             if self.cf_model is not None and keys:
                 cf_store.refresh_user_vectors(client, self.store, self.cf_model, keys)
+                # a forget that landed between the check and the write: remove what was written
+                for key in cf_forget.tombstoned(client, self.store.prefix, keys):
+                    client.delete(index=self.store.users_index, id=key, refresh=True, ignore=[404])
         if deltas:
             bump_popularity(client, self.store.item_index, deltas)
 
@@ -227,13 +276,18 @@ class Users:
 
         The saved CF model is rewritten when this sidecar loaded it from a folder it may write;
         otherwise ``model_rewritten`` is false and the tombstone alone keeps every worker and every
-        restart from using the user's trained vector.
+        restart from using the user's trained vector. When the loaded folder cannot be rewritten,
+        a WARNING is logged and ``model_note`` says which command rewrites it.
         """
-        model_dir = self.model_dir
+        model_dir, note = self.model_dir, None
         if model_dir is not None:
             try:
                 cf_forget.check_model_dir(model_dir)
-            except InteractionError:
+            except InteractionError as e:
+                log.warning("forget: the CF model in %s was not rewritten: %s", model_dir, e.message)
+                note = (f"the saved CF model in {model_dir} cannot be rewritten by the sidecar; the tombstone keeps "
+                        f"the user unserved; run `osreco users forget USER --index {self.store.prefix} "
+                        f"--model-dir {model_dir}` where that folder is writable")
                 model_dir = None
         try:
             report = self.transport.call("forget", cf_forget.forget, self.transport.client, self.store.prefix,
@@ -246,7 +300,8 @@ class Users:
         return {"user_id": user_id, "events_deleted": report.deleted.get(self.store.events_index, 0),
                 "user_deleted": bool(users_deleted or in_memory or (report.model and report.model.removed)),
                 "deleted": report.deleted, "tombstone": True,
-                "model_rewritten": bool(report.model and report.model.removed)}
+                "model_rewritten": bool(report.model and report.model.removed),
+                **({"model_note": note} if note else {})}
 
     def _drop_from_model(self, key: str) -> bool:
         """Drop ``key``'s trained vector from the CF model in memory; whether it was there."""

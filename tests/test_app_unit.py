@@ -413,3 +413,25 @@ def test_gunicorn_answers_chunked_413_and_json_414_431():
         assert (status, ctype, body["error"]["code"]) == (431, "application/json", "headers_too_large")
         status, ctype, body = send("/v1/recommend?user_id=u", headers={f"X-Pad-{i}": "a" * 100 for i in range(200)})
         assert (status, ctype, body["error"]["code"]) == (431, "application/json", "headers_too_large")
+
+
+def test_unread_recent_events_are_a_fixed_degradation_without_node_text(caplog):
+    from types import SimpleNamespace
+
+    from opensearchpy import TransportError
+
+    from osreco.plugin.degradations import Degradations
+    from osreco.plugin.recommend import Recommender
+
+    class FailingClient:
+        def msearch(self, **_):
+            raise TransportError(500, "node secret: shard [3] on n-7", {"reason": "node secret"})
+
+    transport = SimpleNamespace(client=FailingClient())
+    users = SimpleNamespace(store=SimpleNamespace(prefix="items"))
+    rec = Recommender(transport, users, None, None, lambda k: None)  # only the events read is exercised
+    deg = Degradations(SimpleNamespace(degraded=lambda kind: None))
+    with caplog.at_level("WARNING", logger="osreco.plugin"):
+        assert rec._recent_events("u_x", deg) == []
+    assert deg.items == [{"kind": "user_events", "message": "recent events not read: the events index did not answer"}]
+    assert any("node secret" in r.getMessage() for r in caplog.records)  # logged, not sent

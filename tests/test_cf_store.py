@@ -187,3 +187,11 @@ def test_train_cli_adds_prior_fields_and_rating_avg_to_an_older_index(os_client,
     assert avg["good"] > avg["other"] > avg["bad"] and avg["good"] < 5.0  # shrunk toward the mean
     hits = os_client.search(index=index_name, body={"query": {"term": {"cf_neighbors": "good"}}})["hits"]["hits"]
     assert {h["_id"] for h in hits} >= {"other"}
+
+
+def test_merge_seen_keeps_every_item_once_newest_last_within_the_limit():
+    from osreco.cf.store import merge_seen
+
+    assert merge_seen(["a", "b", "c"], ["b", "d"], 10) == ["a", "c", "b", "d"]
+    assert merge_seen(["a", "b", "c"], ["b", "d"], 3) == ["c", "b", "d"]
+    assert merge_seen([], ["x", "x"], 5) == ["x"]

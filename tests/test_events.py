@@ -240,12 +240,86 @@ def test_a_batch_posted_three_times_is_stored_once(os_client, index_name, tmp_pa
 
 
 def test_a_full_fold_in_queue_is_a_429_and_stores_nothing(os_client, index_name, tmp_path):
-    app = _events_app(os_client, index_name, tmp_path, foldin_queue=1)
+    from osreco.plugin.config import Limits
+
+    app = _events_app(os_client, index_name, tmp_path, foldin_queue=2, limits=Limits(max_events=2))
+    app.extensions["osreco.services"].users.foldin.reserve(["u_other"])  # another request holds one slot
     batch = [{"user_id": f"u-q{n}", "item_id": "i1", "kind": "click"} for n in range(2)]
     resp = app.test_client().post("/v1/events", json={"events": batch})
     assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
     assert resp.get_json()["error"]["code"] == "overloaded"
     assert _stored(os_client, index_name) == []
+
+
+def test_a_fold_in_queue_smaller_than_a_batch_is_refused_at_startup():
+    from osreco.ingest.connection import OpenSearchConfig
+    from osreco.plugin.config import Limits, SidecarConfig
+
+    with pytest.raises(ConfigError, match="OSRECO_MAX_EVENTS") as err:
+        SidecarConfig(opensearch=OpenSearchConfig(url="http://127.0.0.1:1"), alias="x", dev_mode=True,
+                      foldin_queue=10, limits=Limits(max_events=11))
+    assert err.value.field == "OSRECO_FOLDIN_QUEUE" and "OSRECO_FOLDIN_QUEUE" in str(err.value)
+    SidecarConfig(opensearch=OpenSearchConfig(url="http://127.0.0.1:1"), alias="x", dev_mode=True,
+                  foldin_queue=11, limits=Limits(max_events=11))
+
+
+class _RefusingBulk:
+    """Wraps the real client; its ``bulk`` answers every item with ``status`` (a node under load)."""
+
+    def __init__(self, real, status: int, error_type: str):
+        self._real, self.status, self.error_type = real, status, error_type
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def bulk(self, body, **_):
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        items = [{op: {"_index": meta["_index"], "_id": meta.get("_id"), "status": self.status,
+                       "error": {"type": self.error_type, "reason": "node internals: queue capacity 200"}}}
+                 for line in lines[::2] for op, meta in line.items()]
+        return {"errors": True, "items": items}
+
+
+@pytest.mark.parametrize("status,error_type,code,http", [
+    (429, "es_rejected_execution_exception", "node_unavailable", 503),
+    (503, "unavailable_shards_exception", "node_unavailable", 503),
+    (400, "mapper_parsing_exception", "upstream_error", 502)])
+def test_events_refused_by_the_node_are_a_503_or_502_never_a_500(os_client, index_name, tmp_path,
+                                                                  status, error_type, code, http):
+    app = _events_app(os_client, index_name, tmp_path)
+    transport = app.extensions["osreco.services"].users.transport
+    transport.client = _RefusingBulk(transport.client, status, error_type)
+    users_ = app.extensions["osreco.services"].users
+    resp = app.test_client().post("/v1/events", json={"events": [
+        {"user_id": "u-busy", "item_id": "i1", "kind": "click", "event_id": "evt-busy"}]})
+    assert resp.status_code == http, resp.get_data(as_text=True)
+    body = resp.get_json()["error"]
+    assert body["code"] == code and "queue capacity" not in json.dumps(body)  # no node text
+    if http == 503:
+        assert resp.headers["Retry-After"] == str(transport.retry_after_s) and "event_id" in body["fix"]
+    assert users_.foldin.pending() == 0 and users_.foldin._reserved == 0  # the reservation was released
+
+
+def test_a_forget_between_the_check_and_the_write_leaves_no_events(os_client, index_name, tmp_path, monkeypatch):
+    from osreco.cf import events as ev_module
+
+    app = _events_app(os_client, index_name, tmp_path)
+    users_ = app.extensions["osreco.services"].users
+    real_write = ev_module.write_events
+
+    def forget_then_write(client, prefix, docs, **kw):  # the forget lands after the tombstone check
+        forget(client, prefix, "u-racer", PrivacyConfig(users_.hmac_key.encode("utf-8")))
+        return real_write(client, prefix, docs, **kw)
+
+    monkeypatch.setattr(ev_module, "write_events", forget_then_write)
+    resp = app.test_client().post("/v1/events", json={"events": [
+        {"user_id": "u-racer", "item_id": "i1", "kind": "click"},
+        {"user_id": "u-stays", "item_id": "i2", "kind": "click"}]})
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    out = resp.get_json()
+    assert (out["accepted"], out["forgotten"], out["queued_users"]) == (1, 1, 1)
+    stored = _stored(os_client, index_name)
+    assert [e["user_key"] for e in stored] == [pseudonymize("u-stays", users_.hmac_key)]
 
 
 def test_fold_in_runs_off_the_request_thread(os_client, index_name, tmp_path):

@@ -176,6 +176,43 @@ def test_forget_rewrites_a_given_model_and_reports_it(os_client, index_name, tmp
     assert saved.user_vector(PRIVACY.pseudonymize(dave)) is None and saved.meta["users"] == 1
 
 
+def test_forget_keeps_a_longer_prefixs_tombstones(os_client, index_name):
+    gil = f"gil-{uuid.uuid4().hex[:6]}"
+    longer = f"{index_name}-eu"  # matched by the shorter prefix's `<prefix>-*`
+    key = _seed(os_client, longer, gil, ["i1"])
+    forget(os_client, longer, gil, PRIVACY)
+    assert forgotten_keys(os_client, longer) == {key}
+    forget(os_client, index_name, gil, PRIVACY)
+    assert forgotten_keys(os_client, longer) == {key}  # the other prefix's tombstone is still there
+    assert forgotten_keys(os_client, index_name) == {key}
+
+
+def test_the_route_reports_a_model_folder_it_cannot_rewrite(os_client, index_name, tmp_path, caplog):
+    from osreco.ingest.connection import OpenSearchConfig
+    from osreco.plugin.app import create_app
+    from osreco.plugin.config import SidecarConfig
+
+    jo = f"jo-{uuid.uuid4().hex[:6]}"
+    _seed(os_client, index_name, jo, ["i1"])
+    os_client.indices.create(index=index_name, body={"mappings": {"properties": {"popularity": {"type": "float"}}}})
+    model_dir = tmp_path / "cf"
+    _model({jo: ["i1", "i2"], "k": ["i2"]}).save(model_dir)
+    url = os_client.transport.hosts[0]
+    config = SidecarConfig(opensearch=OpenSearchConfig(url=f"http://{url['host']}:{url['port']}"), alias=index_name,
+                           cf_model_dir=str(model_dir), dev_mode=True, embed_vocabulary=False, bundle_reload_s=0,
+                           hmac_key=KEY)
+    app = create_app(config)
+    (model_dir / "cf_model.npz").unlink()  # the folder changed under the running sidecar
+    with caplog.at_level("WARNING", logger="osreco.plugin"):
+        resp = app.test_client().delete(f"/v1/users/{jo}")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    out = resp.get_json()
+    assert out["model_rewritten"] is False and out["tombstone"] is True
+    assert f"--model-dir {model_dir}" in out["model_note"] and f"--index {index_name}" in out["model_note"]
+    assert any("not rewritten" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert forgotten_keys(os_client, index_name) == {PRIVACY.pseudonymize(jo)}
+
+
 # ---- the CLI refuses to half-forget ------------------------------------------------------------
 
 def test_cli_uses_the_recorded_model_folder_or_refuses(os_client, index_name, tmp_path, monkeypatch):
@@ -217,6 +254,40 @@ def test_cli_skip_model_relies_on_the_tombstone(os_client, index_name, tmp_path,
     assert out["model"] is None and out["total"] == 2 and forgotten_keys(os_client, index_name) == {key}
     both = CliRunner().invoke(users, ["forget", fay, "--index", index_name, "--skip-model", "--model-dir", "m"])
     assert both.exit_code == 2
+
+
+def test_cli_refuses_when_the_training_recorded_no_model_folder(os_client, index_name, tmp_path, monkeypatch):
+    monkeypatch.setenv("OSRECO_HMAC_KEY", KEY)
+    monkeypatch.delenv("OSRECO_CF_MODEL", raising=False)
+    hal = f"hal-{uuid.uuid4().hex[:6]}"
+    key = _seed(os_client, index_name, hal, ["i1"])
+    store = cf_store.StoreConfig(prefix=index_name, item_index=index_name)
+    cf_store.write_meta(os_client, store, {"model": "als"})  # trained before model_dir was recorded
+    result = CliRunner().invoke(users, ["forget", hal, "--index", index_name])
+    assert result.exit_code == 2, result.output
+    assert "recorded no CF model folder" in result.output
+    assert "--model-dir PATH" in result.output and "--skip-model" in result.output
+    assert cf_store.read_user(os_client, store, key) is not None  # nothing was forgotten
+    assert not os_client.indices.exists(index=forgotten_index(index_name))
+
+    served = tmp_path / "served"  # the sidecar's OSRECO_CF_MODEL is the default folder
+    _model({hal: ["i1"], "z": ["i2"]}).save(served)
+    monkeypatch.setenv("OSRECO_CF_MODEL", str(served))
+    result = CliRunner().invoke(users, ["forget", hal, "--index", index_name, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["model"]["model_dir"] == str(served) and out["model"]["removed"] is True
+    assert CFModel.load(served).user_vector(key) is None and forgotten_keys(os_client, index_name) == {key}
+
+
+def test_cli_without_any_training_forgets_without_a_model(os_client, index_name, monkeypatch):
+    monkeypatch.setenv("OSRECO_HMAC_KEY", KEY)
+    monkeypatch.delenv("OSRECO_CF_MODEL", raising=False)
+    ivy = f"ivy-{uuid.uuid4().hex[:6]}"
+    key = _seed(os_client, index_name, ivy, ["i1"])
+    result = CliRunner().invoke(users, ["forget", ivy, "--index", index_name, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["model"] is None and forgotten_keys(os_client, index_name) == {key}
 
 
 # ---- every gunicorn worker obeys, before and after a restart, and retraining ---------------------

@@ -110,6 +110,18 @@ def test_ranges_on_one_field_intersect():
     assert parse_intent("under 50 under 40", SHOP).ranges == (RangeFilter("price", lt=40.0),)
 
 
+def test_a_bound_the_field_cannot_hold_is_dropped():
+    from osreco.plugin.schemas import TYPE_BOUNDS
+
+    huge = "9" * 50
+    intent = parse_intent(f"shoes under ${huge}", SHOP)
+    lo, hi = TYPE_BOUNDS["float"]
+    assert all(lo <= v <= hi for r in intent.ranges for v in r.bounds().values())
+    assert intent.ranges == ()
+    # an in-range bound next to it survives
+    assert parse_intent(f"over 20 but under {huge}", SHOP).ranges == (RangeFilter("price", gt=20.0),)
+
+
 @pytest.mark.parametrize("text,expected", [
     ("50k", []), ("between 40 and 20", []), ("iphone 15", []),
     ("$1.5k or more", [("price", {"gte": 1500.0})]),
@@ -420,3 +432,24 @@ def test_ambiguous_title_picks_the_most_popular_and_unknown_falls_back(like_app)
     body = _search(like_app, "movies like zzyzx road")
     assert body["intent"]["linked"]["item_id"] is None and body["retrieval"] != "similar"
     assert any(d["kind"] == "title_link" and "zzyzx road" in d["message"] for d in body["degradations"])
+
+
+@pytest.mark.integration
+def test_like_title_honours_a_sort_cue_and_an_unlinked_title_is_searched_once(like_app):
+    body = _search(like_app, "movies like toy story, newest first", k=3)
+    assert body["retrieval"] == "similar" and body["intent"]["sort"] is not None
+    years = [r["source"]["year"] for r in body["results"]]
+    assert years == sorted(years, reverse=True), years  # the sort cue wins over similarity
+    unknown = _search(like_app, "movies like zzyzx road")
+    assert unknown["intent"]["text"].split().count("zzyzx") == 1  # its words once, not repeated
+
+
+@pytest.mark.parametrize("q,item,kept", [
+    ("Star Wars sci-fi", "50", {"genres": ["sci-fi"]}),
+    ("watch Horror Hotel", "1006", {}),
+    ("Romance & Cigarettes please, from the 90s", "1005", {})])
+def test_a_title_inside_a_longer_query_is_words_not_filters(q, item, kept):
+    intent = parse_intent(q, MOVIES, titles=MOVIE_TITLES)
+    assert intent.linked is not None and intent.linked.item_id == item and intent.linked.route == "title"
+    assert intent.terms() == kept and intent.exclusions == ()  # the rest of the query still filters
+    assert parse_intent("horror movies from the 90s", MOVIES, titles=MOVIE_TITLES).terms() == {"genres": ["horror"]}

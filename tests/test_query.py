@@ -18,7 +18,10 @@ from osreco.plugin.query import (
 )
 
 OPTS = QueryOptions("items", size=10, ef_search=50, timeout="1s")
-SRC = ["item_id", "title", "brand", "color", "category", "genres", "price", "year", "popularity", "release_date"]
+SRC = ["item_id", "title", "brand", "color", "category", "genres", "price", "year", "popularity", "release_date",
+       "rating_avg"]
+PRIORS = [{"popularity": {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
+          {"rating_avg": {"order": "desc", "missing": "_last", "unmapped_type": "float"}}]
 FIELDS = ["title^2", "text", "title.cjk", "text.cjk"]
 SHOP = Vocabulary.from_values({"brand": ["nike", "asics"], "color": ["red"], "category": ["running shoes"]})
 SHOES = Intent(query="light red running shoes under $50, not Nike", text="light",
@@ -76,7 +79,8 @@ def test_listing_neighbors_of_the_history_within_the_filters():
         "should": [{"constant_score": {"filter": {"term": {"cf_neighbors": "a"}}}},
                    {"constant_score": {"filter": {"term": {"cf_neighbors": "b"}}}}],
         "minimum_should_match": 1}},
-        "sort": [{"_score": "desc"}, {"popularity": {"order": "desc", "missing": "_last"}}, {"item_id": "asc"}]}
+        "sort": [{"_score": "desc"}, {"popularity": {"order": "desc", "missing": "_last"}}, PRIORS[1],
+                 {"item_id": "asc"}]}
     assert "neighbors" not in build_msearch(intent, OPTS, user_vector=[1.0]).signals
 
 
@@ -93,24 +97,27 @@ def test_no_text_is_a_sorted_listing_and_skips_meaning():
     assert plan.signals == ("bm25", "cf")
     assert plan.lines[1] == {**HEAD, "query": {"bool": {"filter": [{"terms": {"color": ["red"]}}],
                                                         "must": [{"match_all": {}}]}},
-                             "sort": [{"price": {"order": "asc", "missing": "_last"}}, {"item_id": "asc"}]}
+                             "sort": [{"price": {"order": "asc", "missing": "_last"}}, *PRIORS, {"item_id": "asc"}]}
     newest = build_msearch(Intent(query="newest", text="", sort=SortKey("year", "desc")), OPTS)
     assert newest.lines[1]["sort"] == [{"year": {"order": "desc", "missing": "_last"}},
-                                       {"release_date": {"order": "desc", "missing": "_last"}}, {"item_id": "asc"}]
+                                       {"release_date": {"order": "desc", "missing": "_last"}}, *PRIORS,
+                                       {"item_id": "asc"}]  # ties by popularity, then the quality prior
     unsorted = build_msearch(Intent(query="", text=""), OPTS)
     assert unsorted.lines[1]["sort"][0] == {"popularity": {"order": "desc", "missing": "_last"}}
     assert unsorted.lines[1]["query"] == {"bool": {"must": [{"match_all": {}}]}}
 
 
-def test_all_of_fields_require_every_value_and_rating_falls_back():
+def test_all_of_fields_require_every_value_and_rating_sorts_by_the_quality_prior():
     intent = Intent(query="", text="", filters=(FacetMatch("genres", "romance"), FacetMatch("genres", "comedy"),
                                                 FacetMatch("brand", "a"), FacetMatch("brand", "b")),
                     ranges=(RangeFilter("year", gte=1980.0, lte=1989.0),), sort=SortKey("rating", "desc"))
     assert filter_clauses(intent, OPTS) == ([{"term": {"genres": "romance"}}, {"term": {"genres": "comedy"}},
                                              {"terms": {"brand": ["a", "b"]}},
                                              {"range": {"year": {"gte": 1980.0, "lte": 1989.0}}}], [])
-    plan = build_msearch(intent, OPTS)
-    assert plan.lines[1]["sort"][0] == {"popularity": {"order": "desc", "missing": "_last"}}
+    plan = build_msearch(intent, OPTS)  # "best rated": the shrunk average rating, ties by popularity
+    assert plan.lines[1]["sort"][:2] == [
+        {"rating_avg": {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
+        {"popularity": {"order": "desc", "missing": "_last", "unmapped_type": "float"}}]
     rated = QueryOptions("items", fields=IntentFields(rating="avg_rating"))
     assert build_msearch(intent, rated).lines[1]["sort"][0] == {"avg_rating": {"order": "desc", "missing": "_last"}}
 

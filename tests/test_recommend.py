@@ -17,6 +17,7 @@ import pytest
 from opensearchpy.helpers import bulk
 
 from osreco.cf import events as ev_store
+from osreco.cf import store as cf_store
 from osreco.cf.interactions import Interaction
 from osreco.cf.model import CFConfig, CFModel
 from osreco.cf.priors import event_delta, popularity_at, popularity_clock, rating_averages, top_neighbors
@@ -73,9 +74,14 @@ def env(os_client, tmp_path_factory):
                                                                      "item_id": d["_id"], "title": d["_id"]}}
                      for d in docs), refresh=True)
     users = f"{alias}-users"
-    for user, vec, hist in ((HEAVY, [1.0, 0.0], [f"s{i}" for i in range(N_SEEN)]), (LIGHT, [0.0, 1.0], ["h1"])):
-        os_client.index(index=users, id=_key(user), body={"user_key": _key(user), "cf_vector": vec, "history": hist},
-                        refresh=True)
+    # the heavy user through the real writer: `history` keeps the newest 500, `seen` all 3,000
+    heavy = [f"s{i}" for i in range(N_SEEN)]
+    cf_store.write_user_vectors(os_client, cf_store.StoreConfig(prefix=alias, item_index=alias), [_key(HEAVY)],
+                                np.asarray([[1.0, 0.0]], np.float32), {_key(HEAVY): heavy})
+    stored = os_client.get(index=users, id=_key(HEAVY))["_source"]
+    assert len(stored["history"]) == 500 and len(stored["seen"]) == N_SEEN
+    os_client.index(index=users, id=_key(LIGHT), body={"user_key": _key(LIGHT), "cf_vector": [0.0, 1.0],
+                                                       "history": ["h1"]}, refresh=True)  # written before `seen`
     ev_store.write_events(os_client, alias, [ev_store.Event(_key(COLD), "c1", "click", "2024-01-01T00:00:00Z")],
                           refresh=True)
     ids = [d["_id"] for d in docs]
@@ -120,6 +126,9 @@ def test_cold_user_gets_content_and_neighbours_of_their_events(env, opensearch_u
     ids = [r["item_id"] for r in body["results"]]
     assert body["personalized"] and "c1" not in ids
     assert {"cold_nb", "content_match"} <= set(ids), ids
+    # popularity counts for a cold user (cold_popularity_weight), not only as a tie-break
+    assert all("popularity" in r["contributions"] for r in body["results"] if r["item_id"] != "content_match")
+    assert any(r["contributions"].get("popularity", 0) > 0 for r in body["results"])
 
 
 def test_unknown_user_recommend_is_ordered_by_popularity(env, opensearch_url):

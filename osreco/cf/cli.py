@@ -12,6 +12,7 @@ settings, 3 OpenSearch unreachable or failing. Errors reach the one handler of `
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -228,6 +229,8 @@ def forget(user: str, prefix: str, model_dir: str | None, skip_model: bool, as_j
         raise click.UsageError("give --model-dir or --skip-model, not both")
     privacy = PrivacyConfig.from_env()
     client = _client()
+    if not skip_model and not model_dir:
+        model_dir = os.environ.get("OSRECO_CF_MODEL") or None  # the sidecar's served model folder
     folder = None if skip_model else (model_dir or _recorded_model_dir(client, prefix))
     report = forget_user(client, prefix, user, privacy, model_dir=folder)
     out = report.as_dict()
@@ -246,19 +249,28 @@ def forget(user: str, prefix: str, model_dir: str | None, skip_model: bool, as_j
 
 
 def _recorded_model_dir(client: OpenSearch, prefix: str) -> str | None:
-    """The model folder the latest training recorded, checked to be rewritable; ``None`` when none.
+    """The model folder the latest training recorded, checked to be rewritable; ``None`` before
+    the first training.
 
     Raises:
-        InteractionError: a folder is recorded but holds no model this process can rewrite.
+        InteractionError: a folder is recorded but holds no model this process can rewrite, or
+            the training metadata records no folder (an older training, or a model served from
+            elsewhere): forgetting then would silently leave the user in the saved model.
     """
     from osreco.cf.errors import InteractionError
     from osreco.cf.forget import check_model_dir
     from osreco.cf.store import StoreConfig, read_meta
 
-    meta = read_meta(client, StoreConfig(prefix=prefix, item_index=prefix)) or {}
+    meta = read_meta(client, StoreConfig(prefix=prefix, item_index=prefix))
+    if meta is None:
+        return None
     recorded = meta.get("model_dir")
     if not recorded:
-        return None
+        raise InteractionError(f"the latest training (run {meta.get('run_id')}) recorded no CF model folder, so "
+                               "this command cannot tell which saved model holds the user; nothing was forgotten",
+                               field="model_dir",
+                               fix="pass --model-dir PATH (where the served model is), or --skip-model to rely "
+                                   "on the tombstone alone")
     try:
         check_model_dir(str(recorded))
     except InteractionError as e:

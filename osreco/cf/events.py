@@ -165,7 +165,8 @@ def write_events(client: OpenSearch, prefix: str, events: Iterable[Event], refre
     (``RetryPolicy(max_retries=0, ...)``) so that a node that is down fails the request at once.
 
     Raises:
-        BulkError: some events were refused for another reason (the first reasons are named).
+        BulkError: some events were refused for another reason (the first reasons are named);
+            ``context["retryable"]`` is true when every refusal was retryable (429, 5xx).
     """
     name = ensure_events_index(client, prefix)
     unique: dict[str, Event] = {}
@@ -181,6 +182,9 @@ def write_events(client: OpenSearch, prefix: str, events: Iterable[Event], refre
     refused = [(k, why) for k, why in report.failed.items() if k not in stored]
     refused += [(key, "not found") for key in report.missing]
     if refused:
+        if all(k in report.retryable for k, _ in refused):  # busy or a shard unavailable: a retry may pass
+            raise BulkError(f"{len(refused)} events not stored by {name} for now: {refused[:3]}", index=name,
+                            retryable=True, fix="retry the same batch later (event ids make it idempotent)")
         raise BulkError(f"{len(refused)} events refused by {name}: {refused[:3]}", index=name,
                         fix="check the events' fields against the events mapping")
     new = tuple(e for eid, e in unique.items() if eid not in stored)

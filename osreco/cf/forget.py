@@ -110,6 +110,9 @@ def forget(client: OpenSearch, prefix: str, user_id: str, privacy: PrivacyConfig
            model_dir: str | Path | None = None) -> ForgetReport:
     """Forget a user (raw id) in every ``<prefix>-*`` index and, given ``model_dir``, in the saved model.
 
+    Tombstone indexes (``*-forgotten``) are never deleted from: ``<prefix>-*`` also matches a
+    longer prefix's (``shop-eu-forgotten`` for ``shop``), and a tombstone must outlive forgets.
+
     The tombstone is written first, so a deletion that fails half-way still leaves the user
     unserved; a retry completes it. Item documents (no ``user_key``) are never touched; the raw
     id is matched only in ``user_key`` (as an ``_id`` it could be an item's id).
@@ -133,7 +136,7 @@ def forget(client: OpenSearch, prefix: str, user_id: str, privacy: PrivacyConfig
     query = {"query": {"bool": {"should": [{"terms": {"user_key": [key, user_id]}}, {"ids": {"values": [key]}}],
                                 "minimum_should_match": 1}}}
     for index in _indices(client, f"{prefix}-*"):
-        if index == report.tombstone:
+        if index.endswith("-forgotten"):  # tombstones: ours was just written; another prefix's stay
             continue
         # A node error propagates as it is: the CLI and the sidecar each map it (exit 3, 503).
         # Refresh first: delete-by-query searches, and a just-written document is not searchable yet.

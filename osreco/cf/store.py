@@ -42,20 +42,22 @@ class StoreConfig:
         prefix: name prefix of the users, events and metadata indexes.
         item_index: the item index or its alias (holds ``cf_vector``).
         chunk_size: documents per bulk request.
-        history_len: recent item ids kept per user.
+        history_len: recent item ids kept per user (``history``: explanations, neighbours).
+        seen_len: item ids kept per user in ``seen`` (what recommendations exclude).
     """
 
     prefix: str
     item_index: str
     chunk_size: int = 500
     history_len: int = 500
+    seen_len: int = 20_000
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.prefix):
             raise ConfigError(f"index prefix {self.prefix!r} must be lowercase letters, digits, '.', '_' or '-'",
                               field="prefix")
-        if self.chunk_size < 1 or self.history_len < 1:
-            raise ConfigError("chunk_size and history_len must be >= 1", field="chunk_size")
+        if self.chunk_size < 1 or self.history_len < 1 or self.seen_len < self.history_len:
+            raise ConfigError("chunk_size and history_len must be >= 1, seen_len >= history_len", field="chunk_size")
 
     @property
     def users_index(self) -> str:
@@ -76,9 +78,11 @@ USERS_MAPPING: dict[str, object] = {
         "user_key": {"type": "keyword"},
         "cf_vector": {"type": "float", "index": False, "doc_values": False},
         "history": {"type": "keyword"},
+        "seen": {"type": "keyword", "index": False, "doc_values": False},
         "updated_at": {"type": "date"},
     },
 }
+SEEN_FIELD = USERS_MAPPING["properties"]["seen"]  # type: ignore[index]  # a literal dict of dicts
 META_MAPPING: dict[str, object] = {"dynamic": False, "properties": {"trained_at": {"type": "date"},
                                                                      "model": {"type": "keyword"}}}
 
@@ -141,9 +145,16 @@ def write_item_factors(client: OpenSearch, store: StoreConfig, item_ids: Sequenc
     return report
 
 
+_USERS_CHECKED: set[str] = set()
+
+
 def ensure_users_index(client: OpenSearch, store: StoreConfig) -> None:
-    """Create ``<prefix>-users`` when missing (idempotent)."""
+    """Create ``<prefix>-users`` when missing, or add fields newer than it (``seen``); idempotent,
+    checked once per process and index."""
     _ensure(client, store.users_index, USERS_MAPPING)
+    if store.users_index not in _USERS_CHECKED:
+        client.indices.put_mapping(index=store.users_index, body={"properties": {"seen": SEEN_FIELD}})
+        _USERS_CHECKED.add(store.users_index)
 
 
 def write_user_vectors(client: OpenSearch, store: StoreConfig, user_keys: Sequence[str], vectors: np.ndarray,
@@ -154,7 +165,8 @@ def write_user_vectors(client: OpenSearch, store: StoreConfig, user_keys: Sequen
     histories = histories or {}
     actions = ({"_op_type": "index", "_index": store.users_index, "_id": key,
                 "_source": {"user_key": key, "cf_vector": _floats(vec),
-                            "history": histories.get(key, [])[-store.history_len:], "updated_at": stamp}}
+                            "history": histories.get(key, [])[-store.history_len:],
+                            "seen": list(dict.fromkeys(histories.get(key, [])))[-store.seen_len:], "updated_at": stamp}}
                for key, vec in zip(user_keys, vectors))
     report = _bulk(client, actions, store.chunk_size, progress)
     client.indices.refresh(index=store.users_index)
@@ -162,12 +174,21 @@ def write_user_vectors(client: OpenSearch, store: StoreConfig, user_keys: Sequen
 
 
 def update_user_vector(client: OpenSearch, store: StoreConfig, user_key: str, vector: np.ndarray,
-                       history: Sequence[str], refresh: bool = True) -> None:
-    """Store one user's freshly folded-in vector (online update after an event)."""
+                       history: Sequence[str], refresh: bool = True, seen: Sequence[str] = ()) -> None:
+    """Store one user's freshly folded-in vector (online update after an event); ``seen`` (older
+    seen items beyond ``history``) is kept in front of it."""
     ensure_users_index(client, store)
     doc = {"user_key": user_key, "cf_vector": _floats(vector), "history": list(history)[-store.history_len:],
-           "updated_at": now_iso()}
+           "seen": merge_seen(seen, history, store.seen_len), "updated_at": now_iso()}
     client.index(index=store.users_index, id=user_key, body=doc, refresh=refresh)
+
+
+def merge_seen(older: Sequence[str], newer: Sequence[str], limit: int) -> list[str]:
+    """Every item of ``older`` then ``newer`` once (a re-seen item moves to the end), the last ``limit``."""
+    recent = set(newer)
+    merged = dict.fromkeys(i for i in older if i not in recent)
+    merged.update(dict.fromkeys(newer))
+    return list(merged)[-limit:]
 
 
 def read_user(client: OpenSearch, store: StoreConfig, user_key: str) -> dict[str, Any] | None:
@@ -251,7 +272,8 @@ def refresh_user_vector(client: OpenSearch, store: StoreConfig, model: CFModel, 
     past = [i for i in (doc.get("history") or [] if doc else []) if i not in recent]
     items = past + [e.item_id for e in events]
     vector = model.fold_in(items, [1.0] * len(past) + [e.value for e in events])
-    update_user_vector(client, store, user_key, vector, list(dict.fromkeys(items)))
+    update_user_vector(client, store, user_key, vector, list(dict.fromkeys(items)),
+                       seen=(doc.get("seen") or []) if doc else [])
     return vector
 
 
@@ -286,7 +308,9 @@ def refresh_user_vectors(client: OpenSearch, store: StoreConfig, model: CFModel,
         vector = model.fold_in(items, [1.0] * len(past) + [e.value for e in recent_rows])
         actions.append({"_op_type": "index", "_index": store.users_index, "_id": key,
                         "_source": {"user_key": key, "cf_vector": _floats(vector),
-                                    "history": list(dict.fromkeys(items))[-store.history_len:], "updated_at": stamp}})
+                                    "history": list(dict.fromkeys(items))[-store.history_len:],
+                                    "seen": merge_seen((doc.get("seen") or []) if doc else [], items, store.seen_len),
+                                    "updated_at": stamp}})
     report = bulk_write(client, actions, RetryPolicy(max_retries=2), chunk_size=store.chunk_size)
     if report.failed or report.missing:
         raise BulkError(f"{len(report.failed) + len(report.missing)} user vectors refused by {store.users_index}: "

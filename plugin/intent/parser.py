@@ -164,10 +164,11 @@ def _protect_quotes(s: str, kept: list[str]) -> str:
 
 def _titles(s: str, vocab: Vocabulary, options: IntentOptions, titles: TitleLookup | None,
             kept: list[str]) -> tuple[LinkedTitle | None, str]:
-    """Link a "like X" title (cut out) or a whole-query title (kept as words), one lookup at most.
+    """Link a "like X" title (cut out) or a title the query names (kept as words), one lookup at most.
 
     Without a cue, the node is asked only when facet rules would fire, and only an exact title
-    of the whole query counts (so "horror movies" never links, "Horror Hotel" does).
+    counts: the whole query, or a span of two words or more inside it (so "horror movies" never
+    links, "Horror Hotel" and "Star Wars sci-fi" do, and no facet rule fires inside the title).
     """
     if titles is None:
         return None, s
@@ -177,7 +178,7 @@ def _titles(s: str, vocab: Vocabulary, options: IntentOptions, titles: TitleLook
         if not whole or not _find_facets(whole, vocab, options, None):
             return None, s
         start = s.index(whole)
-        cue = Cue(s, start, start + len(whole), start, start + len(whole), anchor="whole", route="title")
+        cue = Cue(s, start, start + len(whole), start, start + len(whole), anchor="any", route="title")
     link = link_title(cue, titles(cue.phrase.strip()), fuzzy=options.fuzzy)
     if link.linked.item_id is None:
         return (link.linked if cue.route == "similar" else None), s

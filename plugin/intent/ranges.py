@@ -222,10 +222,18 @@ def merge_bounds(bounds: list[Bound], fields: dict[str, str]) -> tuple[RangeFilt
         fields: logical name -> index field name (``{"price": "price", "year": "year"}``).
 
     Returns:
-        range filters; the tighter bound wins when one op is given twice.
+        range filters; the tighter bound wins when one op is given twice. A bound the index
+        field's type cannot hold (``"under $"`` + fifty digits on a float field) is dropped: the
+        node would refuse the whole query for it.
     """
+    from osreco.plugin.schemas import NUMERIC_TYPES, TYPE_BOUNDS  # schemas -> config -> ... -> intent
+
     merged: dict[str, dict[str, float]] = {}
     for logical, ops in bounds:
+        lo, hi = TYPE_BOUNDS[NUMERIC_TYPES.get(fields[logical], "float")]
+        ops = {op: v for op, v in ops.items() if lo <= v <= hi}
+        if not ops:
+            continue
         cur = merged.setdefault(logical, {})
         for op, v in ops.items():
             if op in cur:

@@ -82,7 +82,8 @@ class Cue:
         start, end: the phrase that may hold the title (offsets in the normalized query).
         cut_start, cut_end: what to cut when the whole phrase is the title (cue words included).
         anchor: ``start`` (the title begins the phrase, may end early), ``end`` (ends it, may
-            begin late) or ``whole``.
+            begin late), ``whole``, or ``any`` (the whole phrase, or any span of 2 to
+            :data:`MAX_MENTION_WORDS` words inside it: a title mentioned in a longer query).
         route: ``similar`` or ``title`` (see :class:`LinkedTitle`).
     """
 
@@ -143,13 +144,22 @@ class Link:
 _UNIT = re.compile(r"[a-z0-9][a-z0-9'&:.-]*|[\u3400-\u9fff]|\(\d{4}\)")
 
 
+MAX_MENTION_WORDS = 8
+
+
 def _phrases(cue: Cue) -> list[tuple[int, int]]:
-    """Sub-phrases to try, longest first: prefixes (anchor start), suffixes (end) or the whole."""
+    """Sub-phrases to try, longest first: prefixes (anchor start), suffixes (end), the whole, or
+    (anchor any) the whole and then every span of 2 to :data:`MAX_MENTION_WORDS` words."""
     units = [(m.start() + cue.start, m.end() + cue.start) for m in _UNIT.finditer(cue.phrase)]
     if not units:
         return []
     if cue.anchor == "whole":
         return [(units[0][0], units[-1][1])]
+    if cue.anchor == "any":
+        n = len(units)
+        inner = [(units[i][0], units[i + size - 1][1]) for size in range(min(n - 1, MAX_MENTION_WORDS), 1, -1)
+                 for i in range(n - size + 1)]
+        return [(units[0][0], units[-1][1]), *inner]
     if cue.anchor == "end":
         return [(units[i][0], units[-1][1]) for i in range(len(units))]
     return [(units[0][0], units[n - 1][1]) for n in range(len(units), 0, -1)]
@@ -172,7 +182,7 @@ def link_title(cue: Cue, hits: Iterable[TitleHit], fuzzy: bool = True) -> Link:
     keys = [(title_key(h.title), title_key(h.title, stem=False)) for h in cands]
     spans = [(a, b) for a, b in _phrases(cue) if len(title_key(cue.query[a:b], stem=False)) >= 2]
     for how in ("exact", "fuzzy"):
-        if how == "fuzzy" and (not fuzzy or cue.anchor == "whole"):
+        if how == "fuzzy" and (not fuzzy or cue.anchor in ("whole", "any")):
             break
         for a, b in spans:
             phrase = cue.query[a:b]

@@ -32,7 +32,8 @@ class IntentFields:
     columns are mapped onto these by ingest's ``osreco.ingest.catalog.FieldMap``).
 
     Defaults follow docs/contracts.md. ``rating`` is optional: "best rated" sorts by it when
-    set, by ``popularity`` otherwise.
+    set, else by ``rating_avg`` (the shrunk average rating ``osreco cf train`` writes where the
+    data has ratings), ties by ``popularity``.
 
     Raises:
         ConfigError: when a name is empty or the facet list is empty.
@@ -47,6 +48,7 @@ class IntentFields:
     year: str = "year"
     popularity: str = "popularity"
     rating: str | None = None
+    rating_avg: str = "rating_avg"
     release_date: str = "release_date"
     embedding: str = "embedding"
     cf_vector: str = "cf_vector"
@@ -66,11 +68,12 @@ class IntentFields:
     def sort_field(self, key: str) -> str:
         """Map a logical sort key (``price``, ``year``, ``popularity``, ``rating``) to a field."""
         return {"price": self.price, "year": self.year, "popularity": self.popularity,
-                "rating": self.rating or self.popularity}[key]
+                "rating": self.rating or self.rating_avg}[key]
 
     def source_fields(self) -> list[str]:
         """Fields worth returning in ``_source``: what explanations and the API show."""
-        out = [self.item_id, self.title, *self.facets, self.price, self.year, self.popularity, self.release_date]
+        out = [self.item_id, self.title, *self.facets, self.price, self.year, self.popularity, self.release_date,
+               self.rating_avg]
         if self.rating:
             out.append(self.rating)
         return out
