@@ -21,6 +21,10 @@ setup:  ## install osreco (editable) with the CPU runtime, exporter, eval and te
 	@command -v docker-compose >/dev/null || { command -v apt-get >/dev/null && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) \
 	  || echo "warning: docker-compose not installed; tests/test_docker.py will fail"; }
+	# Debian's chromium and its chromedriver run the playground's browser test (tests/test_playground_browser.py)
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	  || echo "warning: chromium not installed; tests/test_playground_browser.py will skip (fail with CI=true)"; }
 	@mkdir -p $(dir $(STAMP)) && touch $(STAMP)
 
 $(STAMP): pyproject.toml

@@ -205,9 +205,19 @@ def run_demo(cache_root: Path | None = None) -> None:
     paths = DemoPaths((cache_root or default_cache_dir()) / "demo")
     prepare(paths, url)
     proc, base = serve(paths, url)
+    print(f"playground (while the demo runs): {base}/playground")
     try:
         ask(base)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     print("\ndone: `osreco opensearch stop` stops the node; artifacts are cached in", paths.root)
+    print(playground_hint(paths, url))
+
+
+def playground_hint(paths: DemoPaths, opensearch_url: str, port: int = 8080) -> str:
+    """The command that serves the demo's index again, and the playground URL it then answers on."""
+    env = (f"OPENSEARCH_URL={opensearch_url} OSRECO_INDEX={ALIAS} OSRECO_BUNDLE={paths.bundle} "
+           f"OSRECO_CF_MODEL={paths.cf_model} OSRECO_HMAC_KEY={DEMO_HMAC_KEY} OSRECO_FACETS=genres")
+    return (f"playground: {env} osreco serve --port {port} --dev\n"
+            f"            then open http://127.0.0.1:{port}/playground")

@@ -44,6 +44,8 @@ from osreco.plugin.security import KeyChecker, presented_key, warn_dev_mode
 
 log = logging.getLogger("osreco.plugin")
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+PLAYGROUND_PUBLIC = ("/playground", "/playground/static/")
+"""The playground page and its static files: no data, public (a browser sends no key on navigation)."""
 MAX_URL_BYTES = 8192
 """The longest path + query string answered; longer is a JSON 414."""
 MAX_HEADER_BYTES = 16384
@@ -95,17 +97,31 @@ def create_app(config: SidecarConfig, services: Services | None = None) -> Flask
     app.extensions["osreco.metrics"] = metrics
     app.extensions["osreco.services"] = services
     app.extensions["osreco.config"] = config
-    _install_hooks(app, metrics, checker)
+    _install_hooks(app, metrics, checker, config.playground_enabled)
     _install_routes(app, config, services, metrics)
+    if config.playground_enabled:
+        from osreco.plugin.playground import create_blueprint
+
+        app.register_blueprint(create_blueprint(config, services, _json_body))
     return app
 
 
-def _install_hooks(app: Flask, metrics: Metrics, checker: KeyChecker | None) -> None:
+def _is_public(path: str, playground: bool) -> bool:
+    """Paths answered without an API key: the public endpoints, the playground's page and static
+    files, and every ``/playground`` path while the playground is off (a JSON 404)."""
+    if path in PUBLIC_PATHS:
+        return True
+    if not playground:
+        return path == "/playground" or path.startswith("/playground/")
+    return path == PLAYGROUND_PUBLIC[0] or path.startswith(PLAYGROUND_PUBLIC[1])
+
+
+def _install_hooks(app: Flask, metrics: Metrics, checker: KeyChecker | None, playground: bool = False) -> None:
     @app.before_request
     def _start() -> None:
         g.t0 = time.perf_counter()
         _check_request_line_and_headers()
-        if checker is not None and request.path not in PUBLIC_PATHS:
+        if checker is not None and not _is_public(request.path, playground):
             g.api_key = checker.check(presented_key(request.headers)).key_id
 
     @app.after_request
@@ -265,6 +281,10 @@ def _install_routes(app: Flask, config: SidecarConfig, services: Services, metri
         return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
 
     spec = resources.files("osreco.plugin").joinpath("openapi.json").read_text(encoding="utf-8")
+    if not config.playground_enabled:  # describe only the routes this app serves
+        doc = json.loads(spec)
+        doc["paths"] = {p: v for p, v in doc["paths"].items() if not p.startswith("/playground")}
+        spec = json.dumps(doc, indent=2)
 
     @route("/openapi.json", methods=["GET"])
     def openapi() -> Response:

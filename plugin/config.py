@@ -54,6 +54,8 @@ SETTINGS: tuple[Setting, ...] = (
             unset="required outside dev mode"),
     Setting("OSRECO_DEV_MODE", "`1`: no API keys and a fixed HMAC key; never in production", unset="off"),
     Setting("OSRECO_HMAC_KEY", "key that pseudonymizes user ids (never stored)", unset="required outside dev mode"),
+    Setting("OSRECO_PLAYGROUND", "`1`: serve the browser playground at `/playground` (its API behind the API "
+            "keys); always on in dev mode", unset="off"),
     Setting("OSRECO_FACETS", "facet fields the intent parser links query words to", "brand,color,category,genres"),
     Setting("OSRECO_EMBED_VOCABULARY", "`0`: link query words to facet values without embeddings", "1"),
     Setting("OSRECO_RETRIEVAL", "`msearch` (fusion in the sidecar) or `hybrid` (neural-search pipeline)",
@@ -166,6 +168,7 @@ class SidecarConfig:
         limits: request limits.
         api_keys_file: file of hashed API keys (see ``osreco apikey create``).
         dev_mode: explicit opt-out of API keys (never on by default).
+        playground: serve the browser playground (``/playground``) outside dev mode too.
         hmac_key: key that pseudonymizes user ids.
         llm_url: OpenAI-compatible chat endpoint for the optional LLM intent parser.
         llm_timeout_s: how long the LLM parser may take before the rules parser is used.
@@ -205,6 +208,7 @@ class SidecarConfig:
     limits: Limits = field(default_factory=Limits)
     api_keys_file: str | None = None
     dev_mode: bool = False
+    playground: bool = False
     hmac_key: str | None = None
     llm_url: str | None = None
     llm_timeout_s: float = 2.0
@@ -270,6 +274,11 @@ class SidecarConfig:
             raise ConfigError("retry_after_s and encoder_threads must be >= 1", field="retry_after_s")
 
     @property
+    def playground_enabled(self) -> bool:
+        """Whether ``/playground`` is served: in dev mode, or with ``OSRECO_PLAYGROUND=1``."""
+        return self.dev_mode or self.playground
+
+    @property
     def prefix(self) -> str:
         """Prefix of the users and events indexes."""
         return self.store_prefix or self.alias
@@ -322,6 +331,7 @@ class SidecarConfig:
             fusion=fusion, retrieval=_text(env, "OSRECO_RETRIEVAL"), limits=limits,
             api_keys_file=_text(env, "OSRECO_API_KEYS_FILE") or None,
             dev_mode=_text(env, "OSRECO_DEV_MODE").lower() in ("1", "true", "yes"),
+            playground=_text(env, "OSRECO_PLAYGROUND").lower() in ("1", "true", "yes"),
             hmac_key=_text(env, "OSRECO_HMAC_KEY") or None, llm_url=_text(env, "OSRECO_LLM_URL") or None,
             llm_timeout_s=_float(env, "OSRECO_LLM_TIMEOUT_S"),
             search_timeout_s=_float(env, "OSRECO_SEARCH_TIMEOUT_S"),
