@@ -35,7 +35,7 @@ from osreco.plugin.service import SearchService
 __all__ = ["PAGE_CSP", "Variant", "chips", "create_blueprint", "drop_parts", "parse_playground_search",
            "settings_view"]
 
-PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https: http:; "
             "connect-src 'self'; media-src 'self' blob:; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'")
 STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -43,6 +43,8 @@ VARIANT_KEYS = ("fusion", "bm25_weight", "dense_weight", "cf_weight", "personali
 FUSION_NAMES = {"rrf": "rrf", "weighted": "linear", "linear": "linear"}
 """The page's fusion names -> FusionSettings methods (``weighted`` is linear fusion)."""
 HISTORY_SHOWN = 10
+MAX_VARIANT_WEIGHT = 100.0
+"""Largest fusion weight a variant may set (huge weights overflow the fused scores)."""
 SECRET_SETTINGS = ("hmac_key",)
 
 
@@ -83,8 +85,9 @@ def parse_variant(raw: object, base: FusionSettings) -> Variant:
         if name not in raw:
             continue
         value = raw[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise RequestError(f"variant.{name} must be a number >= 0", field=f"variant.{name}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0 <= value <= MAX_VARIANT_WEIGHT:
+            raise RequestError(f"variant.{name} must be a number in 0..{MAX_VARIANT_WEIGHT:g}", field=f"variant.{name}")
         if name == "cf_weight":  # the taste weight of every query class, for this request
             fusion = replace(fusion, cf_weight=float(value), listing_cf_weight=float(value),
                              title_cf_weight=float(value))
@@ -229,6 +232,8 @@ def settings_view(config: SidecarConfig) -> dict[str, Any]:
                          "ca_path": os_cfg.get("ca_path"), "verify_certs": os_cfg.get("verify_certs"),
                          "timeout_s": os_cfg.get("timeout_s")}
     out["facets"], out["rerank_fields"] = list(config.facets), list(config.rerank_fields)
+    if config.llm_url:  # it may carry credentials or a token in its query
+        out["llm_url"] = _public_url(config.llm_url)
     return out
 
 
@@ -262,7 +267,26 @@ def settings_payload(config: SidecarConfig, service: SearchService) -> dict[str,
     cf_meta = None if cf is None else {"dir": config.cf_model_dir, "dim": cf.dim, **dict(cf.meta)}
     return {"settings": settings_view(config), "bundle": _bundle(service.models.encoder),
             "reranker": _bundle(service.models.reranker), "cf_model": cf_meta, "index": index,
-            "readiness": readiness, "features": {"image": False, "audio": False}}
+            "readiness": readiness, "degradations": degradations_now(service),
+            "features": {"image": False, "audio": False}}
+
+
+def degradations_now(service: SearchService) -> dict[str, Any]:
+    """What is degraded right now: no encoder (BM25 only) and why, the bundle hot-reload's last
+    error, whether the reranker and the CF model are loaded, and the degraded requests served so
+    far in this process, per kind (``osreco_degradations_total``)."""
+    counts: dict[str, float] = {}
+    for metric in service.metrics.degradations.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.value:
+                kind = sample.labels.get("kind", "?")
+                counts[kind] = counts.get(kind, 0.0) + sample.value
+    reloader = service.reloader
+    return {"encoder": None if service.models.encoder is not None else (service.models.encoder_error or "not loaded"),
+            "bundle_reload": getattr(reloader, "last_error", None),
+            "reranker_loaded": service.models.reranker is not None,
+            "cf_model_loaded": service.users.cf_model is not None,
+            "requests_degraded": {k: int(v) for k, v in sorted(counts.items())}}
 
 
 def user_payload(service: SearchService, user_id: str) -> dict[str, Any]:

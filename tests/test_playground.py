@@ -81,6 +81,15 @@ def test_settings_view(client, shop):
     assert body["cf_model"] is None and body["features"] == {"image": False, "audio": False}
     assert body["settings"]["alias"] == shop.alias and body["settings"]["fusion"]["method"] == "rrf"
     assert body["settings"]["dev_mode"] is True
+    now = body["degradations"]  # what is degraded right now
+    assert now["encoder"] is None and now["reranker_loaded"] is False and now["cf_model_loaded"] is False
+    assert isinstance(now["requests_degraded"], dict)
+
+
+def test_settings_hide_credentials_in_the_llm_url(shop, opensearch_url):
+    app = create_app(_config(shop, opensearch_url, llm_url="http://bob:s3cret@llm.local:8000/v1?api-key=tok"))
+    body = app.test_client().get("/playground/api/settings").get_json()
+    assert body["settings"]["llm_url"] == "http://llm.local:8000/v1"
 
 
 def test_search_shows_the_intent_as_chips(client):
@@ -114,6 +123,7 @@ def test_dropping_a_chip_removes_that_part(client):
     ({"variant": {"fusion": "borda"}}, "variant.fusion"),
     ({"variant": {"cf_weight": -1}}, "variant.cf_weight"),
     ({"variant": {"bm25_weight": True}}, "variant.bm25_weight"),
+    ({"variant": {"bm25_weight": 1e308, "dense_weight": 1e308}}, "variant.bm25_weight"),  # overflows the scores
     ({"variant": {"rerank": "no"}}, "variant.rerank"),
     ({"variant": []}, "variant"),
     ({"k": 0}, "k"),

@@ -198,6 +198,9 @@ def test_playground_in_a_real_browser(browser, sidecar, movies):
 
     browser.get(f"{sidecar}/playground")
     assert browser.find_element("id", "q").is_displayed()
+    swatches = browser.find_elements("css selector", ".legend .swatch")
+    colours = {s.get_attribute("data-signal"): s.value_of_css_property("background-color") for s in swatches}
+    assert len(swatches) == 6 and len(set(colours.values())) == 6, colours  # one colour per signal
 
     # 1. a query -> chips that match the parsed intent, results that satisfy the chips
     _search(browser, QUERY)
@@ -254,6 +257,25 @@ def test_playground_in_a_real_browser(browser, sidecar, movies):
             assert not shown.startswith(("↑", "↓", "new")), (item, shown)
     assert any(_expected_badge(column_a, column_b, i) for i in column_b)  # at least one marked change
     _screenshot(browser, "compare")
+
+    # 5b. remove the year chip while comparing: focus moves to the next chip (else "Restore removed
+    # parts"); then switching B's personalization back on re-runs B alone, keeping the chip removed
+    removable = [c.get_attribute("data-key") for c in browser.find_elements("css selector", "#chips button.chip")]
+    at = removable.index("range:year")
+    _chips(browser)["range:year"].click()
+    wide_b = _wait(browser, _changed(browser, column_b, "b"), "column B after removing the year chip")
+    assert {"c7", "c8"} & set(wide_b) and all(MOVIES[i][1] == "comedy" for i in wide_b), wide_b
+    left = [c.get_attribute("data-key") for c in browser.find_elements("css selector", "#chips button.chip")]
+    focused = browser.switch_to.active_element
+    if at < len(left):
+        assert focused.get_attribute("data-key") == left[at], (removable, left)
+    else:
+        assert focused.get_attribute("id") == "restore-chips", (removable, left)
+    personalization_b.click()  # no Search click: the form's change listener re-runs the search
+    personal_b = _wait(browser, _changed(browser, wide_b, "b"), "column B after turning its personalization on")
+    assert "range:year" not in _chips(browser) and browser.find_element("id", "restore-chips").is_displayed()
+    assert set(personal_b) == set(wide_b) and personal_b.index("c4") < wide_b.index("c4"), (wide_b, personal_b)
+    assert personal_b == _ids(browser, "a"), (personal_b, _ids(browser, "a"))  # same settings as A now
 
     # 6. the read-only settings view names the served index as a definition list
     settings = browser.find_element("id", "settings")

@@ -13,7 +13,8 @@
   const PLAYGROUND_SESSION = "playground";
   const KEY_STORE = "osreco.playground.apiKey";
 
-  const state = { query: "", drop: [], lastA: [], seq: 0, features: { image: false, audio: false } };
+  // focusChip: after a chip's removal, the index among removable chips to focus once they are rebuilt
+  const state = { query: "", drop: [], lastA: [], seq: 0, focusChip: null, features: { image: false, audio: false } };
 
   const $ = (id) => document.getElementById(id);
 
@@ -112,7 +113,7 @@
         node.type = "button";
         node.setAttribute("aria-label", "remove " + chip.label);
         node.title = "remove " + chip.label;
-        node.addEventListener("click", () => removeChip(chip.key));
+        node.addEventListener("click", () => removeChip(chip.key, node));
       } else {
         node = el("span", chip.kind === "info" ? "chip info" : "chip chip-" + chip.kind, chip.label);
       }
@@ -122,10 +123,23 @@
     }
     if (!box.firstChild) box.appendChild(el("span", "note", state.query ? "no filters understood" : ""));
     $("restore-chips").hidden = state.drop.length === 0;
+    if (state.focusChip !== null) restoreChipFocus(box, state.focusChip);
+    state.focusChip = null;
   }
 
-  function removeChip(key) {
+  /** Keyboard focus after a removal: the next chip (now at the removed one's place), else the
+   * "Restore removed parts" button, else the query box. */
+  function restoreChipFocus(box, index) {
+    const buttons = box.querySelectorAll("button.chip");
+    const restore = $("restore-chips");
+    if (index >= 0 && index < buttons.length) buttons[index].focus();
+    else if (!restore.hidden) restore.focus();
+    else $("q").focus();
+  }
+
+  function removeChip(key, node) {
     if (!state.drop.includes(key)) state.drop.push(key);
+    state.focusChip = Array.prototype.indexOf.call($("chips").querySelectorAll("button.chip"), node);
     runSearch();
   }
 
@@ -228,12 +242,33 @@
     return null;
   }
 
+  /** One result list; a title click there is a click on a search result (it carries the query). */
   function renderResults(list, results, ranksA) {
     clear(list);
     results.forEach((r, i) => {
       const change = ranksA ? rankChangeOf(String(r.item_id), i + 1, ranksA) : null;
-      list.appendChild(card(r, clickResult, change));
+      list.appendChild(card(r, (res) => clickResult(res, { query: state.query, position: i + 1 }), change));
     });
+  }
+
+  /** Items of column A that column B does not show, listed under B as "dropped". */
+  function renderDropped(resultsA, resultsB) {
+    const list = $("dropped-b");
+    clear(list);
+    const inB = new Set(resultsB.map((r) => String(r.item_id)));
+    resultsA.forEach((r, i) => {
+      const itemId = String(r.item_id);
+      if (inB.has(itemId)) return;
+      const li = el("li", null, (r.title || itemId) + " (was #" + (i + 1) + " in A)");
+      li.setAttribute("data-item-id", itemId);
+      list.appendChild(li);
+    });
+    $("dropped-b-box").hidden = !list.firstChild;
+  }
+
+  function clearDropped() {
+    clear($("dropped-b"));
+    $("dropped-b-box").hidden = true;
   }
 
   // ---- search ------------------------------------------------------------------------------
@@ -252,6 +287,7 @@
     const compare = $("compare").checked;
     clear($("results-a"));  // a result list on the page is always the answer to the latest request
     clear($("results-b"));
+    clearDropped();
     setBusy(true);
     setStatus("Searching…");
     try {
@@ -268,6 +304,7 @@
       if (compare && b) {
         const ranksA = new Map(state.lastA.map((r, i) => [String(r.item_id), i + 1]));
         renderResults($("results-b"), b.results || [], ranksA);
+        renderDropped(state.lastA, b.results || []);
         text += " · B: " + (b.results || []).length + " results";
       } else {
         clear($("results-b"));
@@ -331,20 +368,24 @@
     try {
       const body = await api(path);
       const results = body.results || [];
-      for (const r of results) list.appendChild(card(r, clickResult, null));
+      // a click in a panel is not an answer to the query: no query, the position within this panel
+      results.forEach((r, i) => list.appendChild(card(r, (res) => clickResult(res, { position: i + 1 }), null)));
       note.textContent = results.length ? "" : emptyText;
     } catch (e) {
       note.textContent = e.message;
     }
   }
 
-  async function postClick(result) {
+  /** Post a click; `where.query` only for result-list clicks, `where.position` within the clicked list. */
+  async function postClick(result, where) {
     const user = userId();
     if (!user) return "anonymous clicks are not stored";
     const event = {
-      user_id: user, item_id: String(result.item_id), kind: "click", query: state.query.slice(0, 512) || null,
-      position: typeof result.rank === "number" ? result.rank : null, session_id: PLAYGROUND_SESSION,
+      user_id: user, item_id: String(result.item_id), kind: "click", position: where.position,
+      session_id: PLAYGROUND_SESSION,
     };
+    const query = (where.query || "").slice(0, 512);
+    if (query) event.query = query;
     try {
       await api("/v1/events", { method: "POST", body: event });
       return "click stored as playground traffic";
@@ -353,10 +394,10 @@
     }
   }
 
-  async function clickResult(result) {
+  async function clickResult(result, where) {
     const user = userId();
     const itemId = String(result.item_id);
-    const clicked = await postClick(result);
+    const clicked = await postClick(result, where);
     const k = kValue();
     const jobs = [loadPanel("similar", "/v1/items/" + encodeURIComponent(itemId) + "/similar?k=" + k,
       "No similar items.")];
@@ -460,7 +501,9 @@
     $("search-form").addEventListener("submit", newSearch);
     $("user").addEventListener("change", loadHistory);
     for (const id of ["variant-a", "variant-b"]) {
+      // a changed or applied column setting re-runs the current search; removed chips stay removed
       $(id).addEventListener("submit", (e) => { e.preventDefault(); if (state.query) runSearch(); });
+      $(id).addEventListener("change", () => { if (state.query) runSearch(); });
     }
     $("compare").addEventListener("change", () => {
       $("column-b").hidden = !$("compare").checked;
