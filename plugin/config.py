@@ -313,7 +313,7 @@ class SidecarConfig:
             cf_weight=_float(env, "OSRECO_CF_WEIGHT"),
             listing_cf_weight=_float(env, "OSRECO_LISTING_CF_WEIGHT"),
             title_cf_weight=_float(env, "OSRECO_TITLE_CF_WEIGHT"),
-            demote_seen=_text(env, "OSRECO_DEMOTE_SEEN").lower() not in ("0", "false", "no"),
+            demote_seen=_flag(env, "OSRECO_DEMOTE_SEEN"),
             neighbors_weight=_float(env, "OSRECO_NEIGHBORS_WEIGHT"),
             candidates=_int(env, "OSRECO_CANDIDATES"),
             ef_search=_int(env, "OSRECO_EF_SEARCH"),
@@ -330,14 +330,14 @@ class SidecarConfig:
             facets=_names(env, "OSRECO_FACETS"),
             fusion=fusion, retrieval=_text(env, "OSRECO_RETRIEVAL"), limits=limits,
             api_keys_file=_text(env, "OSRECO_API_KEYS_FILE") or None,
-            dev_mode=_text(env, "OSRECO_DEV_MODE").lower() in ("1", "true", "yes"),
-            playground=_text(env, "OSRECO_PLAYGROUND").lower() in ("1", "true", "yes"),
+            dev_mode=_flag(env, "OSRECO_DEV_MODE"),
+            playground=_flag(env, "OSRECO_PLAYGROUND"),
             hmac_key=_text(env, "OSRECO_HMAC_KEY") or None, llm_url=_text(env, "OSRECO_LLM_URL") or None,
             llm_timeout_s=_float(env, "OSRECO_LLM_TIMEOUT_S"),
             search_timeout_s=_float(env, "OSRECO_SEARCH_TIMEOUT_S"),
             request_timeout_s=_float(env, "OSRECO_REQUEST_TIMEOUT_S"),
             encoder_threads=_int(env, "OSRECO_ENCODER_THREADS"),
-            embed_vocabulary=_text(env, "OSRECO_EMBED_VOCABULARY").lower() not in ("0", "false", "no"),
+            embed_vocabulary=_flag(env, "OSRECO_EMBED_VOCABULARY"),
             bundles_root=_text(env, "OSRECO_BUNDLES_ROOT") or None,
             bundle_reload_s=_float(env, "OSRECO_BUNDLE_RELOAD_S"),
             rerank_bundle=_text(env, "OSRECO_RERANK_BUNDLE") or None,
@@ -382,6 +382,16 @@ def _number(name: str, raw: str) -> float:
         return float(raw)
     except ValueError as e:
         raise ConfigError(f"{name}={raw!r} is not a number", field=name) from e
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    """An on/off setting: ``1``/``true``/``yes`` or ``0``/``false``/``no`` (any case); else a ConfigError."""
+    raw = _text(env, name).strip().lower()
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("", "0", "false", "no"):  # "": a setting that is off when unset
+        return False
+    raise ConfigError(f"{name}={raw!r} is not on or off", field=name, fix="use 1/true/yes or 0/false/no")
 
 
 def _int(env: dict[str, str], name: str) -> int:

@@ -55,3 +55,20 @@ def test_an_empty_variable_means_its_default():
     built = SidecarConfig.from_env({"OSRECO_DEV_MODE": "1", "OSRECO_INDEX": "", "OSRECO_CANDIDATES": ""},
                                    opensearch=NODE)
     assert (built.alias, built.fusion.candidates) == ("osreco-items", 50)
+
+
+def test_on_off_settings_are_strict():
+    import pytest
+
+    from osreco.plugin.config import SidecarConfig
+    from osreco.plugin.errors import ConfigError
+
+    env = {"OPENSEARCH_URL": "http://127.0.0.1:9", "OSRECO_INDEX": "items", "OSRECO_DEV_MODE": "Yes"}
+    config = SidecarConfig.from_env(env)
+    assert config.dev_mode is True and config.fusion.demote_seen is True and config.playground is False
+    off = SidecarConfig.from_env({**env, "OSRECO_DEMOTE_SEEN": "FALSE", "OSRECO_EMBED_VOCABULARY": "0"})
+    assert off.fusion.demote_seen is False and off.embed_vocabulary is False
+    for name in ("OSRECO_DEV_MODE", "OSRECO_DEMOTE_SEEN", "OSRECO_PLAYGROUND"):
+        with pytest.raises(ConfigError) as e:
+            SidecarConfig.from_env({**env, name: "ture"})  # a typo is never silently on or off
+        assert e.value.field == name

@@ -16,7 +16,7 @@ from osreco.cf.store import (
                              read_meta,
                              read_user_vector,
                              refresh_user_vector,
-                             update_user_vector,
+                             refresh_user_vectors,
                              write_item_factors,
                              write_meta,
                              write_user_vectors,
@@ -24,7 +24,7 @@ from osreco.cf.store import (
 from osreco.cf.train import train_models
 
 __all__ = ["CFConfig", "CFModel", "train_models",
-           "StoreConfig", "read_meta", "read_user_vector", "refresh_user_vector", "update_user_vector",
+           "StoreConfig", "read_meta", "read_user_vector", "refresh_user_vector", "refresh_user_vectors",
            "write_item_factors", "write_meta", "write_user_vectors",
            "Event", "expire_events", "from_ubi", "write_events",
            "Interaction", "ReadConfig", "read_interactions", "PrivacyConfig", "pseudonymize"]

@@ -72,17 +72,18 @@ class StoreConfig:
         return f"{self.prefix}-events"
 
 
+SEEN_FIELD: dict[str, object] = {"type": "keyword", "index": False, "doc_values": False}
+"""Every item a user has seen (up to ``seen_len``): kept in ``_source`` only, read by id."""
 USERS_MAPPING: dict[str, object] = {
     "dynamic": "strict",
     "properties": {
         "user_key": {"type": "keyword"},
         "cf_vector": {"type": "float", "index": False, "doc_values": False},
         "history": {"type": "keyword"},
-        "seen": {"type": "keyword", "index": False, "doc_values": False},
+        "seen": SEEN_FIELD,
         "updated_at": {"type": "date"},
     },
 }
-SEEN_FIELD = USERS_MAPPING["properties"]["seen"]  # type: ignore[index]  # a literal dict of dicts
 META_MAPPING: dict[str, object] = {"dynamic": False, "properties": {"trained_at": {"type": "date"},
                                                                      "model": {"type": "keyword"}}}
 
@@ -173,16 +174,6 @@ def write_user_vectors(client: OpenSearch, store: StoreConfig, user_keys: Sequen
     return report
 
 
-def update_user_vector(client: OpenSearch, store: StoreConfig, user_key: str, vector: np.ndarray,
-                       history: Sequence[str], refresh: bool = True, seen: Sequence[str] = ()) -> None:
-    """Store one user's freshly folded-in vector (online update after an event); ``seen`` (older
-    seen items beyond ``history``) is kept in front of it."""
-    ensure_users_index(client, store)
-    doc = {"user_key": user_key, "cf_vector": _floats(vector), "history": list(history)[-store.history_len:],
-           "seen": merge_seen(seen, history, store.seen_len), "updated_at": now_iso()}
-    client.index(index=store.users_index, id=user_key, body=doc, refresh=refresh)
-
-
 def merge_seen(older: Sequence[str], newer: Sequence[str], limit: int) -> list[str]:
     """Every item of ``older`` then ``newer`` once (a re-seen item moves to the end), the last ``limit``."""
     recent = set(newer)
@@ -250,39 +241,34 @@ def _floats(vec: np.ndarray) -> list[float]:
 
 def refresh_user_vector(client: OpenSearch, store: StoreConfig, model: CFModel, user_key: str,
                         limit: int = 200) -> np.ndarray:
-    """Online update after an event: fold in the user's history plus recent events, store the vector.
-
-    The stored ``history`` (from training or earlier updates) counts 1 per item; the newest
-    ``limit`` events count with their kind-weighted values and replace history entries of
-    the same items, so a long-known user is not reduced to their last few clicks.
-
-    Args:
-        model: the loaded :class:`~osreco.cf.model.CFModel` (item factors stay fixed).
-        user_key: the pseudonym.
-        limit: newest events used.
+    """Online update of one user (:func:`refresh_user_vectors`), searchable at once.
 
     Returns:
-        The new vector (zeros when none of the items is known to the model).
+        The new vector (zeros when none of the items is known to the model, or the user has
+        neither a stored document nor events).
     """
-    from osreco.cf.events import recent_events
-
-    doc = read_user(client, store, user_key)
-    events = recent_events(client, store.prefix, user_key, limit)
-    recent = {e.item_id for e in events}
-    past = [i for i in (doc.get("history") or [] if doc else []) if i not in recent]
-    items = past + [e.item_id for e in events]
-    vector = model.fold_in(items, [1.0] * len(past) + [e.value for e in events])
-    update_user_vector(client, store, user_key, vector, list(dict.fromkeys(items)),
-                       seen=(doc.get("seen") or []) if doc else [])
-    return vector
+    vectors = refresh_user_vectors(client, store, model, [user_key], limit, refresh=True)
+    return vectors.get(user_key, np.zeros(model.dim, dtype=np.float32))
 
 
 def refresh_user_vectors(client: OpenSearch, store: StoreConfig, model: CFModel, user_keys: Sequence[str],
-                         limit: int = 200) -> int:
-    """:func:`refresh_user_vector` for many users: one ``mget``, one ``_msearch``, one bulk write.
+                         limit: int = 200, refresh: bool = False) -> dict[str, np.ndarray]:
+    """Online update after events: fold in each user's history plus recent events and store the
+    vectors, with one ``mget``, one ``_msearch`` and one bulk write.
 
-    A user with neither a stored document nor events (forgotten meanwhile) is skipped, so a late
-    fold-in never writes a user back. Returns how many users were written.
+    The stored ``history`` (from training or earlier updates) counts 1 per item; the newest
+    ``limit`` events count with their kind-weighted values and replace history entries of the
+    same items, so a long-known user is not reduced to their last few clicks. ``seen`` keeps
+    every item. A user with neither a stored document nor events (forgotten meanwhile) is
+    skipped, so a late fold-in never writes a user back.
+
+    Args:
+        model: the loaded :class:`~osreco.cf.model.CFModel` (item factors stay fixed).
+        limit: newest events used per user.
+        refresh: make the users searchable before returning.
+
+    Returns:
+        ``{user key: new vector}`` of the users written.
 
     Raises:
         BulkError: the bulk write failed or refused some users.
@@ -291,13 +277,13 @@ def refresh_user_vectors(client: OpenSearch, store: StoreConfig, model: CFModel,
 
     keys = list(dict.fromkeys(user_keys))
     if not keys:
-        return 0
+        return {}
     ensure_users_index(client, store)
     docs = {d["_id"]: d.get("_source") for d in client.mget(index=store.users_index, body={"ids": keys})["docs"]
             if d.get("found")}
     events = recent_events_of(client, store.prefix, keys, limit)
     stamp = now_iso()
-    actions = []
+    actions, vectors = [], {}
     for key in keys:
         doc, recent_rows = docs.get(key), events.get(key, [])
         if doc is None and not recent_rows:
@@ -305,7 +291,7 @@ def refresh_user_vectors(client: OpenSearch, store: StoreConfig, model: CFModel,
         recent = {e.item_id for e in recent_rows}
         past = [i for i in (doc.get("history") or [] if doc else []) if i not in recent]
         items = past + [e.item_id for e in recent_rows]
-        vector = model.fold_in(items, [1.0] * len(past) + [e.value for e in recent_rows])
+        vector = vectors[key] = model.fold_in(items, [1.0] * len(past) + [e.value for e in recent_rows])
         actions.append({"_op_type": "index", "_index": store.users_index, "_id": key,
                         "_source": {"user_key": key, "cf_vector": _floats(vector),
                                     "history": list(dict.fromkeys(items))[-store.history_len:],
@@ -315,4 +301,6 @@ def refresh_user_vectors(client: OpenSearch, store: StoreConfig, model: CFModel,
     if report.failed or report.missing:
         raise BulkError(f"{len(report.failed) + len(report.missing)} user vectors refused by {store.users_index}: "
                         f"{list(report.failed.items())[:3]}", index=store.users_index)
-    return report.written
+    if refresh and actions:
+        client.indices.refresh(index=store.users_index)
+    return vectors
