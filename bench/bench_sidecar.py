@@ -15,6 +15,13 @@ osreco ``/v1/search`` (intent + embed + one ``_msearch`` + fusion) and a direct 
 two random words, so the encoder's query cache rarely hits). Per-stage times (parse,
 embed, search, fuse) are the medians of the ``timings_ms`` each response carries.
 
+With ``--variant NAME:ENV=V[,ENV=V]`` (repeatable), one more sidecar per variant runs beside the
+default one (its ``OSRECO_*`` settings overridden, e.g. ``c25:OSRECO_CANDIDATES=25`` or
+``hybrid:OSRECO_RETRIEVAL=hybrid``) and all of them, with the direct BM25, alternate in each
+round at each client count: the settings side by side in one run. ``--listing-cache N`` also
+times a text-less filtered listing's ``_msearch`` on the node with and without
+``request_cache: true`` in its header (N requests each, alternated, 1 client).
+
 With ``--rerank-bundle``, a second sidecar with ``OSRECO_RERANK_BUNDLE`` (top ``--rerank-n``)
 runs beside the first, and ``/v1/search`` with and without the cross-encoder alternate in
 each round at each client count: the difference of medians is the reranker's added latency.
@@ -50,6 +57,7 @@ QUERIES = ("red running shoes under $50", "cheap waterproof jacket not nike", "w
            "warm winter jacket between 50 and 150 dollars", "xiaomi phone", "steel kettle", "红色连衣裙",
            "500元以下的耳机", "noise cancelling headphones not apple")
 STAGES = ("parse", "embed", "search", "fuse")
+READY_S = 300.0  # how long a sidecar may take to answer /readyz
 
 
 def write_catalog(path: Path, n: int, seed: int = 0) -> Path:
@@ -111,7 +119,9 @@ def ensure_index(client, bundle: Path, n: int) -> str:
 
 
 def start_sidecar(alias: str, bundle: Path, node_url: str, **extra_env: str) -> tuple[subprocess.Popen, str]:
-    """gunicorn (1 worker, 16 threads) on a free loopback port; waits for /readyz."""
+    """gunicorn (1 worker, 16 threads) on a free loopback port; waits up to ``READY_S`` for /readyz
+    (a loaded shared machine can take minutes to import and warm the app)."""
+    ready_s = READY_S
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -122,7 +132,8 @@ def start_sidecar(alias: str, bundle: Path, node_url: str, **extra_env: str) -> 
                              f"127.0.0.1:{port}", "--keep-alive", "30", "osreco.plugin.wsgi:app"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"127.0.0.1:{port}"
-    for _ in range(300):
+    deadline = time.monotonic() + ready_s
+    while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection(base, timeout=5)
             conn.request("GET", "/readyz")
@@ -134,7 +145,8 @@ def start_sidecar(alias: str, bundle: Path, node_url: str, **extra_env: str) -> 
             raise SystemExit(f"sidecar exited: {proc.stderr.read().decode()[-2000:]}")
         time.sleep(0.2)
     proc.kill()
-    raise SystemExit("sidecar did not become ready in 60 s")
+    tail = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    raise SystemExit(f"sidecar did not become ready in {ready_s:.0f} s: {tail}")
 
 
 def make_query(rng: random.Random) -> str:
@@ -199,6 +211,10 @@ def main() -> None:
     ap.add_argument("--bundle", default=None, help="bundle folder (default: export int8 MiniLM once)")
     ap.add_argument("--rerank-bundle", default=None, help="also measure search with this cross-encoder")
     ap.add_argument("--rerank-n", type=int, default=50, help="candidates the cross-encoder scores")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME:OSRECO_X=V[,OSRECO_Y=W]: one more sidecar with these settings, side by side")
+    ap.add_argument("--listing-cache", type=int, default=0,
+                    help="also time N filtered listings on the node with and without request_cache")
     args = ap.parse_args()
     from osreco.ingest.connection import OpenSearchConfig, connect
 
@@ -216,6 +232,16 @@ def main() -> None:
             procs.append(rproc)
             print(rerank_report(measure_rerank(host, rhost, alias, args), args))
             return
+        if args.listing_cache:
+            print(listing_cache_report(connect(os_cfg), alias, args.listing_cache))
+        if args.variant:
+            hosts = {"default": host}
+            for spec in args.variant:
+                name, env = parse_variant(spec)
+                vproc, hosts[name] = start_sidecar(alias, bundle, os_cfg.url, **env)
+                procs.append(vproc)
+            print(variants_report(measure_variants(hosts, node, alias, args), args))
+            return
         clients = [int(c) for c in args.clients.split(",")]
         run_load("osreco", host, alias, 2, 3.0)  # warm-up: caches, connections, vocabulary
         run_load("direct", node, alias, 2, 2.0)
@@ -232,6 +258,78 @@ def main() -> None:
         for p in procs:
             p.terminate()
             p.wait(timeout=20)
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """``"c25:OSRECO_CANDIDATES=25,OSRECO_EF_SEARCH=50"`` -> ``("c25", {...})``."""
+    name, _, rest = spec.partition(":")
+    env = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
+    if not name or not env or not all(k.startswith("OSRECO_") for k in env):
+        raise SystemExit(f"--variant {spec!r}: expected NAME:OSRECO_X=V[,OSRECO_Y=W]")
+    return name, env
+
+
+def measure_variants(hosts: dict[str, str], node: str, alias: str, args: argparse.Namespace) -> dict:
+    """Every variant's sidecar and the direct BM25, alternated per client count and round."""
+    for h in hosts.values():
+        run_load("osreco", h, alias, 2, 3.0)  # warm-up: caches, connections, vocabulary
+    run_load("direct", node, alias, 2, 2.0)
+    out: dict = {}
+    for _ in range(args.rounds):
+        for c in [int(x) for x in args.clients.split(",")]:
+            for name, h in [*hosts.items(), ("direct BM25", node)]:
+                lat, tim = run_load("direct" if name == "direct BM25" else "osreco", h, alias, c, args.seconds)
+                cell = out.setdefault((name, c), {"lat": [], "tim": []})
+                cell["lat"].extend(lat)
+                cell["tim"].extend(tim)
+    return out
+
+
+def variants_report(out: dict, args: argparse.Namespace) -> str:
+    lines = [f"items={args.items}, {args.rounds} rounds x {args.seconds:.0f}s per cell, variants alternated, "
+             f"gunicorn 1 worker x 16 threads, encoder threads 1, {os.cpu_count()} CPUs (shared, noisy)", "",
+             "| clients | variant | p50 ms | p99 ms | added p50 over BM25 ms | "
+             + " | ".join(f"{s} p50 ms" for s in STAGES) + " | sidecar own p50 ms | n |",
+             "|---|---|---|---|---|" + "---|" * len(STAGES) + "---|---|"]
+    for c in sorted({c for _, c in out}):
+        bm25 = pct(out[("direct BM25", c)]["lat"], 50)
+        for (name, cc), cell in out.items():
+            if cc != c:
+                continue
+            tim = cell["tim"]
+            stages = [statistics.median([t.get(s, 0.0) for t in tim]) if tim else float("nan") for s in STAGES]
+            own = (statistics.median([sum(v for k, v in t.items() if k != "search") for t in tim])
+                   if tim else float("nan"))
+            lines.append(f"| {c} | {name} | {pct(cell['lat'], 50):.1f} | {pct(cell['lat'], 99):.1f} | "
+                         f"{pct(cell['lat'], 50) - bm25:.1f} | " + " | ".join(f"{x:.2f}" for x in stages)
+                         + f" | {own:.2f} | {len(cell['lat'])} |")
+    return "\n".join(lines)
+
+
+def listing_cache_report(client, alias: str, n: int) -> str:
+    """A text-less filtered listing (popularity order, as the sidecar sends it) through
+    ``_msearch`` with and without ``request_cache: true``, alternated; filters drawn from 40
+    brand x category pairs so that listings repeat as a shop's category pages do."""
+    from osreco.plugin.intent.types import FacetMatch, Intent
+    from osreco.plugin.query import QueryOptions, build_msearch
+
+    rng = random.Random(3)
+    pairs = [(b, c) for b in BRANDS[:4] for c in CATEGORIES]
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(n):
+        b, c = rng.choice(pairs)
+        plan = build_msearch(Intent(query=f"{b} {c}", text="", filters=(FacetMatch("brand", b),
+                                                                       FacetMatch("category", c))),
+                             QueryOptions(alias, size=50))
+        assert plan.lines[0].get("request_cache") is True
+        for cached in (True, False):
+            lines = plan.lines if cached else [{"index": alias}, *plan.lines[1:]]
+            t0 = time.perf_counter()
+            client.msearch(body=lines)
+            times[cached].append((time.perf_counter() - t0) * 1000.0)
+    return ("| filtered listing `_msearch` (size 50, 1 client) | p50 ms | p99 ms | n |\n|---|---|---|---|\n"
+            + "\n".join(f"| request_cache {'true' if k else 'off (default for size > 0)'} | "
+                        f"{pct(v, 50):.2f} | {pct(v, 99):.2f} | {len(v)} |" for k, v in times.items()))
 
 
 def measure_rerank(host: str, rhost: str, alias: str, args: argparse.Namespace) -> dict:

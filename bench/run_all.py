@@ -45,6 +45,8 @@ def steps(args: argparse.Namespace) -> tuple[list[Step], list[str]]:
         Step("ingest", "bench_ingest", ("--items", "2000", "--rounds", "1", "--tiny-items", "2000",
                                         "--memory-sizes", "2000,20000")),
         Step("sidecar", "bench_sidecar", ("--items", "2000", "--seconds", "3", "--rounds", "1")),
+        Step("scale", "bench_scale", ("--sizes", "2000,20000", "--seconds", "3", "--queries", "10")),
+        Step("asr", "bench_asr", ("--queries", "4", "--threads", "1")),
         Step("fanout", "bench_fanout", ("--users", "500", "--seconds", "5")),
         Step("train-epoch", "bench_train", ("epoch", "--base", _minilm_dir(), "--pairs", "64", "--users", "50"),
              ("epoch", "--base", _minilm_dir())),

@@ -11,6 +11,8 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from osreco.exporter.errors import ExporterError, ModelDirError, RuntimeEnvError
 from osreco.exporter.manifest import MODEL_NAME, TOKENIZER_NAME
 from osreco.exporter.modeldir import ModelInfo
@@ -162,6 +164,124 @@ def quantize_int8(src: Path, dst: Path, scope: str = "attention") -> dict:
                      op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return {"isa": detect_isa(), "scope": scope, "excluded_nodes": len(excluded)}
+
+
+_GROUP_KINDS = (("attn_qkv", r"/attention/self/(query|key|value)/|/attention/(q|k|v)_lin/"),
+                ("attn_out", r"/attention/output/dense/|/attention/out_lin/"),
+                ("ffn_up", r"/intermediate/|/ffn/lin1/"),
+                ("ffn_down", r"/layer\.\d+/output/dense/|/ffn/lin2/"))
+
+
+def node_group(name: str) -> str | None:
+    """``"layer.N kind"`` (kind: attn_qkv, attn_out, ffn_up, ffn_down) of a weight MatMul, or None."""
+    layer = re.search(r"layer\.(\d+)", name)
+    for kind, pattern in _GROUP_KINDS:
+        if layer and re.search(pattern, name):
+            return f"layer.{layer.group(1)} {kind}"
+    return None
+
+
+def layer_groups(model_path: Path) -> list[str]:
+    """Args: model_path: an ONNX encoder. Returns: its weight-MatMul groups in graph order."""
+    import onnx
+
+    out: list[str] = []
+    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
+        group = node_group(node.name) if node.op_type == "MatMul" else None
+        if group and group not in out:
+            out.append(group)
+    return out
+
+
+class _TextReader:
+    """onnxruntime CalibrationDataReader over texts: one text per batch, natural length."""
+
+    def __init__(self, texts: list[str], tokenizer_path: Path, input_names: tuple[str, ...]) -> None:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tokenizer_path))
+        self._feeds = []
+        for enc in tok.encode_batch(texts):
+            arrays = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
+            self._feeds.append({k: np.asarray([v], dtype=np.int64) for k, v in arrays.items() if k in input_names})
+        self._it = iter(self._feeds)
+
+    def get_next(self) -> dict | None:
+        """Returns: the next feed, or None at the end."""
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        """Start over (ORT calls this between calibration passes)."""
+        self._it = iter(self._feeds)
+
+
+def quantize_static_int8(src: Path, dst: Path, texts: list[str], tokenizer_path: Path | None = None,
+                         method: str = "MinMax", fmt: str = "QDQ", symmetric: bool = False,
+                         reduce_range: bool = False, keep: tuple[str, ...] = (),
+                         keep_groups: tuple[str, ...] = ()) -> dict:
+    """Static per-channel int8 of the weight MatMuls, activation ranges calibrated on texts.
+
+    Args:
+        src: fp32 model. dst: output path. texts: calibration texts (catalog text).
+        tokenizer_path: tokenizer.json (default: next to src).
+        method: ``MinMax``, ``Percentile`` or ``Entropy``. fmt: ``QDQ`` or ``QOperator``.
+        symmetric: symmetric activation ranges. reduce_range: 7-bit weights.
+        keep: group kinds kept fp32 in every layer (attn_qkv, attn_out, ffn_up, ffn_down).
+        keep_groups: exact groups kept fp32 (``"layer.5 ffn_down"``).
+    Returns:
+        Notes for the manifest (scheme, excluded node count, isa).
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    inputs = tuple(i.name for i in graph.input)
+    excluded = _exclude_nodes(src, ())
+    for node in graph.node:
+        group = node_group(node.name) if node.op_type == "MatMul" else None
+        if group and (group in keep_groups or group.split()[1] in keep):
+            excluded.append(node.name)
+    reader = _TextReader(texts, tokenizer_path or src.parent / TOKENIZER_NAME, inputs)
+    quantize_static(str(src), str(dst), reader, quant_format=getattr(QuantFormat, fmt),
+                    op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=reduce_range,
+                    activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                    calibrate_method=getattr(CalibrationMethod, method),
+                    extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
+    return {"isa": detect_isa(), "scheme": f"static-{fmt.lower()}-{method.lower()}",
+            "excluded_nodes": len(excluded)}
+
+
+def quantize_blockwise(src: Path, dst: Path, bits: int = 8, block_size: int = 32, accuracy_level: int = 4,
+                       symmetric: bool = True) -> dict:
+    """Block-wise weight quantization of the weight MatMuls (ONNX Runtime ``MatMulNBits``).
+
+    Weights are stored in ``bits`` bits with one scale per ``block_size`` values of each
+    output column. With ``accuracy_level`` 4 the CPU kernel also quantizes each activation row
+    to int8 per block at run time (fine-grained scales: no per-tensor outlier problem) and
+    multiplies with int8 dot products (VNNI); lower levels compute in fp32.
+
+    Args:
+        src: fp32 (optionally optimized) model. dst: output path.
+        bits: 8 or 4. block_size: a power of two >= 16. accuracy_level: 0-4 (4: int8 compute).
+        symmetric: symmetric weight blocks (no zero point).
+    Returns:
+        Notes for the manifest.
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
+    excluded = _exclude_nodes(src, ())
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric,
+                                          accuracy_level=accuracy_level, bits=bits)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=bits, block_size=block_size,
+                                     is_symmetric=symmetric, accuracy_level=accuracy_level,
+                                     nodes_to_exclude=excluded, algo_config=config)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+    return {"isa": detect_isa(), "scheme": f"blockwise-int{bits}", "block_size": block_size,
+            "accuracy_level": accuracy_level, "excluded_nodes": len(excluded)}
 
 
 def detect_isa() -> str:

@@ -12,10 +12,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from osreco.exporter.errors import BundleError, ConfigError, RuntimeEnvError
+from osreco.exporter.image import ImagePreprocessor, decode_image
 from osreco.exporter.manifest import MODEL_NAME, TOKENIZER_NAME, Manifest, load_manifest
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -34,6 +36,8 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str | None) -> np.ndarray:
         ConfigError: unknown mode (``None``: a classification bundle's).
     """
     hidden = hidden.astype(np.float32, copy=False)
+    if hidden.ndim == 2:  # the tower pooled already (an image–text bundle's text tower)
+        return np.ascontiguousarray(hidden)
     m = mask.astype(np.float32)[:, :, None]
     if mode == "mean":
         return (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
@@ -124,6 +128,9 @@ class Encoder:
         self._session = self._load_session(threads, device)
         self.providers: list[str] = self._session.get_providers()
         self._inputs = [i.name for i in self._session.get_inputs()]
+        self._image_session = self._load_session(threads, device, image["model"]) if (
+            image := self.manifest.image) else None
+        self._preprocess = ImagePreprocessor.from_file(self.bundle_dir / image["preprocessor"]) if image else None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -155,7 +162,7 @@ class Encoder:
         tok.enable_truncation(max_length=self.manifest.max_length)
         return tok
 
-    def _load_session(self, threads: int | None, device: str):
+    def _load_session(self, threads: int | None, device: str, name: str = MODEL_NAME):
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -166,7 +173,7 @@ class Encoder:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        path = self.bundle_dir / MODEL_NAME
+        path = self.bundle_dir / name
         try:
             return ort.InferenceSession(str(path), sess_options=opts, providers=_providers(device))
         except RuntimeEnvError:
@@ -264,6 +271,49 @@ class Encoder:
                     self._cache[text] = vec
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        return out
+
+    @property
+    def has_images(self) -> bool:
+        """Whether the bundle has an image tower (``encode_images`` works)."""
+        return self._image_session is not None
+
+    def require_images(self, who: str = "embedding images") -> None:
+        """Fail now (at start-up) when the bundle cannot embed images.
+
+        Raises:
+            ConfigError: the bundle has no image tower, naming it and the fix.
+        """
+        if self._image_session is None:
+            raise ConfigError(f"{who} needs an image–text bundle, but {self.manifest.model_name!r} has no "
+                              "image tower", self.bundle_dir,
+                              "export a CLIP/SigLIP/VisionTextDualEncoder folder with `osreco export` "
+                              "(or `osreco train image-text`) and pass that bundle")
+
+    def encode_images(self, images: Sequence[Any], batch_size: int = 16) -> np.ndarray:
+        """Embed images with the bundle's image tower (PIL + numpy preprocessing, no torch).
+
+        Args:
+            images: PIL images, or raw bytes (decoded with ``decode_image``'s default limits).
+            batch_size: images per inference batch.
+        Returns:
+            ``(len(images), dim)`` float32, L2-normalized when the bundle normalizes.
+        Raises:
+            ConfigError: no image tower, bad batch size. ImageInputError: undecodable bytes.
+        """
+        self.require_images()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        pics = [decode_image(bytes(x), source=f"image #{i}") if isinstance(x, (bytes, bytearray)) else x
+                for i, x in enumerate(images)]
+        out = np.zeros((len(pics), self.dim), dtype=np.float32)
+        assert self._image_session is not None and self._preprocess is not None
+        spec = self.manifest.image
+        for start in range(0, len(pics), batch_size):
+            pixels = self._preprocess(pics[start:start + batch_size])
+            vectors = self._image_session.run([spec["output_name"]], {spec["input_name"]: pixels})[0]
+            vectors = vectors.astype(np.float32)
+            out[start:start + len(pixels)] = l2_normalize(vectors) if self.manifest.normalize else vectors
         return out
 
     def cache_info(self) -> dict[str, int]:

@@ -27,6 +27,7 @@ from osreco.exporter.modeldir import ModelInfo, inspect_model_dir
 
 log = logging.getLogger(__name__)
 OPT_LEVELS = ("O1", "O2", "O3")
+INT8_SCHEMES = ("blockwise", "dynamic", "static")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class ExportOptions:
 
     Attributes:
         optimize: ONNX Runtime optimization level O1|O2|O3, or None (plain graph).
-        quantize: ``"int8"`` for dynamic per-channel int8, or None.
+        quantize: ``"int8"`` (the scheme: ``int8_scheme``), or None.
         fp16: convert to float16 (for CUDA).
         pooling: override mean|cls|max (default: sentence-transformers config, else mean).
         normalize: override L2 normalization (default: sentence-transformers config, else True).
@@ -45,8 +46,15 @@ class ExportOptions:
         min_cosine: override the pass mark for min cosine.
         threads: CPU threads for export-time validation.
         overwrite: replace an existing bundle folder.
-        int8_scope: with quantize: ``attention`` (default; FFN kept fp32, passes the gate) or
-            ``all`` (every weight MatMul; faster, usually needs a lower min_cosine).
+        int8_scheme: with quantize: ``blockwise`` (default: int8 weights in blocks of 32, int8
+            compute on activations quantized per row and block; passes the parity gates, see
+            docs/benchmarks.md), ``dynamic`` (per-channel dynamic int8 of ``int8_scope``) or
+            ``static`` (QDQ with activation ranges calibrated on ``calibration``; fails the gate
+            on MiniLM, kept for other models).
+        int8_scope: with the ``dynamic`` scheme: ``attention`` (FFN kept fp32) or ``all``.
+        calibration: calibration texts for the ``static`` scheme (catalog text).
+        calibration_source: where the calibration texts came from (recorded in the manifest).
+        parity_catalog: catalog texts: the parity report adds the retrieval top-10 overlap over them.
         ml_commons: also write the ml-commons zip and register body (into BUNDLE_DIR/ml-commons).
     """
 
@@ -63,6 +71,10 @@ class ExportOptions:
     overwrite: bool = False
     ml_commons: bool = False
     int8_scope: str = "attention"
+    int8_scheme: str = "blockwise"
+    calibration: tuple[str, ...] = ()
+    calibration_source: str = ""
+    parity_catalog: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.optimize is not None and self.optimize not in OPT_LEVELS:
@@ -71,6 +83,15 @@ class ExportOptions:
             raise ConfigError(f"quantize {self.quantize!r} is not supported", fix="use int8")
         if self.int8_scope not in ("attention", "all"):
             raise ConfigError(f"int8_scope {self.int8_scope!r} not in ('attention', 'all')")
+        if self.int8_scheme not in INT8_SCHEMES:
+            raise ConfigError(f"int8_scheme {self.int8_scheme!r} not in {INT8_SCHEMES}", fix="use blockwise")
+        if self.ml_commons and self.quantize and self.int8_scheme == "blockwise":
+            raise ConfigError("ml-commons' ONNX Runtime may lack the MatMulNBits operator of the blockwise scheme",
+                              fix="use --int8-scheme dynamic with --ml-commons")
+        if self.quantize and self.int8_scheme == "static" and not self.calibration:
+            raise ConfigError("the static int8 scheme needs calibration texts", field="--calibration",
+                              fix="pass --calibration FILE (catalog text, one per line or JSONL), "
+                                  "or use --int8-scheme blockwise")
         if self.quantize and self.fp16:
             raise ConfigError("--quantize and --fp16 exclude each other", fix="pick one precision")
         if self.pooling is not None and self.pooling not in POOLINGS:
@@ -121,7 +142,7 @@ def _build_graph(info: ModelInfo, options: ExportOptions, work: Path, bundle: Pa
         current = optimized
     if options.quantize:
         quantized = work / "int8.onnx"
-        notes["quantization"] = convert.quantize_int8(current, quantized, options.int8_scope)
+        notes["quantization"] = _quantize(current, quantized, options, bundle)
         current = quantized
     elif options.fp16:
         half = work / "fp16.onnx"
@@ -129,6 +150,22 @@ def _build_graph(info: ModelInfo, options: ExportOptions, work: Path, bundle: Pa
         current = half
     shutil.copyfile(current, bundle / MODEL_NAME)
     return notes
+
+
+def _quantize(src: Path, dst: Path, options: ExportOptions, bundle: Path) -> dict:
+    """Run the chosen int8 scheme. Returns: the manifest's ``quantization`` record."""
+    from osreco.exporter import convert
+    from osreco.exporter.manifest import TOKENIZER_NAME, calibration_record
+
+    if options.int8_scheme == "blockwise":
+        notes = convert.quantize_blockwise(src, dst)
+    elif options.int8_scheme == "dynamic":
+        notes = {**convert.quantize_int8(src, dst, options.int8_scope), "scheme": f"dynamic-{options.int8_scope}"}
+    else:
+        notes = convert.quantize_static_int8(src, dst, list(options.calibration), bundle / TOKENIZER_NAME)
+    calibration = (calibration_record(list(options.calibration), options.calibration_source or "texts")
+                   if options.int8_scheme == "static" else None)
+    return {**notes, "calibration": calibration}
 
 
 def _install(tmp: Path, out_dir: Path, overwrite: bool) -> None:
@@ -165,6 +202,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
     options = options or ExportOptions()
     say = report or log.info
     out_dir = Path(out_dir).absolute()
+    from osreco.exporter.image_export import image_text_type
+
+    if image_text_type(model_dir):
+        return _export_image_text(Path(model_dir), out_dir, options, say)
     info = _resolve(inspect_model_dir(model_dir), options)
     if out_dir.exists() and not options.overwrite:
         raise ConfigError("output folder already exists", out_dir, "pass --overwrite or pick another -o")
@@ -175,18 +216,19 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
         bundle.mkdir(parents=True)
         work.mkdir()
         say(f"exporting {info.path} ({info.model_type}, {info.task}, {options.precision})")
-        notes = _build_graph(info, options, work, bundle)
         pad_id = convert.save_tokenizer(info, bundle, info.max_length)
+        notes = _build_graph(info, options, work, bundle)
         inputs, output = convert.onnx_io(bundle / MODEL_NAME)
         manifest = Manifest(
             model_name=options.model_name or info.path.name, task=info.task, dim=info.dim,
             pooling=info.pooling, normalize=info.normalize if info.task == "embedding" else False,
             max_length=info.max_length, opset=convert.onnx_opset(bundle / MODEL_NAME),
             precision=options.precision, model_type=info.model_type, input_names=inputs,
-            output_name=output, pad_token_id=pad_id, labels=info.labels, optimize=options.optimize)
+            output_name=output, pad_token_id=pad_id, labels=info.labels, optimize=options.optimize,
+            quantization=notes.get("quantization", {}))
         write_manifest(bundle, manifest)
         say("validating against PyTorch …")
-        parity = validate.measure_parity(info, bundle, threads=options.threads)
+        parity = validate.measure_parity(info, bundle, threads=options.threads, catalog=options.parity_catalog)
         parity.update(notes)
         thresholds = validate.Thresholds.for_precision(options.precision, options.min_cosine)
         say(validate.format_table({k: v for k, v in parity.items() if not isinstance(v, dict)},
@@ -202,6 +244,35 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
     except ExporterError:
         raise
     except (OSError, RuntimeError, ValueError) as e:
+        raise ExporterError(f"export failed: {e}", model_dir, "see the message above") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _export_image_text(model_dir: Path, out_dir: Path, options: ExportOptions,
+                       say: Callable[[str], None]) -> Manifest:
+    """``export_model`` for an image–text dual encoder: two towers, one manifest, one parity gate."""
+    from osreco.exporter import image_export, validate
+
+    if out_dir.exists() and not options.overwrite:
+        raise ConfigError("output folder already exists", out_dir, "pass --overwrite or pick another -o")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    bundle = tmp / "bundle"
+    try:
+        bundle.mkdir(parents=True)
+        manifest = write_manifest(bundle, image_export.build_image_text_graphs(model_dir, bundle, options, say))
+        say("validating both towers against PyTorch …")
+        parity = image_export.measure_image_text_parity(model_dir, bundle, threads=options.threads)
+        thresholds = validate.Thresholds.for_precision("fp32", options.min_cosine)
+        say(validate.format_table(parity, "fp32", thresholds))
+        validate.check_parity(parity, "fp32", thresholds, out_dir)
+        manifest = write_manifest(bundle, dataclasses.replace(manifest, parity=parity))
+        _install(bundle, out_dir, options.overwrite)
+    except ExporterError:
+        raise
+    except (OSError, RuntimeError, ValueError, TypeError) as e:
         raise ExporterError(f"export failed: {e}", model_dir, "see the message above") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -22,6 +22,7 @@ TOKENIZER_NAME = "tokenizer.json"
 TASKS = ("embedding", "classification")
 POOLINGS = ("mean", "cls", "max")
 PRECISIONS = ("fp32", "int8", "fp16")
+IMAGE_KEYS = ("model", "input_name", "output_name", "preprocessor")
 _CHUNK = 1 << 20
 
 
@@ -30,6 +31,13 @@ class Manifest:
     """Self-description of a model bundle (see docs/contracts.md).
 
     ``pooling`` is ``None`` for classification bundles; ``labels`` names their outputs.
+    ``language`` is the language an encoder is for (``en``, ``zh``; empty: any), which picks
+    the encoder a query in that language is embedded by.
+    ``image`` is empty for text bundles; an image–text bundle describes its image tower there
+    (``model``, ``input_name``, ``output_name``, ``preprocessor``, ``family``) and its text
+    tower is the bundle's ``model.onnx`` (already pooled: ``output_name`` is 2-D).
+    ``quantization`` is empty unless int8: the ``scheme`` and its settings, and ``calibration``
+    (``source``, ``n_texts``, ``sha256`` of the texts; ``None`` for schemes that need none).
     """
 
     model_name: str
@@ -51,6 +59,9 @@ class Manifest:
     labels: tuple = ()
     optimize: str | None = None
     created_by: str = "osreco.exporter"
+    language: str = ""
+    image: dict = field(default_factory=dict)
+    quantization: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Returns: a JSON-ready dict (tuples become lists)."""
@@ -109,6 +120,10 @@ class Manifest:
             problems.append(f"dim {self.dim!r} is not a positive integer")
         if not isinstance(self.max_length, int) or self.max_length <= 0:
             problems.append(f"max_length {self.max_length!r} is not a positive integer")
+        if self.image:
+            missing = [k for k in IMAGE_KEYS if not self.image.get(k)]
+            if missing:
+                problems.append(f"image tower lacks {', '.join(missing)}")
         if problems:
             raise BundleError("invalid manifest: " + "; ".join(problems), path, "re-export the bundle")
 
@@ -132,6 +147,18 @@ def hash_files(bundle_dir: Path) -> dict[str, str]:
     """
     return {p.name: sha256_file(p) for p in sorted(Path(bundle_dir).iterdir())
             if p.is_file() and p.name != MANIFEST_NAME}
+
+
+def calibration_record(texts: list[str], source: str) -> dict:
+    """What a calibrated int8 export records about its calibration data.
+
+    Args:
+        texts: the calibration texts, in the order used. source: where they came from.
+    Returns:
+        ``{"source", "n_texts", "sha256"}`` (the hash of the texts joined by newlines).
+    """
+    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+    return {"source": source, "n_texts": len(texts), "sha256": digest}
 
 
 def compute_artifact_id(files: dict[str, str]) -> str:
@@ -198,7 +225,8 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
     Raises:
         BundleError: naming the first missing or modified file.
     """
-    for required in (MODEL_NAME, TOKENIZER_NAME):
+    for required in (MODEL_NAME, TOKENIZER_NAME, *(manifest.image[k] for k in ("model", "preprocessor")
+                                                    if manifest.image)):
         if required not in manifest.files:
             raise BundleError(f"manifest lists no {required}", bundle_dir / MANIFEST_NAME,
                               "re-export the bundle")

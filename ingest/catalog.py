@@ -54,6 +54,7 @@ class FieldMap:
         numeric: index field -> (column, "float" | "integer").
         dates: index date field -> column (ISO 8601 date or datetime, or epoch seconds).
         image: column holding an image path or URL.
+        audio: column holding an audio path or URL (transcribed into ``transcript``).
         deleted: column that marks a row deleted (truthy -> the item is removed).
         embed_fields: index fields whose values make the text that is embedded, in order.
         list_separator: separator that splits a facet string into several values (CSV).
@@ -66,6 +67,7 @@ class FieldMap:
     numeric: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     dates: Mapping[str, str] = field(default_factory=dict)
     image: str | None = None
+    audio: str | None = None
     deleted: str | None = None
     embed_fields: tuple[str, ...] = ("title", "text")
     list_separator: str = "|"
@@ -93,7 +95,7 @@ class FieldMap:
         Args:
             spec: keys ``id``, ``title``, ``text`` (str or list), ``facets`` (dict or list),
                 ``numeric`` (dict name -> column or [column, type] or {"column","type"}),
-                ``dates`` (dict or list), ``image``, ``deleted``, ``embed_fields``,
+                ``dates`` (dict or list), ``image``, ``audio``, ``deleted``, ``embed_fields``,
                 ``list_separator``.
             source: where the dict came from, for error messages.
 
@@ -108,7 +110,7 @@ class FieldMap:
         if unknown:
             raise ConfigError(f"{source}: unknown schema keys {sorted(unknown)}", field=sorted(unknown)[0],
                               fix=f"allowed keys: {sorted(allowed)}")
-        kwargs: dict[str, Any] = {k: v for k, v in spec.items() if k in ("id", "title", "image", "deleted",
+        kwargs: dict[str, Any] = {k: v for k, v in spec.items() if k in ("id", "title", "image", "audio", "deleted",
                                                                       "list_separator")}
         if "text" in spec:
             kwargs["text"] = _as_tuple(spec["text"])
@@ -194,7 +196,8 @@ def read_catalog(path: str | Path, fields: FieldMap, fmt: str | None = None) -> 
         CatalogError: the file cannot be read at all.
     """
     atomic = detect_format(path, fmt) == "atomic"
-    single = {fields.id, fields.title, *fields.text, *fields.dates.values(), *([fields.image] if fields.image else [])}
+    single = {fields.id, fields.title, *fields.text, *fields.dates.values(), *([fields.image] if fields.image else []),
+              *([fields.audio] if fields.audio else [])}
     for line, row in read_rows(path, fmt):
         if isinstance(row, RowError):
             if row.row is not None:  # parsed, then refused: it still names its item (for --sync)
@@ -261,6 +264,10 @@ def validate_row(row: Mapping[str, object], line: int, fields: FieldMap) -> Cata
         image = _text(_scalar(row.get(fields.image), line, fields.image))
         if image:
             doc["image"] = image
+    if fields.audio:
+        audio = _text(_scalar(row.get(fields.audio), line, fields.audio))
+        if audio:
+            doc["audio"] = audio
     return CatalogItem(item_id=item_id, line=line, fields=doc, embed_text=join_fields(doc, fields.embed_fields),
                        deleted=deleted)
 

@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ import click
 
 from osreco.cli_errors import Group
 from osreco.errors import EXIT_FAILURES, EXIT_OK, OsrecoError
+from osreco.ingest.audio import ItemAudioLimits
 from osreco.ingest.catalog import FieldMap, count_rows, read_catalog
 from osreco.ingest.checkpoint import catalog_fingerprint
 from osreco.ingest.errors import ConfigError, IngestError
 from osreco.ingest.fixtures import ECOMMERCE_FIELDS, ecommerce_catalog_path, read_ecommerce_items
+from osreco.ingest.images import ImageLimits
 from osreco.ingest.index_spec import DEFAULT_FACETS, IndexSpec
 from osreco.ingest.movielens import MOVIELENS_FIELDS, movielens_items_path, read_movielens_items
 from osreco.ingest.pipeline import DEFAULT_PIPELINE, install_pipeline, pipeline_body
@@ -72,6 +74,11 @@ class LoadOptions:
     threads: int | None
     device: str
     url: str | None
+    image_bundle: Path | None = None
+    image_limits: ImageLimits | None = None
+    named_bundles: dict[str, Path] = field(default_factory=dict)
+    asr_model: Path | None = None
+    audio_limits: ItemAudioLimits | None = None
 
 
 def _pair(value: str) -> tuple[str, str]:
@@ -94,7 +101,8 @@ def field_map_from_flags(flags: Mapping[str, Any]) -> FieldMap:
                     text=tuple(flags["text_fields"] or ("text",)),
                     facets=dict(map(_pair, flags["facets"])), numeric=numeric,
                     dates=dict(map(_pair, flags["dates"])),
-                    image=flags["image_field"] or None, deleted=flags["deleted_field"] or None,
+                    image=flags["image_field"] or None, audio=flags.get("audio_field") or None,
+                    deleted=flags["deleted_field"] or None,
                     embed_fields=tuple(flags["embed"] or ("title", "text")),
                     list_separator=str(flags["list_separator"]))
 
@@ -103,6 +111,8 @@ def field_map_from_flags(flags: Mapping[str, Any]) -> FieldMap:
 @click.argument("catalog")
 @click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Model bundle folder (model.onnx + tokenizer + manifest.json).")
+@click.option("--bundle-zh", "bundle_zh", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Chinese encoder bundle (e.g. bge-small-zh-v1.5): items also get embedding_zh from it.")
 @click.option("--index", "index", required=True, help="Alias that reads go through; versions are NAME-v<N>.")
 @click.option("--schema", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON field map: {\"id\", \"title\", \"text\", \"facets\", \"numeric\", \"dates\", ...}.")
@@ -114,7 +124,28 @@ def field_map_from_flags(flags: Mapping[str, Any]) -> FieldMap:
 @click.option("--facet", "facets", multiple=True, help="FIELD[=COLUMN] keyword facet (repeatable).")
 @click.option("--numeric", "numerics", multiple=True, help="FIELD[=COLUMN][:float|integer] (repeatable).")
 @click.option("--date", "dates", multiple=True, help="FIELD[=COLUMN] date field (repeatable).")
-@click.option("--image-field", default=None, help="Column with an image path or URL.")
+@click.option("--image-field", default=None,
+              help="Column with an image path (relative to the catalog), file:// or http(s) URL; embedded "
+                   "into image_embedding when the bundle (or --image-bundle) has an image tower.")
+@click.option("--image-bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Image–text bundle that embeds --image-field (default: --bundle when it has an image tower).")
+@click.option("--image-max-bytes", type=int, default=10 * 1024 * 1024, show_default=True,
+              help="Size cap of one item image.")
+@click.option("--image-timeout", type=float, default=10.0, show_default=True,
+              help="Timeout in seconds of one image download.")
+@click.option("--audio-field", default=None,
+              help="Column with an audio path (relative to the catalog), file:// or http(s) URL (wav, flac, "
+                   "ogg, mp3): transcribed into the searched and embedded `transcript` field.")
+@click.option("--asr-model", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, envvar="OSRECO_ASR_MODEL", show_envvar=True,
+              help="Whisper folder in CTranslate2 format that transcribes --audio-field.")
+@click.option("--audio-max-bytes", type=int, default=50 * 1024 * 1024, show_default=True,
+              help="Size cap of one item recording.")
+@click.option("--audio-max-seconds", type=float, default=1800.0, show_default=True,
+              help="Duration cap of one item recording (checked before it is decoded).")
+@click.option("--audio-timeout", type=float, default=30.0, show_default=True,
+              help="Timeout in seconds of one recording download.")
+@click.option("--audio-language", default=None, help="Language hint for transcription (e.g. en, zh).")
 @click.option("--deleted-field", default=None, help="Column marking a row deleted (true/1/yes).")
 @click.option("--embed-field", "embed", multiple=True,
               help="Index field(s) whose text is embedded (default: title, text).")
@@ -217,7 +248,27 @@ def load_options(catalog: str, flags: Mapping[str, Any]) -> LoadOptions:
     return LoadOptions(catalog=path, bundle=f["bundle"], index=index, fields=fields, fmt=fmt, fixture=fixture,
                        write=write, rebuild=bool(f["rebuild"]), forcemerge=bool(f["forcemerge"]),
                        warmup=bool(f["warmup"]), spec_overrides=overrides, threads=f["threads"],
-                       device=str(f["device"]), url=f["url"])
+                       device=str(f["device"]), url=f["url"], image_bundle=f.get("image_bundle"),
+                       named_bundles={"zh": f["bundle_zh"]} if f.get("bundle_zh") else {},
+                       image_limits=ImageLimits(max_bytes=int(f.get("image_max_bytes") or 10 * 1024 * 1024),
+                                                timeout_s=float(f.get("image_timeout") or 10.0)),
+                       asr_model=_asr_model(fields, f.get("asr_model")),
+                       audio_limits=ItemAudioLimits(
+                           max_bytes=int(f.get("audio_max_bytes") or 50 * 1024 * 1024),
+                           max_seconds=float(f.get("audio_max_seconds") or 1800.0),
+                           timeout_s=float(f.get("audio_timeout") or 30.0), language=f.get("audio_language")))
+
+
+def _asr_model(fields: FieldMap, model: Path | None) -> Path | None:
+    """The speech model that transcribes ``fields.audio``.
+
+    Raises:
+        ConfigError: an audio column without a model (or a model without an audio column).
+    """
+    if fields.audio and model is None:
+        raise ConfigError("--audio-field needs a speech model to transcribe it", field="--asr-model",
+                          fix="pass --asr-model DIR (a CTranslate2 Whisper folder) or set OSRECO_ASR_MODEL")
+    return Path(model) if fields.audio and model is not None else None
 
 
 def run_load(opts: LoadOptions, show_progress: bool = False, report: IngestReport | None = None) -> IngestReport:
@@ -242,9 +293,24 @@ def run_load(opts: LoadOptions, show_progress: bool = False, report: IngestRepor
     from osreco.ingest.writer import index_items
 
     client = connect(OpenSearchConfig.from_env(opts.url), max_retries=0, retry_on_timeout=False)
-    encoder = Encoder(opts.bundle, threads=opts.threads, device=opts.device)
+    base = Encoder(opts.bundle, threads=opts.threads, device=opts.device)
+    encoder: Any = base
+    if opts.named_bundles:
+        from osreco.ingest.encoders import TextEncoders
+
+        encoder = TextEncoders(base, {n: Encoder(p, threads=opts.threads, device=opts.device)
+                                      for n, p in opts.named_bundles.items()})
     spec = IndexSpec.from_encoder(encoder, opts.index, **opts.spec_overrides).with_fields(
         tuple(opts.fields.facets), {k: v[1] for k, v in opts.fields.numeric.items()}, tuple(opts.fields.dates))
+    images = _image_encoder(opts, base)
+    if images is not None:
+        spec = replace(spec, image_dim=images.dim, image_artifact_id=images.artifact_id)
+    transcriber = None
+    if opts.asr_model is not None:
+        from osreco.exporter.asr import Transcriber
+
+        # an offline job: beam search (5) for the best transcript; queries use greedy decoding for speed
+        transcriber = Transcriber(opts.asr_model, threads=opts.threads or 1, beam_size=5)
     bar = tqdm(total=count_rows(opts.catalog, opts.fmt), unit="items", disable=not show_progress,
                dynamic_ncols=True, smoothing=0.1)
     fingerprint = catalog_fingerprint(opts.catalog)
@@ -252,6 +318,16 @@ def run_load(opts: LoadOptions, show_progress: bool = False, report: IngestRepor
     def load_into(index: str, write: WriteConfig) -> IngestReport:
         entries = (FIXTURES[opts.fixture][1]() if opts.fixture else
                    read_catalog(opts.catalog, opts.fields, opts.fmt))
+        if images is not None:
+            from osreco.ingest.images import stored_images, with_images
+
+            entries = with_images(entries, images, stored_images(client, (index, write.reuse_from)),
+                                  opts.image_limits, base_dir=opts.catalog.parent)
+        if transcriber is not None:
+            from osreco.ingest.audio import stored_transcripts, with_audio
+
+            entries = with_audio(entries, transcriber, stored_transcripts(client, (index, write.reuse_from)),
+                                 opts.audio_limits, base_dir=opts.catalog.parent)
         return index_items(client, encoder, index, entries, write, source=str(opts.catalog), progress=bar.update,
                            fingerprint=fingerprint, report=report)
 
@@ -264,8 +340,6 @@ def run_load(opts: LoadOptions, show_progress: bool = False, report: IngestRepor
                 if created:
                     drop_unfinished(client, index, opts.write.checkpoint)
                 raise
-        from dataclasses import replace
-
         from osreco.ingest.rebuild import alias_indexes
 
         previous = alias_indexes(client, spec.alias)
@@ -277,6 +351,27 @@ def run_load(opts: LoadOptions, show_progress: bool = False, report: IngestRepor
         return result.report
     finally:
         bar.close()
+
+
+def _image_encoder(opts: LoadOptions, encoder: Any) -> Any:
+    """The Encoder that embeds item images, or None when images are not embedded.
+
+    Raises:
+        ConfigError: ``--image-bundle`` names a bundle without an image tower (at start-up).
+    """
+    from osreco.exporter.encoder import Encoder
+
+    if opts.image_bundle is not None:
+        images = Encoder(opts.image_bundle, threads=opts.threads, device=opts.device)
+        images.require_images("--image-bundle")
+    elif opts.fields.image and encoder.has_images:
+        images = encoder
+    else:
+        return None
+    if not opts.fields.image:
+        raise ConfigError("--image-bundle needs --image-field (the column with each item's image)",
+                          field="--image-field", fix="pass --image-field COLUMN")
+    return images
 
 
 def _report_data(report: IngestReport, opts: LoadOptions) -> dict[str, object]:

@@ -48,6 +48,33 @@ class _EncoderLike(Protocol):
 
 
 @dataclass(frozen=True)
+class NamedVector:
+    """One more text encoder's vector field, ``embedding_<name>`` (e.g. ``embedding_zh``).
+
+    Args:
+        name: the encoder's name (its language: ``zh``).
+        dim, artifact_id, model, language, normalize: from its bundle manifest.
+    """
+
+    name: str
+    dim: int
+    artifact_id: str
+    model: str = ""
+    language: str = ""
+    normalize: bool = True
+
+    @property
+    def field(self) -> str:
+        """The knn field: ``embedding_<name>``."""
+        return f"embedding_{self.name}"
+
+    def meta(self) -> dict[str, object]:
+        """Its entry in ``_meta.encoders``."""
+        return {"field": self.field, "dim": self.dim, "artifact_id": self.artifact_id, "model": self.model,
+                "language": self.language}
+
+
+@dataclass(frozen=True)
 class IndexSpec:
     """Everything needed to create and check an item index.
 
@@ -63,6 +90,10 @@ class IndexSpec:
         facets, numeric, dates: extra fields beyond the contract's defaults.
         shards, replicas: the serving settings (a rebuild loads with 0 replicas).
         refresh_interval: the serving refresh interval (a rebuild loads with -1).
+        image_dim: dimension of ``image_embedding`` (an image–text bundle's); 0 = no image field.
+        image_artifact_id: that bundle's content hash (in ``_meta``; the sidecar checks it).
+        encoders: named text encoders beyond the default one, each with its own knn field
+            ``embedding_<name>`` and an entry in ``_meta.encoders``.
     """
 
     alias: str
@@ -80,6 +111,9 @@ class IndexSpec:
     shards: int = 1
     replicas: int = 0
     refresh_interval: str = "1s"
+    image_dim: int = 0
+    image_artifact_id: str = ""
+    encoders: tuple[NamedVector, ...] = ()
 
     def __post_init__(self) -> None:
         if not _ALIAS_RE.match(self.alias) or re.search(_VERSION_RE, self.alias):
@@ -91,6 +125,7 @@ class IndexSpec:
                   (2 <= self.m <= 100, "m", "must be in 2..100"),
                   (self.ef_construction >= 2, "ef_construction", "must be >= 2"),
                   (self.cf_dim > 0, "cf_dim", "must be positive"),
+                  (self.image_dim >= 0, "image_dim", "must be >= 0"),
                   (self.shards >= 1 and self.replicas >= 0, "shards", "shards >= 1, replicas >= 0"),
                   (bool(self.artifact_id), "artifact_id", "must not be empty")]
         for ok, name, why in checks:
@@ -104,9 +139,10 @@ class IndexSpec:
     def from_encoder(cls, encoder: _EncoderLike, alias: str, **overrides: Any) -> IndexSpec:
         """Take dim, artifact id, model name and normalization from an Encoder's manifest."""
         manifest = encoder.manifest
+        named = encoder.vectors() if hasattr(encoder, "vectors") else ()  # osreco.ingest.encoders.TextEncoders
         return cls(alias=alias, dim=int(encoder.dim), artifact_id=str(encoder.artifact_id),
                    model=str(getattr(manifest, "model_name", "") or ""),
-                   normalize=bool(getattr(manifest, "normalize", True)), **overrides)
+                   normalize=bool(getattr(manifest, "normalize", True)), **{"encoders": named, **overrides})
 
     def with_fields(self, facets: tuple[str, ...] = (), numeric: Mapping[str, str] | None = None,
                     dates: tuple[str, ...] = ()) -> IndexSpec:
@@ -134,8 +170,14 @@ class IndexSpec:
 
     def meta(self) -> dict[str, object]:
         """The ``_meta`` block consumers check before serving."""
-        return {"artifact_id": self.artifact_id, "dim": self.dim, "model": self.model,
-                "cf_dim": self.cf_dim, "space_type": self.space_type, "osreco_version": _osreco_version()}
+        meta: dict[str, object] = {"artifact_id": self.artifact_id, "dim": self.dim, "model": self.model,
+                                   "cf_dim": self.cf_dim, "space_type": self.space_type,
+                                   "osreco_version": _osreco_version()}
+        if self.image_dim:
+            meta.update(image_dim=self.image_dim, image_artifact_id=self.image_artifact_id)
+        if self.encoders:
+            meta["encoders"] = {v.name: v.meta() for v in self.encoders}
+        return meta
 
     def settings(self, loading: bool = False) -> dict[str, object]:
         """Index settings; ``loading`` turns refresh off and replicas to 0 for a bulk load."""
@@ -154,6 +196,9 @@ class IndexSpec:
             "item_id": {"type": "keyword"},
             "title": dict(text), "text": dict(text),
             "image": {"type": "keyword", "index": False},
+            # `--audio-field`: the recording's reference, what it says (searched), its hash and language
+            "audio": {"type": "keyword", "index": False}, "transcript": dict(text),
+            "audio_hash": {"type": "keyword"}, "transcript_language": {"type": "keyword"},
             "embedding": self._knn(self.dim, self.space_type),
             "cf_vector": self._knn(self.cf_dim, "innerproduct"),
             "content_hash": {"type": "keyword"},
@@ -164,6 +209,11 @@ class IndexSpec:
             "cf_neighbors": {"type": "keyword"},
             "cf_neighbor_scores": {"type": "float", "index": False},
         }
+        if self.image_dim:  # image–text bundles are normalized: cosine space
+            props["image_embedding"] = self._knn(self.image_dim, "cosinesimil")
+            props["image_hash"] = {"type": "keyword"}
+        for v in self.encoders:
+            props[v.field] = self._knn(v.dim, "cosinesimil" if v.normalize else "l2")
         props.update({name: {"type": "keyword"} for name in self.facets})
         props.update({name: {"type": kind} for name, kind in self.numeric.items()})
         props.update({name: {"type": "date"} for name in self.dates})
@@ -193,6 +243,21 @@ class IndexSpec:
                                   f"{getattr(self, key)!r}", index=index, field=key,
                                   fix=f"re-embed everything with `--rebuild`, "
                                       f"or pass the bundle {index} was built with")
+        built = meta.get("encoders") or {}
+        built = built if isinstance(built, dict) else {}
+        missing = sorted(set(built) - {v.name for v in self.encoders})
+        if missing:
+            raise IndexError_(f"index {index} also holds vectors of the {', '.join(missing)} encoder(s), which "
+                              "this load would leave empty", index=index, field="encoders",
+                              fix=" ".join(f"pass --bundle-{n}" for n in missing) + " (the bundles it was built with)")
+        for v in self.encoders:
+            old = built.get(v.name) or {}
+            for key in ("dim", "artifact_id"):
+                if old.get(key) != getattr(v, key):
+                    raise IndexError_(f"index {index} has {v.field} with {key}={old.get(key)!r}, the {v.name} "
+                                      f"bundle has {getattr(v, key)!r}", index=index, field=v.field,
+                                      fix=f"re-embed everything with `--rebuild`, or pass the {v.name} bundle "
+                                          f"{index} was built with")
 
 
 def hybrid_search_pipeline_body(weights: tuple[float, float] = (0.3, 0.7),

@@ -35,6 +35,7 @@ from opensearchpy import OpenSearch
 from osreco.ingest.bulk import RetryPolicy, bulk_body, retry_call, send_bulk
 from osreco.ingest.catalog import CatalogEntry, CatalogItem
 from osreco.ingest.checkpoint import Checkpoint, DeadLetters
+from osreco.ingest.encoders import content_id, encode_fields, fields_of
 from osreco.ingest.errors import BulkError, ConfigError, RowError
 
 _Action = tuple[dict[str, object], dict[str, object] | None, CatalogItem]
@@ -175,7 +176,7 @@ def index_items(client: OpenSearch, encoder: EncoderLike, index: str, entries: I
     report = report if report is not None else IngestReport(index=index)
     report.index = index
     checkpoint = Checkpoint.open(config.checkpoint, {"source": fingerprint or source, "index": index,
-                                                     "artifact_id": encoder.artifact_id})
+                                                     "artifact_id": content_id(encoder)})
     if checkpoint.rows_done:
         for key, value in checkpoint.counts.items():
             setattr(report, key, value)
@@ -260,10 +261,11 @@ def _prepare(client: OpenSearch, encoder: EncoderLike, index: str, chunk: list[C
             if entry.deleted:
                 batch.actions.append(({"delete": {"_index": index, "_id": entry.item_id}}, None, entry))
             else:
-                live.append((entry, entry.content_hash(encoder.artifact_id)))
-    existing = _lookup(client, index, [item.item_id for item, _ in live], config, report, with_vectors=False)
+                live.append((entry, entry.content_hash(content_id(encoder))))
+    fields = fields_of(encoder)
+    existing = _lookup(client, index, [item.item_id for item, _ in live], config, report, with_vectors=())
     previous = (_lookup(client, config.reuse_from, [item.item_id for item, _ in live], config, report,
-                        with_vectors=True) if config.reuse_from else {})
+                        with_vectors=fields) if config.reuse_from else {})
     todo: list[tuple[CatalogItem, str, dict[str, object]]] = []
     for item, digest in live:
         old = existing.get(item.item_id, {})
@@ -271,33 +273,34 @@ def _prepare(client: OpenSearch, encoder: EncoderLike, index: str, chunk: list[C
             batch.unchanged += 1
             continue
         todo.append((item, digest, previous.get(item.item_id) or old))
-    reuse = [(i, d, o) for i, d, o in todo if o.get("content_hash") == d and o.get("embedding")]
-    fresh = [(i, d, o) for i, d, o in todo if not (o.get("content_hash") == d and o.get("embedding"))]
-    vectors = (encoder.encode_items([i.embed_text for i, _, _ in fresh], batch_size=config.embed_batch_size)
-               if fresh else np.zeros((0, 0), dtype=np.float32))
+    reuse = [(i, d, o) for i, d, o in todo if o.get("content_hash") == d and all(o.get(f) for f in fields)]
+    fresh = [(i, d, o) for i, d, o in todo if not (o.get("content_hash") == d and all(o.get(f) for f in fields))]
+    vectors = (encode_fields(encoder, [i.embed_text for i, _, _ in fresh], config.embed_batch_size)
+               if fresh else {})
     now = datetime.now(timezone.utc).isoformat()
-    for (item, digest, old), vector in zip(fresh, vectors):
-        batch.actions.append(_index_action(index, item, digest, now, vector.tolist(), old))
+    for row, (item, digest, old) in enumerate(fresh):
+        batch.actions.append(_index_action(index, item, digest, now,
+                                           {f: v[row].tolist() for f, v in vectors.items()}, old))
     for item, digest, old in reuse:
-        batch.actions.append(_index_action(index, item, digest, now, old["embedding"], old))
+        batch.actions.append(_index_action(index, item, digest, now, {f: old[f] for f in fields}, old))
     batch.embedded, batch.reused = len(fresh), len(reuse)
     return batch
 
 
-def _index_action(index: str, item: CatalogItem, digest: str, now: str, vector: object,
+def _index_action(index: str, item: CatalogItem, digest: str, now: str, vectors: dict[str, object],
                   old: dict[str, object]) -> tuple[dict[str, object], dict[str, object], CatalogItem]:
-    doc = dict(item.fields, embedding=vector, content_hash=digest, indexed_at=now)
+    doc = dict(item.fields, **vectors, content_hash=digest, indexed_at=now)
     if old.get("cf_vector") is not None:  # collaborative factors are written separately: keep them
         doc["cf_vector"] = old["cf_vector"]
     return {"index": {"_index": index, "_id": item.item_id}}, doc, item
 
 
 def _lookup(client: OpenSearch, index: str | None, ids: list[str], config: WriteConfig, report: IngestReport,
-            with_vectors: bool) -> dict[str, dict[str, object]]:
-    """``_id -> _source`` (content_hash, cf_vector and optionally embedding) of the existing docs."""
+            with_vectors: tuple[str, ...]) -> dict[str, dict[str, object]]:
+    """``_id -> _source`` (content_hash, cf_vector and the vector fields ``with_vectors``) of the existing docs."""
     if not ids or not index or not (config.skip_unchanged or with_vectors):
         return {}
-    fields = ["content_hash", "cf_vector"] + (["embedding"] if with_vectors else [])
+    fields = ["content_hash", "cf_vector", *with_vectors]
     resp = retry_call(lambda: client.mget(index=index, body={"ids": ids}, params={"_source_includes": ",".join(fields)},
                                           request_timeout=config.request_timeout_s),
                       config, f"look up {len(ids)} items in {index}", report.add_retry)

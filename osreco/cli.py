@@ -125,10 +125,11 @@ def _register_package_commands() -> None:
     from osreco.evaluation import gate_cli as promote_cli
     from osreco.exporter import cli as exporter_cli
     from osreco.ingest import cli as ingest_cli
+    from osreco.learning import cli as learn_cli
     from osreco.plugin import cli as plugin_cli
     from osreco.training import cli as train_cli
 
-    for module in (exporter_cli, train_cli, ingest_cli, cf_cli, plugin_cli, eval_cli, promote_cli):
+    for module in (exporter_cli, train_cli, ingest_cli, cf_cli, plugin_cli, eval_cli, promote_cli, learn_cli):
         for command in module.commands:
             cli.add_command(command)
     cf_cli.cf.add_command(eval_cf.eval_)  # `osreco cf eval`: CF's offline evaluation lives with evaluation

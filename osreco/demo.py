@@ -28,6 +28,8 @@ from osreco.ingest.movielens import movielens_ratings_path
 from osreco.ingest.rows import read_rows
 
 ALIAS = "osreco-demo-movies"
+IMAGE_ALIAS = "osreco-demo-shop-images"
+ZH_ALIAS = "osreco-demo-shop-zh"
 DEMO_USER = "demo-user-42"
 DEMO_HMAC_KEY = "osreco-demo-only-hmac-key-not-a-secret"
 QUERIES: list[dict[str, str | bool]] = [
@@ -211,8 +213,106 @@ def run_demo(cache_root: Path | None = None) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    show_images(paths, url)
+    show_chinese(paths, url)
+    show_voice(paths, url)
     print("\ndone: `osreco opensearch stop` stops the node; artifacts are cached in", paths.root)
     print(playground_hint(paths, url))
+
+
+def show_images(paths: DemoPaths, opensearch_url: str) -> None:
+    """The synthetic shop with pictures: a tiny CLIP trained on it (cached), its pictures embedded
+    by `osreco ingest load --image-field`, then a photo query and a text-to-image query."""
+    import base64
+    import io
+
+    from osreco.ingest.connection import OpenSearchConfig
+    from osreco.ingest.synthetic_shop import render, shop_items, write_shop
+    from osreco.plugin.app import create_app
+    from osreco.plugin.config import SidecarConfig
+    from osreco.training.image_text import shop_bundle
+
+    _step("5. images: train a tiny CLIP on the synthetic shop (cached), embed its pictures, search by photo")
+    bundle = shop_bundle(paths.root / "image-shop", report=print)
+    catalog = write_shop(paths.root / "image-shop" / "catalog")
+    _osreco("ingest", "load", str(catalog), "--bundle", str(bundle), "--index", IMAGE_ALIAS, "--image-field",
+            "image", "--facet", "shape", "--facet", "pattern", "--url", opensearch_url,
+            "--dead-letter", str(paths.root / "image-shop" / "dead.jsonl"),
+            "--checkpoint", str(paths.root / "image-shop" / "ck.json"))
+    config = SidecarConfig(opensearch=OpenSearchConfig(url=opensearch_url), alias=IMAGE_ALIAS, bundle_dir=str(bundle),
+                           image_bundle_dir=str(bundle), dev_mode=True, bundle_reload_s=0, hmac_key=DEMO_HMAC_KEY,
+                           facets=("color", "shape", "pattern", "brand", "category"), embed_vocabulary=False)
+    client = create_app(config).test_client()
+    held = next(i for i in shop_items() if i.held_out)
+    other = next(i for i in shop_items() if i.held_out and i.colour != held.colour)
+    words = f"{other.colour} {other.pattern} {other.shape}"
+    buf = io.BytesIO()
+    render(held, seed=99).save(buf, format="PNG")
+    photo = base64.b64encode(buf.getvalue()).decode()
+    for label, body in ((f"a new photo of a {held.colour} {held.pattern} {held.shape} (never seen in training)",
+                         {"image": photo, "k": 5}),
+                        (f"text-to-image: '{words}' (a held-out combination)", {"q": words, "k": 5}),
+                        ("photo + words: the photo and 'striped'", {"image": photo, "q": "striped", "k": 5})):
+        print(f"\n > {label}")
+        resp = client.post("/v1/search", json=body).get_json()
+        for n, hit in enumerate(resp.get("results", [])[:5], 1):
+            print(f"   {n}. {hit['title']}  score={hit['score']:.4f}  matched={hit.get('matched', [])}  "
+                  f"contributions={hit['contributions']}")
+
+
+def show_chinese(paths: DemoPaths, opensearch_url: str) -> None:
+    """The e-commerce fixture with a second, Chinese encoder (bge-small-zh-v1.5 from its Maven jar,
+    imported once by `osreco export --from-onnx`): items get `embedding` and `embedding_zh`, and a
+    Chinese free-text query that only meaning can answer, with and without the Chinese encoder."""
+    from osreco.evaluation.setup import ensure_zh_bundle
+    from osreco.ingest.connection import OpenSearchConfig
+    from osreco.plugin.app import create_app
+    from osreco.plugin.config import SidecarConfig
+
+    _step("6. Chinese: bge-small-zh-v1.5 imported from its jar; items get embedding + embedding_zh")
+    zh = ensure_zh_bundle()
+    print(f"Chinese encoder: {zh}")
+    shop = paths.root / "shop-zh"
+    shop.mkdir(parents=True, exist_ok=True)
+    _osreco("ingest", "load", "fixture:ecommerce", "--bundle", str(paths.bundle), "--bundle-zh", str(zh),
+            "--index", ZH_ALIAS, "--url", opensearch_url, "--dead-letter", str(shop / "dead.jsonl"),
+            "--checkpoint", str(shop / "ck.json"))
+    # "make an espresso in the morning": no item says 浓缩咖啡; the machine's title is English
+    query = "早上做一杯浓缩咖啡"
+    for label, zh_dir in (("with the Chinese encoder (OSRECO_BUNDLE_ZH)", str(zh)), ("English encoder only", None)):
+        config = SidecarConfig(opensearch=OpenSearchConfig(url=opensearch_url), alias=ZH_ALIAS,
+                               bundle_dir=str(paths.bundle), bundle_zh_dir=zh_dir, dev_mode=True, bundle_reload_s=0,
+                               hmac_key=DEMO_HMAC_KEY, embed_vocabulary=False)
+        resp = create_app(config).test_client().post("/v1/search", json={"q": query, "k": 3}).get_json()
+        print(f"\n > '{query}' — {label}")
+        for n, hit in enumerate(resp.get("results", [])[:3], 1):
+            print(f"   {n}. {hit['title']}  score={hit['score']:.4f}  contributions={hit['contributions']}")
+
+
+def show_voice(paths: DemoPaths, opensearch_url: str) -> None:
+    """A spoken query (synthesized by flite) against the e-commerce index of step 6, through the
+    packaged Whisper base: the transcript, the intent it parsed to, and the results."""
+    import base64
+
+    from osreco.evaluation.voice import speak
+    from osreco.exporter.asr import whisper_base_from_packages
+    from osreco.ingest.connection import OpenSearchConfig
+    from osreco.plugin.app import create_app
+    from osreco.plugin.config import SidecarConfig
+
+    _step("7. voice: a spoken query, transcribed by Whisper base (faster-whisper), then the typed path")
+    model = whisper_base_from_packages()
+    said = "cheap red running shoes under 50 dollars, not Nike"
+    config = SidecarConfig(opensearch=OpenSearchConfig(url=opensearch_url), alias=ZH_ALIAS,
+                           bundle_dir=str(paths.bundle), dev_mode=True, bundle_reload_s=0, hmac_key=DEMO_HMAC_KEY,
+                           embed_vocabulary=False, asr_model_dir=str(model))
+    audio = base64.b64encode(speak(said)).decode()
+    resp = create_app(config).test_client().post("/v1/search", json={"audio": audio, "k": 3}).get_json()
+    print(f"\n > spoken: '{said}'")
+    print(f"   heard: '{resp.get('transcript')}' ({resp.get('transcript_language')}, {resp.get('asr_ms')} ms)"
+          f"  intent: {json.dumps(resp.get('intent'), ensure_ascii=False)}")
+    for n, hit in enumerate(resp.get("results", [])[:3], 1):
+        print(f"   {n}. {hit['title']}  score={hit['score']:.4f}  contributions={hit['contributions']}")
 
 
 def playground_hint(paths: DemoPaths, opensearch_url: str, port: int = 8080) -> str:

@@ -46,12 +46,13 @@ from osreco.node_install import (
     Distribution,
     NodeConfig,
     default_cache_dir,
+    fetch_maven_jar,
     find_jdks,
     java_major,
 )
 
 __all__ = ["OPTIONAL_PLUGINS", "PLUGIN_FOLDERS", "SERVICE_USER", "VERSION_2X", "VERSION_3X", "LocalNode",
-           "NodeConfig", "default_cache_dir", "find_jdks", "java_major"]
+           "NodeConfig", "default_cache_dir", "fetch_maven_jar", "find_jdks", "java_major"]
 
 SERVICE_USER = "osreco-node"
 
@@ -134,8 +135,11 @@ class LocalNode(Distribution):
         env = {**os.environ, "JAVA_HOME": str(java_home), "OPENSEARCH_TMPDIR": str(self.node_dir / "tmp"),
                "OPENSEARCH_JAVA_OPTS": f"-Xms{self.config.heap} -Xmx{self.config.heap}"}
         env.pop("OPENSEARCH_URL", None)
+        djl = self.djl_engine_cache(home) if "ml-commons" in self.config.plugins else None
+        if djl:  # DJL finds libtorch here instead of downloading it at model deploy
+            env["ENGINE_CACHE_DIR"] = str(_engine_cache_dir(data, djl))
         if os.geteuid() == 0:
-            self._own_by_service_user(home)
+            self._own_by_service_user(home, *([djl] if djl else []))
             cmd = ["setpriv", f"--reuid={SERVICE_USER}", f"--regid={SERVICE_USER}", "--init-groups", *cmd]
         with open(log_file, "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -171,7 +175,7 @@ class LocalNode(Distribution):
             d.mkdir(parents=True, exist_ok=True)
         return data, logs
 
-    def _own_by_service_user(self, home: Path) -> None:
+    def _own_by_service_user(self, home: Path, *more: Path) -> None:
         """OpenSearch will not run as root: run it as a system user that owns its folders."""
         if subprocess.run(["id", SERVICE_USER], capture_output=True).returncode != 0:
             proc = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
@@ -181,7 +185,8 @@ class LocalNode(Distribution):
                                 fix="run osreco as a non-root user, or create that user yourself")
         for path in (self.cache, home, self.node_dir):
             path.chmod(0o755)
-        subprocess.run(["chown", "-R", f"{SERVICE_USER}:", str(home), str(self.node_dir)], check=True)
+        subprocess.run(["chown", "-R", f"{SERVICE_USER}:", str(home), str(self.node_dir), *map(str, more)],
+                       check=True)
 
     def _wait_ready(self, proc: subprocess.Popen, url: str, log_file: Path) -> None:
         deadline = time.monotonic() + self.config.start_timeout_s
@@ -234,6 +239,18 @@ class LocalNode(Distribution):
     def with_config(self, **changes: Any) -> LocalNode:
         """The same node with some of its settings changed (``NodeConfig`` field names)."""
         return LocalNode(replace(self.config, **changes))
+
+
+def _engine_cache_dir(data: Path, shared: Path) -> Path:
+    """DJL's engine cache for this node: inside its data folder, where the node may write (DJL
+    extracts the tokenizers library there), with ``pytorch/`` linked to the shared libtorch."""
+    engine = data / "djl"
+    engine.mkdir(exist_ok=True)
+    link = engine / "pytorch"
+    if not link.exists():
+        link.unlink(missing_ok=True)  # a dangling link from an older cache
+        link.symlink_to(shared / "pytorch")
+    return engine
 
 
 def _pid_alive(pid: int) -> bool:

@@ -35,6 +35,12 @@ PLUGIN_FOLDERS = {
     "neural-search": "opensearch-neural-search",
 }
 _TRUE = ("1", "true", "yes", "on")
+# ml-commons runs ONNX models with DJL's OnnxRuntime engine, whose NDArray maths (pooling) go to
+# PyTorch as DJL's "alternative engine"; DJL's PyTorch LibUtils.downloadPyTorch then fetches
+# libtorch from the internet at deploy time. These Maven artifacts supply it offline. Maven
+# serves no pytorch-jni for DJL 0.31.1; the next release's JNI for the same PyTorch is used.
+DJL_PYTORCH_NATIVE = "ai.djl.pytorch:pytorch-native-cpu:{pytorch}:jar:linux-x86_64"
+DJL_PYTORCH_JNI = {("2.5.1", "0.31.1"): "ai.djl.pytorch:pytorch-jni:2.5.1-0.32.0:jar"}
 
 
 def default_cache_dir() -> Path:
@@ -234,6 +240,53 @@ class Distribution:
             marker.write_text(json.dumps({"version": version, "plugins": sorted(installed)}))
         return home
 
+    def djl_engine_cache(self, home: Path) -> Path | None:
+        """Fill DJL's engine cache with libtorch and its JNI so ml-commons deploys offline.
+
+        Reads the DJL and PyTorch versions from the installed ml-commons plugin, fetches the
+        matching ``pytorch-native-cpu`` and ``pytorch-jni`` jars from Maven (once, into
+        ``downloads/``) and unpacks them as DJL's ``LibUtils`` looks for them:
+        ``<cache>/djl/pytorch/<pytorch>-cpu-precxx11-linux-x86_64/`` (ml-commons sets
+        ``PYTORCH_PRECXX11``) holding ``libtorch.so`` and ``<djl>-libdjl_torch.so``.
+
+        Returns:
+            The folder to pass as ``ENGINE_CACHE_DIR``, or None (no ml-commons, not x86-64 Linux,
+            or a DJL version with no known JNI on Maven).
+        """
+        props = _engine_properties(home / "plugins" / PLUGIN_FOLDERS["ml-commons"])
+        djl, pytorch = props.get("djl_version"), props.get("pytorch_version")
+        if not djl or not pytorch or os.uname().machine != "x86_64" or (pytorch, djl) not in DJL_PYTORCH_JNI:
+            return None
+        root = self.cache / "djl"
+        target = root / "pytorch" / f"{pytorch}-cpu-precxx11-linux-x86_64"
+        marker = target / ".osreco-complete"
+        if marker.exists():
+            return root
+        downloads = self.cache / "downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        jars = []
+        for coord in (DJL_PYTORCH_NATIVE.format(pytorch=pytorch), DJL_PYTORCH_JNI[(pytorch, djl)]):
+            path = downloads / _jar_name(coord)
+            if not _zip_ok(path):
+                self._mvn_copy(coord, downloads)
+                if not _zip_ok(path):
+                    raise NodeError(f"download of {coord} left no intact {path}",
+                                    fix=f"delete {path} and retry, or drop ml-commons with --plugins")
+            jars.append(path)
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        with zipfile.ZipFile(jars[0]) as zf:
+            for name in zf.namelist():
+                if name.startswith("pytorch/cpu/linux-x86_64/") and not name.endswith("/"):
+                    (target / Path(name).name).write_bytes(zf.read(name))
+        with zipfile.ZipFile(jars[1]) as zf:
+            (target / f"{djl}-libdjl_torch.so").write_bytes(zf.read("jnilib/linux-x86_64/cpu/libdjl_torch.so"))
+        plain = target.parent / f"{pytorch}-cpu-linux-x86_64"  # where DJL looks without PYTORCH_PRECXX11
+        if not plain.exists():
+            plain.symlink_to(target.name)
+        marker.write_text(json.dumps({"djl": djl, "pytorch": pytorch, "jars": [j.name for j in jars]}))
+        return root
+
     @staticmethod
     def _install_plugin(home: Path, java_home: Path, zip_path: Path, name: str) -> None:
         folder = home / "plugins" / PLUGIN_FOLDERS[name]
@@ -246,6 +299,45 @@ class Distribution:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-5:])
             raise NodeError(f"plugin {name} did not install from {zip_path}:\n{tail}",
                             fix=f"delete {zip_path} to re-download it, or drop {name} with --plugins")
+
+
+def fetch_maven_jar(coord: str, cache: Path | None = None) -> Path:
+    """One Maven artifact in ``<cache>/downloads`` (fetched with ``mvn`` once, re-fetched if corrupt).
+
+    Args:
+        coord: ``group:artifact:version:type[:classifier]``.
+        cache: the osreco cache (default :func:`default_cache_dir`).
+    Returns:
+        The path of the intact file.
+    Raises:
+        NodeError: mvn is missing or the download failed.
+    """
+    downloads = (cache or default_cache_dir()) / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    path = downloads / _jar_name(coord)
+    if not _zip_ok(path):
+        Distribution._mvn_copy(coord, downloads)
+        if not _zip_ok(path):
+            raise NodeError(f"download of {coord} left no intact {path}",
+                            fix=f"delete {path} and retry; check that Maven can reach its registry")
+    return path
+
+
+def _jar_name(coord: str) -> str:
+    """The file name ``mvn dependency:copy`` writes for ``group:artifact:version:type[:classifier]``."""
+    parts = coord.split(":")
+    classifier = f"-{parts[4]}" if len(parts) > 4 else ""
+    return f"{parts[1]}-{parts[2]}{classifier}.{parts[3]}"
+
+
+def _engine_properties(plugin_dir: Path) -> dict[str, str]:
+    """``djl_version`` and ``pytorch_version`` from the plugin's pytorch-engine jar ({} if none)."""
+    jars = sorted(plugin_dir.glob("pytorch-engine-*.jar"))
+    if not jars:
+        return {}
+    with zipfile.ZipFile(jars[0]) as zf:
+        text = zf.read("pytorch-engine.properties").decode()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
 def _zip_ok(path: Path) -> bool:

@@ -29,6 +29,7 @@ from urllib.parse import unquote_to_bytes
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from osreco.exporter.errors import AudioInputError, ImageInputError
 from osreco.plugin import schemas
 from osreco.plugin.config import DEV_HMAC_KEY, SidecarConfig
 from osreco.plugin.errors import (
@@ -66,6 +67,7 @@ class Services(Protocol):
     def record_events(self, events: tuple[schemas.Event, ...]) -> dict[str, Any]: ...
     def forget(self, user_id: str) -> dict[str, Any]: ...
     def readiness(self) -> dict[str, Any]: ...
+    def settings(self) -> dict[str, Any]: ...
 
 
 def create_app(config: SidecarConfig, services: Services | None = None) -> Flask:
@@ -84,7 +86,7 @@ def create_app(config: SidecarConfig, services: Services | None = None) -> Flask
     """
     app = Flask("osreco.plugin")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # on Flask's default provider, not the base type
-    app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = search_body_bytes(config)
     metrics = getattr(services, "metrics", None) or Metrics()
     if services is None:
         from osreco.plugin.service import SearchService
@@ -142,7 +144,7 @@ def _install_hooks(app: Flask, metrics: Metrics, checker: KeyChecker | None, pla
 def error_response(e: Exception) -> tuple[Response, int]:
     """The one mapping from exceptions to HTTP: plugin errors carry their status,
     werkzeug's HTTP errors keep theirs, anything else is a logged 500 without internals."""
-    if isinstance(e, (PluginError, ConfigError)):  # ConfigError is the tree's, not the plugin's
+    if isinstance(e, (PluginError, ConfigError, ImageInputError, AudioInputError)):  # the tree's, not only the plugin's
         resp = jsonify(e.to_dict())
         retry = getattr(e, "retry_after_s", None)
         if retry is not None:
@@ -184,6 +186,15 @@ def _check_request_line_and_headers() -> None:
         name, _, value = part.partition(b"=")
         key = schemas.check_utf8(unquote_to_bytes(name.replace(b"+", b" ")), "query string")
         schemas.check_utf8(unquote_to_bytes(value.replace(b"+", b" ")), schemas.safe_name(key) or "query string")
+
+
+def search_body_bytes(config: SidecarConfig) -> int:
+    """The largest ``/v1/search`` body: the JSON limit, plus a base64 image when image search is
+    on and base64 audio when voice search is on."""
+    extra = config.limits.max_image_bytes * 4 // 3 + 4096 if config.image_bundle_dir else 0
+    if config.asr_model_dir:
+        extra += config.limits.max_audio_bytes * 4 // 3 + 4096
+    return config.limits.max_body_bytes + extra
 
 
 def _read_body(max_bytes: int) -> bytes:
@@ -246,9 +257,20 @@ def _install_routes(app: Flask, config: SidecarConfig, services: Services, metri
     limits = config.limits
     route: Callable[..., Any] = app.route
 
+    search_bytes = search_body_bytes(config)
+
     @route("/v1/search", methods=["POST"])
     def search() -> Response:
-        return jsonify(services.search(schemas.parse_search(_json_body(limits.max_body_bytes), limits)))
+        if request.mimetype == "multipart/form-data":  # a photo or a recording (image_search.py, voice.py)
+            length = request.content_length
+            if length is None or length > search_bytes:
+                raise PayloadTooLargeError(f"the upload is larger than {search_bytes} bytes (or has no "
+                                           "Content-Length)", field="body",
+                                           fix="send a smaller image or recording")
+            req = schemas.parse_search_form(request.form, request.files, limits)
+        else:
+            req = schemas.parse_search(_json_body(search_bytes), limits)
+        return jsonify(services.search(req))
 
     @route("/v1/recommend", methods=["GET"])
     def recommend() -> Response:
@@ -267,6 +289,10 @@ def _install_routes(app: Flask, config: SidecarConfig, services: Services, metri
     @route("/v1/users/<path:user_id>", methods=["DELETE"])
     def forget(user_id: str) -> Response:
         return jsonify(services.forget(schemas.parse_user_id(user_id, "user_id")))
+
+    @route("/v1/settings", methods=["GET"])
+    def served_settings() -> Response:
+        return jsonify(services.settings())
 
     @route("/healthz", methods=["GET"])
     def healthz() -> Response:

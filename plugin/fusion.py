@@ -60,6 +60,9 @@ class FusionSettings:
         rrf_k: the RRF rank constant.
         popularity_weight: weight of the popularity listing (recommendations).
         content_weight: weight of a ``content`` signal when one is fused (0 = none asked).
+        image_weight: weight of the ``image`` signal (the query photo's kNN on ``image_embedding``).
+        text_image_weight: weight of the ``text_image`` signal (the query text, through an image–text
+            bundle's text tower, kNN on ``image_embedding``).
         cf_mode: ``multiplicative`` or ``additive`` collaborative boost.
         candidates: how many candidates each signal contributes (more when paging deeper).
         ef_search: HNSW candidate list size of the kNN searches (raised to ``candidates``).
@@ -81,6 +84,8 @@ class FusionSettings:
     rrf_k: int = 60
     popularity_weight: float = 0.5
     content_weight: float = 0.0
+    image_weight: float = 1.0
+    text_image_weight: float = 0.3
     cf_mode: str = "multiplicative"
     candidates: int = 50
     ef_search: int = 100
@@ -93,7 +98,8 @@ class FusionSettings:
         if self.cf_mode not in CF_MODES:
             raise ConfigError(f"cf_mode {self.cf_mode!r} is not one of {CF_MODES}", field="cf_mode")
         for name in ("bm25_weight", "dense_weight", "cf_weight", "listing_cf_weight", "title_cf_weight",
-                     "neighbors_weight", "popularity_weight", "content_weight"):
+                     "neighbors_weight", "popularity_weight", "content_weight", "image_weight",
+                     "text_image_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0", field=name)
         if self.rrf_k < 1 or not 1 <= self.candidates <= 1000 or self.ef_search < 1:

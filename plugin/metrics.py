@@ -72,6 +72,9 @@ class Metrics:
         self.foldin = Counter(
             "osreco_foldin", "Users of /v1/events folded in off the request thread, by outcome "
             "(folded, failed, refused)", ["result"], registry=self.registry)
+        self.query_log = Counter(
+            "osreco_query_log", "Query-log documents of served requests, by outcome (written, dropped: "
+            "the writer's queue was full, failed: the node refused them)", ["result"], registry=self.registry)
         self._serving: str | None = None
         self.multiprocess_dir = multiprocess_dir()
 

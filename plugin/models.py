@@ -1,5 +1,7 @@
-"""The models the sidecar serves: the query encoder (swapped in place by the hot-reload) and
-the optional cross-encoder reranker; both are CPU ``Encoder`` runtimes over exported bundles.
+"""The models the sidecar serves: the query encoder (swapped in place by the hot-reload), the
+encoders of named languages (``OSRECO_BUNDLE_ZH``: a Chinese query is embedded by it and searched
+on ``embedding_zh``) and the optional cross-encoder reranker; all are CPU ``Encoder`` runtimes
+over exported bundles.
 
 A bundle that fails to load does not stop the sidecar: it serves BM25 only and says so (the
 reason is kept for ``/readyz``). An explicitly configured reranker that fails to load is a
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,7 @@ from osreco.plugin.degradations import Degradations
 from osreco.plugin.errors import ConfigError
 from osreco.plugin.fusion import Candidate
 from osreco.plugin.metrics import Metrics
+from osreco.plugin.query import QueryOptions
 
 log = logging.getLogger("osreco.plugin.service")
 
@@ -37,11 +41,15 @@ class ServedModels:
         reranker: the cross-encoder, or None.
         rerank_top_n: how many candidates the reranker scores.
         rerank_fields: the ``_source`` fields joined into the text the reranker reads.
+        named: language -> the encoder of queries in that language (vectors in ``embedding_<language>``).
+        named_errors: language -> why its configured encoder did not load (its queries use ``encoder``).
     """
 
     def __init__(self, metrics: Metrics, encoder: Any = None, encoder_error: str | None = None,
-                 reranker: Any = None, rerank_top_n: int = 50, rerank_fields: tuple[str, ...] = ("title", "text")):
+                 reranker: Any = None, rerank_top_n: int = 50, rerank_fields: tuple[str, ...] = ("title", "text"),
+                 named: Mapping[str, Any] | None = None, named_errors: Mapping[str, str] | None = None):
         self.metrics, self.encoder, self.encoder_error, self.reranker = metrics, encoder, encoder_error, reranker
+        self.named, self.named_errors = dict(named or {}), dict(named_errors or {})
         self.rerank_top_n, self.rerank_fields = rerank_top_n, rerank_fields
         self.on_swap: list[Callable[[], None]] = []   # run after a swap (drop what the old encoder made)
         self._lock = threading.Lock()
@@ -63,7 +71,15 @@ class ServedModels:
                 log.error(error)
         else:
             error = "no bundle configured (OSRECO_BUNDLE)"
-        return cls(metrics, encoder, error, load_reranker(config), config.rerank_top_n, config.rerank_fields)
+        named, named_errors = {}, {}
+        if config.bundle_zh_dir:
+            try:
+                named["zh"] = load_encoder(config.bundle_zh_dir, config.encoder_threads)
+            except Exception as e:  # any load failure: Chinese queries use the default encoder, reported
+                named_errors["zh"] = f"bundle {config.bundle_zh_dir} failed to load: {e}"
+                log.error(named_errors["zh"])
+        return cls(metrics, encoder, error, load_reranker(config), config.rerank_top_n, config.rerank_fields,
+                   named, named_errors)
 
     @property
     def artifact_id(self) -> str | None:
@@ -82,16 +98,38 @@ class ServedModels:
         """The served encoder's query vectors of ``texts``."""
         return self.encoder.encode_queries(list(texts))
 
-    def embed_query(self, text: str, deg: Degradations, pending: str | None = None) -> np.ndarray | None:
+    def vector_field(self, language: str) -> str:
+        """The knn field a query in ``language`` is searched on: ``embedding_<language>`` when that
+        language has its own encoder, else ``embedding``."""
+        return f"embedding_{language}" if language in self.named else "embedding"
+
+    def search_options(self, options: QueryOptions, language: str) -> QueryOptions:
+        """``options`` whose meaning kNN runs on :meth:`vector_field` of ``language``."""
+        name = self.vector_field(language)
+        return options if name == "embedding" else replace(options, fields=replace(options.fields, embedding=name))
+
+    def embed_query(self, text: str, deg: Degradations, pending: str | None = None,
+                    language: str = "en") -> np.ndarray | None:
         """The query's meaning vector, or ``None`` (BM25 only, reported) when the encoder fails.
 
         Args:
             text: the free text left after intent parsing (empty: no vector, nothing reported).
             deg: the request's degradations.
             pending: the bundle the index was rebuilt with while it is not served yet.
+            language: the query's language; one with its own encoder is embedded by it (search
+                its vector on :meth:`vector_field`).
         """
         if not text:
             return None
+        named = self.named.get(language)
+        if named is not None:
+            try:
+                return np.asarray(named.encode_queries([text])[0], dtype=np.float32)
+            except Exception as e:  # any encoder failure degrades to BM25 only
+                deg.add("encoder", f"BM25 only: the {language} encoder failed: {type(e).__name__}: {e}")
+                return None
+        if language in self.named_errors:
+            deg.add(f"encoder_{language}", f"the default encoder embeds this query: {self.named_errors[language]}")
         encoder = self.encoder
         if encoder is None:
             deg.add("encoder", f"BM25 only: {self.encoder_error}")

@@ -20,7 +20,7 @@ from osreco.plugin.errors import PluginError, RequestError
 from osreco.plugin.intent.parser import IntentOptions, parse_intent
 from osreco.plugin.intent.titles import TitleHit, title_request, titles_from_response
 from osreco.plugin.intent.types import FacetMatch, Intent, IntentFields, RangeFilter
-from osreco.plugin.intent.vocab import Vocabulary, vocabulary_from_response, vocabulary_request
+from osreco.plugin.intent.vocab import Embed, Vocabulary, vocabulary_from_response, vocabulary_request
 from osreco.plugin.models import ServedModels
 from osreco.plugin.transport import NodeTransport
 
@@ -41,14 +41,15 @@ class QueryParser:
         vocab_ttl_s: how long the vocabulary is cached.
         embed_vocabulary: also embed the vocabulary (when it has at most ``VOCAB_EMBED_MAX`` values).
         llm_url, llm_timeout_s: the optional LLM parser (rules parser when unset or failing).
+        llm_mode: ``combined`` (LLM only for what the rules leave unexplained) or ``llm``.
     """
 
     def __init__(self, transport: NodeTransport, models: ServedModels, fields: IntentFields, *,
                  vocab_ttl_s: float = 300.0, embed_vocabulary: bool = True, llm_url: str | None = None,
-                 llm_timeout_s: float = 2.0):
+                 llm_timeout_s: float = 2.0, llm_mode: str = "combined"):
         self.transport, self.models, self.fields = transport, models, fields
         self.vocab_ttl_s, self.embed_vocabulary = vocab_ttl_s, embed_vocabulary
-        self.llm_url, self.llm_timeout_s = llm_url, llm_timeout_s
+        self.llm_url, self.llm_timeout_s, self.llm_mode = llm_url, llm_timeout_s, llm_mode
         self._vocab: Vocabulary | None = None
         self._vocab_at = 0.0
         self._titles: OrderedDict[str, tuple[float, list[TitleHit]]] = OrderedDict()
@@ -108,7 +109,7 @@ class QueryParser:
         """
         vocab = self.vocabulary()
         embed = self.models.embed_texts if vocab.vectors is not None else None
-        intent = self._llm_intent(req, vocab) or parse_intent(
+        intent = self._llm_intent(req, vocab, embed) or parse_intent(
             req.q, vocab, req.language, options=IntentOptions(fields=self.fields), embed=embed,
             titles=self.lookup_titles)
         facets, ranges = self.request_filters(req.filters)
@@ -116,13 +117,13 @@ class QueryParser:
             intent = replace(intent, filters=intent.filters + facets, ranges=intent.ranges + ranges)
         return intent
 
-    def _llm_intent(self, req: schemas.SearchRequest, vocab: Vocabulary) -> Intent | None:
+    def _llm_intent(self, req: schemas.SearchRequest, vocab: Vocabulary, embed: Embed | None) -> Intent | None:
         if not self.llm_url:
             return None
         from osreco.plugin.intent import llm  # optional backend, imported only when configured
 
         return llm.parse_with_llm(req.q, vocab, req.language, url=self.llm_url, timeout_s=self.llm_timeout_s,
-                                  fields=self.fields)
+                                  fields=self.fields, mode=self.llm_mode, embed=embed, titles=self.lookup_titles)
 
     def request_filters(self, filters: tuple[tuple[str, schemas.FilterValue], ...]
                         ) -> tuple[tuple[FacetMatch, ...], tuple[RangeFilter, ...]]:

@@ -7,8 +7,9 @@ strict Content-Security-Policy (:data:`PAGE_CSP`).
 
 ``POST /playground/api/search`` is ``/v1/search`` plus the parsed intent as chips, a ``drop`` list
 that removes chips before the search, and a ``variant`` that overrides the fusion settings,
-personalization and the reranker for that request only. Clicks the page posts to ``/v1/events``
-carry ``session_id: "playground"``.
+personalization and the reranker for that request only. Impressions (one per shown result) and
+clicks the page posts to ``/v1/events`` carry the response's ``query_id``, the result's
+``position`` and ``session_id: "playground"``.
 """
 
 from __future__ import annotations

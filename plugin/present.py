@@ -49,7 +49,8 @@ class Presenter:
                           "title": c.source.get(self.fields.title),
                           "filters_satisfied": e["satisfied"], "filters_unsatisfied": e["unsatisfied"],
                           "contributions": e["contributions"],
-                          "because_you_liked": e["because_you_liked"], "source": dict(c.source)})
+                          "because_you_liked": e["because_you_liked"], "source": dict(c.source),
+                          **({"matched": e["matched"]} if "matched" in e else {})})
         return items
 
     def history_items(self, user: UserContext | None, history: SignalResult | None) -> list[HistoryItem]:

@@ -15,7 +15,10 @@ Rules every body follows:
 * sort cues: with free text left, the sort is a *re-rank key* applied after fusion
   (:func:`osreco.plugin.fusion.apply_sort`) so relevance still decides which items qualify;
   with no free text, the lexical sub-search becomes a filtered listing sorted by the key
-  (by popularity when there is no cue) and the kNN on meaning is skipped (no text, no vector).
+  (by popularity when there is no cue) and the kNN on meaning is skipped (no text, no vector);
+* that text-less listing is the same for every user with the same filters, so its ``_msearch``
+  header asks for the shard request cache (``request_cache: true``): OpenSearch caches only
+  ``size: 0`` requests unless a request asks, and a refresh of the index invalidates the entry.
 """
 
 from __future__ import annotations
@@ -71,9 +74,11 @@ class QueryOptions:
             raise ConfigError(f"timeout {self.timeout!r} is not like '2s' or '500ms'", field="timeout")
 
     def text_fields(self) -> list[str]:
-        """The BM25 fields with boosts: title^2, text, title.cjk, text.cjk."""
+        """The BM25 fields with boosts: title^2, text, title.cjk, text.cjk, and the ``transcript``
+        of audio items (``osreco ingest load --audio-field``; absent fields match nothing)."""
         f, boost = self.fields, f"{self.title_boost:g}"
-        return [f"{f.title}^{boost}", f.text, f"{f.title}{f.cjk_suffix}", f"{f.text}{f.cjk_suffix}"]
+        return [f"{f.title}^{boost}", f.text, f"{f.title}{f.cjk_suffix}", f"{f.text}{f.cjk_suffix}",
+                "transcript", f"transcript{f.cjk_suffix}"]
 
 
 @dataclass(frozen=True)
@@ -250,11 +255,13 @@ def build_msearch(intent: Intent, options: QueryOptions, query_vector: Vector | 
     for signal, query in _signal_bodies(intent, options, query_vector, user_vector, taste_exclude, neighbors_of):
         body = _base(options, options.size)
         body["query"] = query
+        header: Json = {"index": options.index}
         if signal == "bm25" and not intent.text:
             body["sort"] = listing_sort(intent, options.fields)
+            header["request_cache"] = True  # a listing repeats across users: cache its hits too
         elif signal == "neighbors":  # many ties in the count: the popular first, then by id
             body["sort"] = [{"_score": "desc"}, *listing_sort(Intent(query="", text=""), options.fields)]
-        lines += [{"index": options.index}, body]
+        lines += [header, body]
         signals.append(signal)
     return MsearchPlan(lines, tuple(signals))
 

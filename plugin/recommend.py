@@ -177,7 +177,8 @@ class Recommender:
             transport, users, fields, settings, options)
 
     def recommend(self, user: UserContext | None, k: int, deg: Degradations) -> Recommendation:
-        """The user's top ``k`` candidates (fewer only when the catalog has fewer unseen items)."""
+        """The user's top ``k`` candidates first (fewer only when the catalog has fewer unseen
+        items), then the other ranked candidates whose sources were read (the query log's)."""
         s, f = self.settings, self.fields
         seen = list(dict.fromkeys(user.all_seen)) if user else []
         if user is not None and user.vector is None and not seen:
@@ -343,7 +344,8 @@ class Recommender:
         candidates = [c for c in candidates if c in sources]
         parts = blend(signals, weights, candidates)
         pop = signals["popularity"]
-        best = sorted(candidates, key=lambda c: (-sum(parts[c].values()), -pop.get(c, -1.0), c))[:k]
+        # the top k are served; the rest (up to the candidate depth) go to the query log
+        best = sorted(candidates, key=lambda c: (-sum(parts[c].values()), -pop.get(c, -1.0), c))[:max(k, opts.size)]
         ranks = {name: {c: r for r, c in enumerate(sorted(v, key=lambda c: -v[c]), 1)} for name, v in signals.items()}
         return [Candidate(c, sum(parts[c].values()), cf_score=affinity.get(c),
                           ranks={n: r[c] for n, r in ranks.items() if c in r},

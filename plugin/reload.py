@@ -23,7 +23,7 @@ from typing import Any
 
 log = logging.getLogger("osreco.plugin.reload")
 
-__all__ = ["BundleReloader", "bundle_artifact_id"]
+__all__ = ["BundleReloader", "Periodic", "bundle_artifact_id"]
 
 
 def bundle_artifact_id(path: Path) -> str | None:
@@ -152,3 +152,33 @@ class BundleReloader:
                 log.debug("bundle reload check failed: %s", e)
             self._wake.wait(self.interval_s)
             self._wake.clear()
+
+
+class Periodic:
+    """Runs ``checks`` in a daemon thread every ``interval_s`` seconds (the same timer setting as the
+    bundle reload): the learned fusion weights and the CF model files (``osreco.plugin.settings_store``).
+    A check that raises is logged and retried next round."""
+
+    def __init__(self, checks: list[Callable[[], object]], interval_s: float, name: str = "osreco-learned-reload"):
+        self.checks, self.interval_s, self.name = checks, interval_s, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Periodic:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for check in self.checks:
+                try:
+                    check()
+                except Exception as e:  # one failing check must not stop the others or the timer
+                    log.warning("%s: %s failed: %s", self.name, getattr(check, "__name__", check), e)

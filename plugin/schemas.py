@@ -15,14 +15,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from osreco.cf.events import EVENT_KINDS
+from osreco.cf.events import DWELL_CAP_S, EVENT_KINDS, event_problem
 from osreco.cf.privacy import is_pseudonym
 from osreco.ingest.index_spec import DEFAULT_NUMERIC
 from osreco.plugin.config import Limits
-from osreco.plugin.errors import RequestError
+from osreco.plugin.errors import PayloadTooLargeError, RequestError
 
 LANGUAGES = ("en", "zh")
+SIMILAR_BY = ("image", "text", "taste", "all")
 FLOAT32_MAX = 3.4028234663852886e38  # the events index stores ``value`` as a float
 RANGE_OPS = ("gte", "gt", "lte", "lt")
 _FIELD_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
@@ -46,6 +48,10 @@ class SearchRequest:
     k: int = 10
     page: int = 1
     language: str | None = None
+    image: bytes | None = None
+    """The query photo's raw bytes (size-checked here, decoded and checked by the image search)."""
+    audio: bytes | None = None
+    """The spoken query's raw bytes (size-checked here, decoded, capped and transcribed by the voice search)."""
 
     @property
     def offset(self) -> int:
@@ -61,7 +67,10 @@ class Event:
     timestamp: str | None = None
     """ISO 8601 UTC (``...Z``), normalized by :func:`parse_timestamp`; ``None``: the arrival time."""
     query: str | None = None
+    query_id: str | None = None
+    """The ``query_id`` of the response that showed the item (required for an impression)."""
     position: int | None = None
+    """1-based rank of the item as shown (required for an impression)."""
     session_id: str | None = None
     event_id: str | None = None
 
@@ -72,6 +81,8 @@ class PageRequest:
 
     k: int = 10
     user_id: str | None = None
+    by: str | None = None
+    """Similar items: which signals (``image``, ``text``, ``taste``, ``all``); None = the default blend."""
 
 
 def safe_name(name: str) -> str:
@@ -207,9 +218,13 @@ def parse_search(raw: object, limits: Limits) -> SearchRequest:
         RequestError: naming the first invalid field.
     """
     body = _object(raw, "body")
-    _check_keys(body, ("q", "user_id", "filters", "k", "page", "language"), "search request")
+    _check_keys(body, ("q", "user_id", "filters", "k", "page", "language", "image", "audio"), "search request")
+    image = parse_image_input(body.get("image"), limits)
+    audio = parse_audio_input(body.get("audio"), limits)
     if "q" not in body:
-        raise RequestError("q is required", field="q")
+        if image is None and audio is None:
+            raise RequestError("q is required", field="q", fix="send q, an image, spoken audio, or a combination")
+        body = {**body, "q": ""}
     k = _int(body.get("k", 10), "k", 1, limits.max_k)
     page = _int(body.get("page", 1), "page", 1, limits.max_page)
     if page * k > limits.max_depth:
@@ -220,10 +235,92 @@ def parse_search(raw: object, limits: Limits) -> SearchRequest:
         raise RequestError(f"language must be one of {LANGUAGES}", field="language")
     user_id = body.get("user_id")
     return SearchRequest(
-        q=_str(body["q"], "q", limits.max_q_chars).strip(),
+        q=_str(body["q"], "q", limits.max_q_chars, allow_empty=image is not None or audio is not None).strip(),
         user_id=None if user_id is None else parse_user_id(user_id, "user_id"),
         filters=parse_filters(body["filters"]) if body.get("filters") is not None else (),
-        k=k, page=page, language=language)
+        k=k, page=page, language=language, image=image, audio=audio)
+
+
+def parse_image_input(value: object, limits: Limits) -> bytes | None:
+    """The search's query image (see :func:`parse_media_input`); decoding the picture itself
+    (format, pixels, corruption) is the image search's check."""
+    return parse_media_input(value, "image", limits.max_image_bytes, "an image", "send a JPEG, PNG or WebP picture")
+
+
+def parse_audio_input(value: object, limits: Limits) -> bytes | None:
+    """The search's spoken query (see :func:`parse_media_input`); the format, duration and
+    silence are the voice search's checks."""
+    return parse_media_input(value, "audio", limits.max_audio_bytes, "audio",
+                             "send wav, flac, ogg or mp3 audio")
+
+
+def parse_media_input(value: object, name: str, max_bytes: int, what: str, fix_empty: str) -> bytes | None:
+    """A media field of a search: base64 text (a ``data:...;base64,`` URL too) or raw bytes (a
+    multipart file), at most ``max_bytes`` decoded; ``None`` when absent.
+
+    Raises:
+        RequestError: not base64 or empty. PayloadTooLargeError: over the size limit.
+    """
+    import base64
+    import binascii
+
+    if value is None:
+        return None
+    upload = "send the file's bytes base64-encoded, or upload it as multipart/form-data"
+    if isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+    elif isinstance(value, str):
+        text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+        if len(text) > (max_bytes + 2) // 3 * 4 + 8:
+            raise PayloadTooLargeError(f"{name} is over the limit of {max_bytes} bytes",
+                                       field=name, fix=f"send {what} of at most {max_bytes} bytes")
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise RequestError(f"{name} is not valid base64: {e}", field=name, fix=upload) from e
+    else:
+        raise RequestError(f"{name} must be a base64 string", field=name, fix=upload)
+    if not data:
+        raise RequestError(f"{name} is empty", field=name, fix=fix_empty)
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(f"{name} is {len(data)} bytes, over the limit of {max_bytes} bytes",
+                                   field=name, fix=f"send {what} of at most {max_bytes} bytes")
+    return data
+
+
+def parse_search_form(form: Mapping[str, str], files: Mapping[str, Any], limits: Limits) -> SearchRequest:
+    """Validate a multipart ``POST /v1/search``: the fields of the JSON body as form fields
+    (``filters`` as JSON text), the picture as the file part ``image``, a recording as ``audio``.
+
+    Raises:
+        RequestError: naming the first invalid field.
+    """
+    import json
+
+    extra = set(files) - {"image", "audio"}
+    if extra:
+        raise RequestError(f"unknown file part {sorted(extra)[0]!r}", field=sorted(extra)[0],
+                           fix="upload the picture as the part named image, a recording as audio")
+    body: dict[str, object] = {}
+    for key, value in form.items():
+        if key in ("k", "page"):
+            body[key] = int(value) if value.strip().isdigit() else value
+        elif key == "filters":
+            try:
+                body[key] = json.loads(value)
+            except ValueError as e:
+                raise RequestError(f"filters is not valid JSON: {e}", field="filters") from e
+        else:
+            body[key] = value
+    for part, cap, what in (("image", limits.max_image_bytes, "an image"), ("audio", limits.max_audio_bytes, "audio")):
+        upload = files.get(part)
+        if upload is not None:
+            data = upload.read(cap + 1)
+            if len(data) > cap:
+                raise PayloadTooLargeError(f"{part} is over the limit of {cap} bytes", field=part,
+                                           fix=f"send {what} of at most {cap} bytes")
+            body[part] = data
+    return parse_search(body, limits)
 
 
 def parse_event(raw: object, where: str = "event", future_s: float = 300.0,
@@ -231,7 +328,9 @@ def parse_event(raw: object, where: str = "event", future_s: float = 300.0,
     """Validate one event object; its timestamp comes back as ISO 8601 UTC (``...Z``) or ``None``.
 
     ``future_s``: how far past ``now`` the timestamp may lie. ``event_id`` (optional) is the
-    client's idempotency key: an event with an id already stored is not stored again.
+    client's idempotency key: an event with an id already stored is not stored again. An
+    impression needs ``query_id`` and ``position``; a ``position`` is 1-based; a dwell needs a
+    positive ``value`` (seconds, capped at :data:`~osreco.cf.events.DWELL_CAP_S`).
     """
     body = _object(raw, where)
     _check_keys(body, tuple(Event.__dataclass_fields__), where)
@@ -249,12 +348,21 @@ def parse_event(raw: object, where: str = "event", future_s: float = 300.0,
         raise RequestError("a rating needs a value in 0..10", field=f"{where}.value")
     ts = parse_timestamp(body.get("timestamp"), f"{where}.timestamp", future_s, now)
     pos = body.get("position")
+    position = None if pos is None else _int(pos, f"{where}.position", 1, 10_000)
+    query_id = None if body.get("query_id") is None else parse_identifier(body["query_id"], f"{where}.query_id")
+    problem = event_problem(kind, value, query_id, position)
+    if problem is not None:
+        raise RequestError(problem[1], field=f"{where}.{problem[0]}",
+                           fix="send the query_id and position the search/recommend response gave the item"
+                           if kind == "impression" else None)
+    if kind == "dwell" and value is not None:
+        value = min(value, DWELL_CAP_S)
     return Event(
         user_id=parse_user_id(body["user_id"], f"{where}.user_id"),
         item_id=parse_identifier(body["item_id"], f"{where}.item_id"), kind=kind, value=value,
         timestamp=ts,
         query=None if body.get("query") is None else _str(body["query"], f"{where}.query", 512, True),
-        position=None if pos is None else _int(pos, f"{where}.position", 0, 10_000),
+        query_id=query_id, position=position,
         session_id=None if body.get("session_id") is None else parse_identifier(body["session_id"],
                                                                             f"{where}.session_id"),
         event_id=None if body.get("event_id") is None else parse_identifier(body["event_id"], f"{where}.event_id"))
@@ -306,14 +414,17 @@ def parse_events(raw: object, limits: Limits) -> tuple[Event, ...]:
 
 def parse_page_args(args: Mapping[str, str], limits: Limits, need_user: bool) -> PageRequest:
     """Validate query-string args ``k`` (and ``user_id`` when ``need_user``)."""
-    allowed = ("k", "user_id") if need_user else ("k",)
+    allowed = ("k", "user_id") if need_user else ("k", "by")
     _check_keys(args, allowed, "query string")
     raw_k = args.get("k", "10")
     if not re.fullmatch(r"\d{1,4}", raw_k):
         raise RequestError("k must be an integer", field="k")
     k = _int(int(raw_k), "k", 1, limits.max_k)
     if not need_user:
-        return PageRequest(k=k)
+        by = args.get("by")
+        if by is not None and by not in SIMILAR_BY:
+            raise RequestError(f"by must be one of {', '.join(SIMILAR_BY)}", field="by")
+        return PageRequest(k=k, by=by)
     if "user_id" not in args:
         raise RequestError("user_id is required", field="user_id")
     return PageRequest(k=k, user_id=parse_user_id(args["user_id"], "user_id"))

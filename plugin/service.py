@@ -18,17 +18,20 @@ sort cue is applied after both; MMR uses the CF item factors as item vectors.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from opensearchpy import OpenSearch
 
+from osreco.cf.querylog import write_queries
 from osreco.plugin import schemas
 from osreco.plugin.config import SidecarConfig
 from osreco.plugin.degradations import Degradations
-from osreco.plugin.errors import NotFoundError
+from osreco.plugin.errors import NotFoundError, PluginError
 from osreco.plugin.fusion import Candidate, FusionSettings, SignalResult, apply_sort, candidates_from_hybrid, fuse, mmr
+from osreco.plugin.image_search import ImageSearch
 from osreco.plugin.intent.types import Intent, IntentFields
 from osreco.plugin.metrics import Metrics
 from osreco.plugin.models import ServedModels
@@ -43,15 +46,20 @@ from osreco.plugin.query import (
     build_recommend,
     filter_clauses,
 )
+from osreco.plugin.querylog_writer import QueryLogWriter, fusion_weights
 from osreco.plugin.readiness import Readiness
 from osreco.plugin.recommend import Recommender
-from osreco.plugin.reload import BundleReloader
+from osreco.plugin.reload import BundleReloader, Periodic
+from osreco.plugin.settings_store import CFModelWatch, SettingsStore
 from osreco.plugin.similar import SimilarItems
 from osreco.plugin.taste import personal_order, query_class, taste_settings
 from osreco.plugin.transport import NodeTransport
 from osreco.plugin.users import UserContext, Users
+from osreco.plugin.voice import VoiceSearch
 
 __all__ = ["RECOMMEND_FUSION", "SIMILAR_FUSION", "SearchService"]
+
+log = logging.getLogger("osreco.plugin.service")
 
 RECOMMEND_FUSION = FusionSettings(method="rrf", cf_weight=1.0, popularity_weight=0.3, cf_mode="additive")
 SIMILAR_FUSION = FusionSettings(dense_weight=1.0)
@@ -70,7 +78,15 @@ class SearchService:
         self.recommend_fusion: FusionSettings | None = None  # None: the served blend (plugin/recommend.py)
         self.recommender = Recommender(transport, users, self.fields, config.recommend, self.options)
         self.similar_items = SimilarItems(transport, self.fields, config.recommend.similar_cf_weight, self.options)
+        self.images = ImageSearch.from_config(config)  # an image bundle without an image tower fails here
+        self.voice = VoiceSearch.from_config(config)  # a speech model that does not load fails here too
+        self.similar_items.image_weight = config.fusion.image_weight
         self._pipelines: set[str] = set()
+        self.querylog = QueryLogWriter(lambda docs: write_queries(transport.client, config.prefix, docs), metrics,
+                                       config.query_log_queue)
+        # the fusion weights `osreco learn` promoted, per query class (absent: config.fusion exactly)
+        self.settings_store = SettingsStore.over(transport.client, config.prefix, config.fusion)
+        self.learned_reload: Periodic | None = None
 
     @classmethod
     def from_config(cls, config: SidecarConfig, metrics: Metrics) -> SearchService:
@@ -85,6 +101,14 @@ class SearchService:
         service = cls.from_parts(config, transport, metrics, ServedModels.from_config(config, metrics))
         if config.bundle_dir and config.bundle_reload_s > 0:
             service.readiness_checks.watch_bundles(config).start()
+        service.settings_store.refresh()
+        checks: list[Any] = [service.settings_store.refresh]
+        if config.cf_model_dir:
+            from osreco.cf.model import CFModel
+
+            checks.append(CFModelWatch(config.cf_model_dir, service.serve_cf_model, CFModel.load).check)
+        if config.bundle_reload_s > 0:   # learned weights and a promoted CF model, on the same timer
+            service.learned_reload = Periodic(checks, config.bundle_reload_s).start()
         return service
 
     @classmethod
@@ -105,7 +129,7 @@ class SearchService:
         users = Users.from_config(config, transport, metrics, cf_model)
         parser = QueryParser(transport, models, fields, vocab_ttl_s=config.vocab_ttl_s,
                              embed_vocabulary=config.embed_vocabulary, llm_url=config.llm_url,
-                             llm_timeout_s=config.llm_timeout_s)
+                             llm_timeout_s=config.llm_timeout_s, llm_mode=config.llm_mode)
         return cls(config, metrics, transport=transport, models=models, users=users, parser=parser,
                    presenter=Presenter(fields, users), readiness=Readiness(transport, models, users), **extra)
 
@@ -137,6 +161,20 @@ class SearchService:
         """See :meth:`osreco.plugin.users.Users.forget`."""
         return self.users.forget(user_id)
 
+    def settings(self) -> dict[str, Any]:
+        """GET /v1/settings: the fusion weights served per query class and their source."""
+        return {"fusion": self.settings_store.served(),
+                "cf_model": None if self.users.cf_model is None else {
+                    "dir": self.config.cf_model_dir, "run_id": self.users.cf_model.meta.get("run_id"),
+                    "dim": self.users.cf_model.dim}}
+
+    def serve_cf_model(self, model: Any) -> None:
+        """Serve ``model`` from now on (one assignment), forgotten users left out."""
+        from osreco.cf.forget import forgotten_keys
+
+        gone = forgotten_keys(self.transport.client, self.users.store.prefix)
+        self.users.cf_model = model.without_user(*gone) if gone else model
+
     # ---- search, recommend, similar ------------------------------------------------------
 
     def parse(self, req: schemas.SearchRequest) -> Intent:
@@ -144,9 +182,29 @@ class SearchService:
         return self.parser.parse(req)
 
     def search(self, req: schemas.SearchRequest) -> dict[str, Any]:
-        """One search request end to end (see the module docstring)."""
-        ep, deg = "/v1/search", Degradations(self.metrics)
+        """One search request end to end (see the module docstring); a spoken query is
+        transcribed first (``plugin/voice.py``) and its transcript searched like typed text."""
+        if req.audio is None:
+            return self._search(req, {})
         timings: dict[str, float] = {}
+        with self.metrics.stage("/v1/search", "asr", timings):
+            spoken = self.voice.transcribe(req.audio, req.language, self._facet_values())
+        return {**self._search(spoken.request(req), timings), **spoken.describe()}
+
+    def _facet_values(self) -> dict[str, list[str]] | None:
+        """The index's facet values that prime speech recognition (None when they cannot be read)."""
+        if not self.voice.vocab_prompt:
+            return None
+        try:
+            return {f: list(v) for f, v in self.parser.vocabulary().values.items()}
+        except PluginError as e:  # recognition without the catalog's words is still recognition
+            log.warning("facet values for the speech prompt could not be read: %s", e)
+            return None
+
+    def _search(self, req: schemas.SearchRequest, timings: dict[str, float]) -> dict[str, Any]:
+        ep, deg = "/v1/search", Degradations(self.metrics)
+        with self.metrics.stage(ep, "image", timings):  # a bad photo is the client's 4xx, before any node call
+            photo = self.images.photo_vector(req.image)
         with self.metrics.stage(ep, "parse", timings):
             intent = self.parse(req)
         if intent.fallback_reason:
@@ -158,17 +216,22 @@ class SearchService:
             if intent.linked.item_id is not None:  # linked (its words were cut) but not servable: words again
                 intent = replace(intent, text=" ".join(filter(None, (intent.linked.phrase, intent.text))))
         with self.metrics.stage(ep, "embed", timings):
-            qvec = self.models.embed_query(intent.text, deg, self.readiness_checks.pending)
-        user = self.users.context(req.user_id, deg)
-        user = user if user is not None and user.vector is not None else None
+            qvec = self.models.embed_query(intent.text, deg, self.readiness_checks.pending, intent.language)
+            image_vectors = self.images.vectors(photo, intent.text)
+        known = self.users.context(req.user_id, deg)
+        user = known if known is not None and known.vector is not None else None
         depth = max(self.config.fusion.candidates, req.page * req.k)
-        hybrid = self.config.retrieval == "hybrid" and qvec is not None
+        # a language with its own encoder searches its own field (embedding_zh): msearch does that
+        own = self.models.vector_field(intent.language) != "embedding"
+        hybrid = self.config.retrieval == "hybrid" and qvec is not None and not image_vectors and not own
         with self.metrics.stage(ep, "search", timings):
             if hybrid:
                 fused, lists, partial = self._hybrid(intent, qvec, user, depth, deg)
             else:
-                plan = build_msearch(intent, self.options(depth), qvec, user.vector if user else None,
-                                     self._taste_exclude(intent, user), self._neighbors_of(intent, user))
+                plan = build_msearch(intent, self.models.search_options(self.options(depth), intent.language), qvec,
+                                     user.vector if user else None, self._taste_exclude(intent, user),
+                                     self._neighbors_of(intent, user))
+                plan = self.images.extend(plan, intent, self.options(depth), image_vectors)
                 lists, partial = self.transport.msearch("search", self._with_history(plan, user), deg)
         with self.metrics.stage(ep, "fuse", timings):
             if hybrid:
@@ -177,7 +240,8 @@ class SearchService:
                 cls = query_class(intent.text, [{"_source": c.source} for c in fused], self.fields)
             else:
                 cls = self._query_class(intent, lists)
-                ranked, affinity = self.rank(lists, user, intent, self._search_fusion(intent, user, lists))
+                fusion = self._search_fusion(intent, user, lists)
+                ranked, affinity = self.rank(lists, user, intent, fusion)
         reranked: dict[str, float] = {}
         if self.models.reranker is not None and intent.text and ranked:
             # only when free text is left: a query that is all constraints is already satisfied
@@ -190,10 +254,13 @@ class SearchService:
                                              lists.get("history"), affinity, req.offset)
         for r in results:
             r["rerank_score"] = reranked.get(r["item_id"])
-        return {"results": results, "k": req.k, "page": req.page, "intent": intent.describe(),
+        resp = {"results": results, "k": req.k, "page": req.page, "intent": intent.describe(),
                 "parser": intent.parser, "retrieval": "hybrid" if hybrid else "msearch",
                 "personalized": user is not None, "query_class": cls, "degradations": deg.items, **partial,
                 "timings_ms": timings}
+        return self.querylog.record(resp, "search", ranked, fusion_weights(self.config.fusion if hybrid else fusion),
+                                    user_key=known.key if known else None, query=req.q, query_class=cls,
+                                    language=req.language, k=req.k, page=req.page)
 
     def recommend(self, req: schemas.PageRequest) -> dict[str, Any]:
         """What ``osreco cf train`` learned, served (:class:`~osreco.plugin.recommend.Recommender`):
@@ -214,7 +281,10 @@ class SearchService:
             if via and not r["because_you_liked"] and r["contributions"].get("neighbors"):
                 r["because_you_liked"] = [{"item_id": via[0], "title": titles.get(via[0]) or via[0],
                                            "similarity": round(via[1], 4)}]
-        return {"results": results, "personalized": rec.personalized, "degradations": deg.items, **rec.partial}
+        resp = {"results": results, "personalized": rec.personalized, "degradations": deg.items, **rec.partial}
+        weights = self.recommender.settings.weights(cold=user is None or user.vector is None)
+        return self.querylog.record(resp, "recommend", rec.ranked, {"method": "blend", **weights},
+                                    user_key=user.key if user else None, k=req.k)
 
     def _recommend_fused(self, req: schemas.PageRequest, fusion: FusionSettings) -> dict[str, Any]:
         """Taste (kNN on ``cf_vector``) plus the popularity listing, seen items excluded, fused by ``fusion``."""
@@ -226,7 +296,9 @@ class SearchService:
             read, partial = self.transport.msearch("recommend", self._with_history(plan, user), deg)
         ranked, affinity = self.rank(read, user, Intent(query="", text=""), fusion)
         results = self.presenter.present(ranked[:req.k], None, user, read.get("history"), affinity)
-        return {"results": results, "personalized": vector is not None, "degradations": deg.items, **partial}
+        resp = {"results": results, "personalized": vector is not None, "degradations": deg.items, **partial}
+        return self.querylog.record(resp, "recommend", ranked, fusion_weights(fusion),
+                                    user_key=user.key if user else None, k=req.k)
 
     def similar(self, item_id: str, req: schemas.PageRequest) -> dict[str, Any]:
         """Items like ``item_id``: its co-engagement neighbours blended with content kNN
@@ -236,9 +308,11 @@ class SearchService:
             NotFoundError: no such item, or it has neither an embedding nor neighbours.
         """
         deg = Degradations(self.metrics)
-        ranked = self.similar_items.rank(item_id, req.k, None, deg)
-        return {"item_id": item_id, "results": self.presenter.present(ranked, None, None, None, {}),
-                "degradations": deg.items}
+        ranked = self.similar_items.rank(item_id, req.k, None, deg, by=req.by)
+        resp = {"item_id": item_id, "results": self.presenter.present(ranked, None, None, None, {}),
+                "degradations": deg.items, **({"by": req.by} if req.by else {})}
+        return self.querylog.record(resp, "similar", ranked, {"method": "blend", **self.similar_items.weights(req.by)},
+                                    k=req.k, item_id=item_id)
 
     def _search_like(self, req: schemas.SearchRequest, intent: Intent, deg: Degradations,
                      timings: dict[str, float]) -> dict[str, Any] | None:
@@ -262,9 +336,12 @@ class SearchService:
             results = self.presenter.present(ranked[req.offset:depth], intent, None, None, {}, req.offset)
         for r in results:
             r["rerank_score"] = None
-        return {"results": results, "k": req.k, "page": req.page, "intent": intent.describe(),
+        resp = {"results": results, "k": req.k, "page": req.page, "intent": intent.describe(),
                 "parser": intent.parser, "retrieval": "similar", "personalized": False, "query_class": "title",
                 "degradations": deg.items, "timings_ms": timings}
+        w = self.similar_items.cf_weight
+        return self.querylog.record(resp, "search", ranked, {"method": "blend", "neighbors": w, "dense": 1.0 - w},
+                                    query=req.q, query_class="title", language=req.language, k=req.k, page=req.page)
 
     # ---- building blocks -----------------------------------------------------------------
 
@@ -320,10 +397,11 @@ class SearchService:
                        lists: dict[str, SignalResult] | None = None) -> FusionSettings:
         """The configured fusion with the taste weight (and demotion) of the query's class;
         the configured fusion, demoting nothing, for an anonymous search."""
-        f = self.config.fusion
+        cls = self._query_class(intent, lists or {})
+        f = self.settings_store.fusion(self.config.fusion, cls)
         if user is None:
             return replace(f, demote_seen=False)
-        return taste_settings(f, self._query_class(intent, lists or {}))
+        return taste_settings(f, cls)
 
     def rank(self, lists: dict[str, SignalResult], user: UserContext | None, intent: Intent,
              settings: FusionSettings) -> tuple[list[Candidate], dict[str, float]]:

@@ -168,6 +168,13 @@ class Users:
         A forget that lands between the tombstone check and the write is caught afterwards: the
         events just written for users tombstoned meanwhile are deleted by id and counted as forgotten.
 
+        The answer counts ``accepted``, ``duplicates`` (same id, stored once, added to nothing),
+        ``forgotten``, ``unknown_items`` (events whose item the catalog lacks: stored with
+        ``unknown_item``, never added to popularity or CF training; one ``mget`` with the
+        tombstones), ``out_of_order`` (new events older than their user's newest: accepted; readers
+        order by timestamp) and ``queued_users``. Impressions, skips and dwells are stored but fold
+        no one in and add no popularity (:data:`osreco.cf.events.INTERACTION_KINDS`).
+
         Raises:
             OverloadedError: the fold-in queue cannot take the batch's users.
             NodeUnavailableError: the node did not answer, or refused some events for now (429, 5xx).
@@ -181,19 +188,22 @@ class Users:
         for e in events:
             doc = ev_store.Event(user_key=pseudonymize(e.user_id, self.hmac_key), item_id=e.item_id, kind=e.kind,
                                  timestamp=e.timestamp or arrival, value=1.0 if e.value is None else e.value,
-                                 query=e.query, position=e.position, session_id=e.session_id, event_id=e.event_id)
+                                 query=e.query, query_id=e.query_id, position=e.position, session_id=e.session_id,
+                                 event_id=e.event_id)
             if doc.event_id is None:
                 doc = replace(doc, event_id=doc.derived_id(None if e.timestamp else minute))
             docs.append(doc)
-        # A forgotten user stays forgotten: their new events are dropped here (one mget), never stored.
-        gone = self.transport.call("events", cf_forget.tombstoned, self.transport.client, self.store.prefix,
-                                   [d.user_key for d in docs])
-        if gone:
-            docs = [d for d in docs if d.user_key not in gone]
+        # A forgotten user stays forgotten: their new events are dropped here, never stored; the
+        # same mget tells which items the catalog lacks (stored, flagged, never trained on).
+        gone, unknown = self.transport.call("events", check_batch, self.transport.client, self.store,
+                                            [d.user_key for d in docs], [d.item_id for d in docs], deg)
+        docs = [d if d.item_id not in unknown else replace(d, unknown_item=True) for d in docs
+                if d.user_key not in gone]
         if not docs:
-            return {"accepted": 0, "duplicates": 0, "forgotten": len(events), "queued_users": 0,
-                    "degradations": deg.items}
-        users = [] if self.cf_model is None else list(dict.fromkeys(d.user_key for d in docs))
+            return {"accepted": 0, "duplicates": 0, "forgotten": len(events), "queued_users": 0, "unknown_items": 0,
+                    "out_of_order": 0, "degradations": deg.items}
+        late_order = self.transport.call("events", out_of_order, self.transport.client, self.store.prefix, docs)
+        users = [] if self.cf_model is None else list(dict.fromkeys(d.user_key for d in docs if _teaches(d)))
         if self.cf_model is None:
             deg.add("cf_model", "events stored; no CF model loaded, so users are not updated online")
         clock = self._popularity_clock()
@@ -218,11 +228,13 @@ class Users:
             raise
         new = [d for d in report.new if d.user_key not in late]
         ticket.deltas = _popularity_deltas(new, clock)  # duplicates add no popularity
-        ticket.keys = tuple(k for k in ticket.keys if k in {d.user_key for d in new})
+        ticket.keys = tuple(k for k in ticket.keys if k in {d.user_key for d in new if _teaches(d)})
         ticket.commit()
         kept = sum(d.user_key not in late for d in docs)
         return {"accepted": report.written - (len(report.new) - len(new)), "duplicates": report.duplicates,
-                "forgotten": len(events) - kept, "queued_users": len(ticket.keys), "degradations": deg.items}
+                "forgotten": len(events) - kept, "queued_users": len(ticket.keys),
+                "unknown_items": sum(bool(d.unknown_item) for d in docs if d.user_key not in late),
+                "out_of_order": sum(d.event_id in late_order for d in new), "degradations": deg.items}
 
     def _drop_late_forgotten(self, docs: Sequence[ev_store.Event]) -> set[str]:
         """The users of ``docs`` tombstoned since the check before the write; their just-written
@@ -315,11 +327,67 @@ class Users:
 def _popularity_deltas(events: Sequence[ev_store.Event], clock: tuple[float, float] | None) -> dict[str, float]:
     """Per item, what the new events add to the stored popularity (each event counts once, decayed
     relative to the training's reference time: :func:`osreco.cf.priors.event_delta`); empty before
-    a training wrote popularity."""
+    a training wrote popularity. Only interactions (:func:`_teaches`) on items the catalog has count."""
     if clock is None:
         return {}
     ref, half_life = clock
     out: dict[str, float] = {}
     for e in events:
+        if not _teaches(e) or e.unknown_item:
+            continue
         out[e.item_id] = out.get(e.item_id, 0.0) + event_delta(ev_store.event_epoch(e.timestamp), ref, half_life)
     return out
+
+
+def _teaches(event: ev_store.Event) -> bool:
+    """Whether ``event`` changes the user's taste (the fold-in): an interaction
+    (:data:`~osreco.cf.events.INTERACTION_KINDS`; not an impression, skip or dwell). The fold-in
+    weighs only items the CF model knows; popularity also skips items the catalog lacks."""
+    return event.kind in ev_store.INTERACTION_KINDS
+
+
+def check_batch(client: Any, store: cf_store.StoreConfig, user_keys: Sequence[str], item_ids: Sequence[str],
+                deg: Degradations) -> tuple[set[str], set[str]]:
+    """The tombstoned users and the items missing from the catalog, in one ``mget``.
+
+    An item index that cannot be read (missing alias, an error) flags no item: the events are
+    stored as they are and the check is listed as a degradation.
+
+    Raises:
+        TransportError: the tombstone lookup failed.
+    """
+    keys, items = list(dict.fromkeys(user_keys)), list(dict.fromkeys(item_ids))
+    docs = client.mget(body={"docs": [
+        *({"_index": cf_forget.forgotten_index(store.prefix), "_id": k, "_source": False} for k in keys),
+        *({"_index": store.item_index, "_id": i, "_source": False} for i in items)]})["docs"]
+    gone: set[str] = set()
+    for key, doc in zip(keys, docs[:len(keys)]):
+        error = doc.get("error")
+        if error and "index_not_found" not in str(error):
+            raise TransportError(500, "mget failed", error)
+        if doc.get("found"):
+            gone.add(key)
+    found = docs[len(keys):]
+    if any(d.get("error") for d in found):
+        deg.add("item_check", f"events stored without checking their items: {store.item_index} did not answer")
+        return gone, set()
+    return gone, {i for i, d in zip(items, found) if not d.get("found")}
+
+
+def out_of_order(client: Any, prefix: str, events: Sequence[ev_store.Event]) -> set[str | None]:
+    """The ``event_id`` of each of ``events`` older than its user's newest event: stored (as far
+    as the index has refreshed) or earlier in the batch. One search (the newest timestamp per user)."""
+    keys = list(dict.fromkeys(e.user_key for e in events))
+    body = {"size": 0, "query": {"terms": {"user_key": keys}},
+            "aggs": {"users": {"terms": {"field": "user_key", "size": len(keys)},
+                               "aggs": {"newest": {"max": {"field": "timestamp"}}}}}}
+    resp = client.search(index=ev_store.events_index(prefix), body=body, ignore_unavailable=True)
+    buckets = ((resp.get("aggregations") or {}).get("users") or {}).get("buckets", [])
+    newest = {b["key"]: float(b["newest"]["value"]) / 1000.0 for b in buckets if b["newest"].get("value") is not None}
+    late: set[str | None] = set()
+    for e in events:
+        at = ev_store.event_epoch(e.timestamp)
+        if at < newest.get(e.user_key, -1e18):
+            late.add(e.event_id)
+        newest[e.user_key] = max(at, newest.get(e.user_key, -1e18))
+    return late

@@ -255,9 +255,17 @@ def minilm_bundle(tmp_path_factory, minilm_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_int8_bundle(tmp_path_factory, minilm_dir) -> Path:
-    """int8 (dynamic, per-channel) bundle of the packaged all-MiniLM-L6-v2."""
+    """int8 bundle (the default scheme: blockwise int8 weights) of the packaged all-MiniLM-L6-v2."""
     from osreco.exporter import ExportOptions, export_model
 
     out = tmp_path_factory.mktemp("minilm-int8-bundle") / "bundle"
     export_model(minilm_dir, out, ExportOptions(model_name="all-MiniLM-L6-v2", quantize="int8"))
     return out
+
+
+@pytest.fixture(scope="session")
+def bge_zh_bundle() -> Path:
+    """The Chinese encoder: bge-small-zh-v1.5 imported from its Maven jar (cached; `make setup` fetches it)."""
+    from osreco.evaluation.setup import ensure_zh_bundle
+
+    return ensure_zh_bundle()

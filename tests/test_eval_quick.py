@@ -48,6 +48,8 @@ def test_quick_eval_report_structure_and_ranges(opensearch_url, os_client, index
                                         "osreco (tuned)", "osreco (seen kept)"]
     assert search["pairs"] > 0 and search["errors"] == {}
     assert set(search["by_language"]) == {"en", "zh"}
+    # the Chinese encoder (on by default) gives Chinese queries a meaning signal; MiniLM alone found nothing
+    assert search["by_language"]["zh"]["knn"]["ndcg"] > 0
     assert set(search["by_class"]) <= {"listing", "text", "title"} and sum(search["classes"].values()) == \
         search["pairs"]
     tuning = search["tuning"]
@@ -74,7 +76,7 @@ def test_quick_eval_with_a_reranker_adds_its_variant(opensearch_url, os_client, 
 
     out = tmp_path / "eval"
     result = CliRunner().invoke(cli, ["eval", "--quick", "--json", "--out", str(out), "--index", index_name,
-                                      "--bundle", str(tiny_bundle), "--tasks", "search",
+                                      "--bundle", str(tiny_bundle), "--tasks", "search", "--no-zh-encoder",
                                       "--rerank-bundle", str(tiny_reranker_bundle), "--rerank-top-n", "10"])
     assert result.exit_code == 0, result.output
     search = json.loads(result.stdout)["search"]

@@ -41,7 +41,7 @@ def _iso(days_ago: float) -> str:
 
 def _seed_user(client, prefix: str, raw_id: str, items: list[str]) -> str:
     key = PRIVACY.pseudonymize(raw_id)
-    write_events(client, prefix, [Event(key, it, "click", _iso(n), query=f"q{n}", position=n, session_id="s1")
+    write_events(client, prefix, [Event(key, it, "click", _iso(n), query=f"q{n}", position=n + 1, session_id="s1")
                                   for n, it in enumerate(items)], refresh=True)
     store = cf_store.StoreConfig(prefix=prefix, item_index=prefix)
     cf_store.write_user_vectors(client, store, [key], np.ones((1, 4), np.float32), {key: items})

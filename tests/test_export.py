@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from osreco.exporter import BundleError, Encoder, ExportOptions, ModelDirError, ParityError, export_model, load_manifest
-from osreco.exporter.manifest import FORMAT_VERSION
+from osreco.exporter.manifest import FORMAT_VERSION, calibration_record
 
 
 @pytest.mark.parametrize("family", ["distilbert", "roberta", "xlm-roberta", "mpnet"])
@@ -151,3 +151,31 @@ def test_optimize_and_fp16_pass_their_gates(options, tiny_model_factory, tmp_pat
     m = export_model(tiny_model_factory("bert"), tmp_path / "b", options)
     assert (m.optimize, m.precision) == (options.optimize, options.precision)
     assert m.parity["min_cosine"] >= (0.9999 if options.precision == "fp32" else 0.99)
+
+
+def test_int8_default_is_blockwise_and_the_manifest_records_the_scheme(tiny_model_factory, tmp_path):
+    catalog = tuple(f"item {i}: a film about {w}" for i, w in enumerate("space toys war love ghosts boxing "
+                                                                        "jazz whales chefs trains robots".split()))
+    m = export_model(tiny_model_factory("bert"), tmp_path / "b", ExportOptions(quantize="int8", parity_catalog=catalog))
+    assert m.quantization["scheme"] == "blockwise-int8" and m.quantization["calibration"] is None
+    assert m.parity["n_catalog_docs"] == 11 and 0.0 <= m.parity["catalog_top10_overlap"] <= 1.0
+    assert m.parity["min_cosine"] >= 0.99 and m.parity["top10_overlap"] >= 0.9
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node}
+    assert "MatMulNBits" in ops and "DynamicQuantizeLinear" not in ops
+    assert load_manifest(tmp_path / "b").quantization == m.quantization
+
+
+def test_static_scheme_records_its_calibration_data(tiny_model_factory, tmp_path):
+    calib = tmp_path / "catalog.jsonl"
+    calib.write_text('{"title": "Toy Story", "text": "toys come alive"}\n{"title": "Heat"}\n', encoding="utf-8")
+    result = _cli(["export", str(tiny_model_factory("bert")), "-o", str(tmp_path / "b"), "--json", "--quantize",
+                   "int8", "--int8-scheme", "static", "--calibration", str(calib), "--min-cosine", "0.5"])
+    assert result.exit_code == 0, result.output
+    q = json.loads(result.stdout.strip().splitlines()[-1])["quantization"]
+    assert q["scheme"] == "static-qdq-minmax"
+    assert q["calibration"] == calibration_record(["Toy Story. toys come alive", "Heat"], str(calib))
+    missing = _cli(["export", str(tiny_model_factory("bert")), "-o", str(tmp_path / "c"), "--quantize", "int8",
+                    "--int8-scheme", "static"])
+    assert missing.exit_code == 2 and "--calibration" in missing.stderr and not (tmp_path / "c").exists()

@@ -81,7 +81,9 @@ def test_artifact_id_is_order_independent_content_hash():
 @pytest.mark.parametrize("kwargs", [{"optimize": "O4"}, {"quantize": "int4"},
                                     {"quantize": "int8", "fp16": True}, {"pooling": "sum"},
                                     {"max_length": 1}, {"min_cosine": 1.5}, {"threads": 0},
-                                    {"ml_commons": True, "optimize": "O2"}, {"int8_scope": "ffn"}])
+                                    {"ml_commons": True, "optimize": "O2"}, {"int8_scope": "ffn"},
+                                    {"int8_scheme": "qat"}, {"quantize": "int8", "int8_scheme": "static"},
+                                    {"quantize": "int8", "ml_commons": True}])
 def test_export_options_reject_bad_values(kwargs):
     with pytest.raises(ConfigError):
         ExportOptions(**kwargs)
@@ -168,3 +170,37 @@ def test_inspect_errors_name_the_file(tmp_path):
     notok.mkdir()
     with pytest.raises(ModelDirError, match="no tokenizer"):
         inspect_model_dir(_model_dir(notok, {"model_type": "bert"}, files=()))
+
+
+def test_calibration_record_names_source_count_and_a_hash_of_the_texts_in_order():
+    import hashlib
+
+    from osreco.exporter.manifest import calibration_record
+
+    rec = calibration_record(["red shoes", "a space film"], "catalog.jsonl")
+    assert rec == {"source": "catalog.jsonl", "n_texts": 2,
+                   "sha256": hashlib.sha256(b"red shoes\na space film").hexdigest()}
+    assert calibration_record(["a space film", "red shoes"], "catalog.jsonl")["sha256"] != rec["sha256"]
+
+
+def test_manifest_round_trips_the_quantization_record():
+    m = Manifest(model_name="m", task="embedding", dim=4, pooling="mean", normalize=True, max_length=8,
+                 opset=17, precision="int8", quantization={"scheme": "blockwise-int8", "calibration": None})
+    assert Manifest.from_dict(json.loads(json.dumps(m.to_dict()))).quantization == m.quantization
+
+
+def test_cli_calibration_file_reads_lines_or_jsonl_title_and_text(tmp_path):
+    from osreco.exporter.cli import _calibration
+
+    lines = tmp_path / "c.txt"
+    lines.write_text("red shoes\n\n  a space film \n", encoding="utf-8")
+    assert _calibration(lines) == {"calibration": ("red shoes", "a space film"), "calibration_source": str(lines)}
+    rows = tmp_path / "c.jsonl"
+    rows.write_text('{"title": "Toy Story", "text": "toys"}\n{"title": "Heat"}\n', encoding="utf-8")
+    assert _calibration(rows)["calibration"] == ("Toy Story. toys", "Heat")
+    (tmp_path / "bad.jsonl").write_text('{"title": "ok"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="line 2 is not JSON"):
+        _calibration(tmp_path / "bad.jsonl")
+    (tmp_path / "empty.txt").write_text("\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="holds no text"):
+        _calibration(tmp_path / "empty.txt")

@@ -26,6 +26,8 @@ def test_mapping_is_the_contract():
         "properties": {
             "item_id": {"type": "keyword"}, "title": text, "text": text,
             "image": {"type": "keyword", "index": False},
+            "audio": {"type": "keyword", "index": False}, "transcript": text,
+            "audio_hash": {"type": "keyword"}, "transcript_language": {"type": "keyword"},
             "embedding": {"type": "knn_vector", "dimension": 4, "method": dict(hnsw, space_type="cosinesimil")},
             "cf_vector": {"type": "knn_vector", "dimension": 2, "method": dict(hnsw, space_type="innerproduct")},
             "content_hash": {"type": "keyword"}, "indexed_at": {"type": "date"},

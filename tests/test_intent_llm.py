@@ -10,8 +10,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from osreco.plugin.errors import ConfigError
-from osreco.plugin.intent.llm import LLMConfig, LLMReplyError, build_request, intent_from_reply, parse_with_llm
+from osreco.plugin.intent.llm import (
+    LLMConfig,
+    LLMReplyError,
+    build_request,
+    intent_from_reply,
+    merge_intents,
+    parse_with_llm,
+)
 from osreco.plugin.intent.parser import parse_intent
+from osreco.plugin.intent.types import IntentFields
 from osreco.plugin.intent.vocab import Vocabulary
 
 VOCAB = Vocabulary.from_values({"brand": ["nike", "asics"], "color": ["red"], "category": ["running shoes"],
@@ -129,3 +137,39 @@ def test_config_and_request():
         LLMConfig("file:///etc/passwd")
     body = build_request("红色跑鞋", VOCAB, LLMConfig("http://h", max_values=1))
     assert json.loads(body["messages"][1]["content"])["vocabulary"]["brand"] == ["asics"]
+
+
+def test_request_carries_the_vocabulary_schema():
+    body = build_request("red shoes", VOCAB, LLMConfig("http://h"))
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_object" and body["max_tokens"] == 256
+    props = fmt["schema"]["properties"]
+    assert props["filters"]["properties"]["brand"]["items"]["enum"] == ["asics", "nike"]
+    assert props["exclude"] == props["filters"] and props["filters"]["additionalProperties"] is False
+    assert set(props["ranges"]["properties"]) == set(IntentFields().numeric)
+    assert fmt["schema"]["required"] == ["text", "filters", "ranges", "exclude", "sort"]
+    assert props["text"]["maxLength"] == len("red shoes")  # the text may only keep the query's words
+    assert "size" not in props["filters"]["properties"]  # a facet without values is not offered
+
+
+def test_combined_mode_merges_only_what_the_rules_left(llm_url):
+    url, server = llm_url
+    n = len(server.requests)
+    explained = parse_with_llm("red running shoes", VOCAB, url=url, mode="combined")
+    assert explained.parser == "rules" and explained.fallback_reason is None and len(server.requests) == n
+    # "zorblax" is left unexplained: the LLM is asked; the rules keep red and sci-fi, the canned
+    # reply adds the year range and the exclusion that the rules did not find
+    merged = parse_with_llm("good red sci-fi zorblax", VOCAB, url=url, mode="combined")
+    assert len(server.requests) == n + 1 and merged.parser == "llm"
+    assert merged.terms() == {"color": ["red"], "genres": ["sci-fi"]}
+    assert merged.to_dict()["exclude"] == {"genres": ["horror"]}
+    assert merged.to_dict()["ranges"] == {"year": {"gte": 1990.0, "lte": 1999.0}}
+    with pytest.raises(ConfigError):
+        parse_with_llm("x", VOCAB, url=url, mode="maybe")
+
+
+def test_merge_keeps_the_rules_facets():
+    rules = parse_intent("red nike shoes", VOCAB)
+    llm = intent_from_reply({"text": "", "filters": {"color": ["red"], "brand": ["asics"]}}, "red nike shoes", VOCAB)
+    merged = merge_intents(rules, llm)
+    assert merged.terms()["brand"] == ["nike"] and merged == rules  # nothing new on empty fields: rules as is

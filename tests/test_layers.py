@@ -30,6 +30,8 @@ PARTS: dict[str, tuple[Path, set[str]]] = {
     "osreco.node_install": (ROOT / "osreco" / "node_install.py", BASE),  # used only by osreco.node
     "osreco.evaluation": (ROOT / "osreco" / "evaluation",
                           CF | {"osreco.training", "osreco.plugin", "osreco.node"}),
+    "osreco.learning": (ROOT / "osreco" / "learning",
+                        CF | {"osreco.training", "osreco.plugin", "osreco.node", "osreco.evaluation"}),
 }
 OURS = tuple(PARTS) + ("osreco.cli", "osreco.demo", "osreco.evaluation")
 

@@ -22,7 +22,7 @@ SRC = ["item_id", "title", "brand", "color", "category", "genres", "price", "yea
        "rating_avg"]
 PRIORS = [{"popularity": {"order": "desc", "missing": "_last", "unmapped_type": "float"}},
           {"rating_avg": {"order": "desc", "missing": "_last", "unmapped_type": "float"}}]
-FIELDS = ["title^2", "text", "title.cjk", "text.cjk"]
+FIELDS = ["title^2", "text", "title.cjk", "text.cjk", "transcript", "transcript.cjk"]
 SHOP = Vocabulary.from_values({"brand": ["nike", "asics"], "color": ["red"], "category": ["running shoes"]})
 SHOES = Intent(query="light red running shoes under $50, not Nike", text="light",
                filters=(FacetMatch("color", "red"), FacetMatch("category", "running shoes")),
@@ -95,6 +95,8 @@ def test_no_text_is_a_sorted_listing_and_skips_meaning():
     intent = Intent(query="cheapest red", text="", filters=(FacetMatch("color", "red"),), sort=SortKey("price", "asc"))
     plan = build_msearch(intent, OPTS, query_vector=[1.0, 0.0], user_vector=[1.0])
     assert plan.signals == ("bm25", "cf")
+    # the listing asks for the request cache (only size-0 searches are cached unless asked); the taste kNN does not
+    assert plan.lines[0] == {"index": "items", "request_cache": True} and plan.lines[2] == {"index": "items"}
     assert plan.lines[1] == {**HEAD, "query": {"bool": {"filter": [{"terms": {"color": ["red"]}}],
                                                         "must": [{"match_all": {}}]}},
                              "sort": [{"price": {"order": "asc", "missing": "_last"}}, *PRIORS, {"item_id": "asc"}]}

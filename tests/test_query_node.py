@@ -73,6 +73,22 @@ def test_sorted_listing_without_text(shop):
     assert [h["_id"] for h in hits] == ["6", "5", "2", "1"]
 
 
+def test_text_less_listing_is_served_from_the_request_cache(shop):
+    client, index, vocab = shop
+    plan = build_msearch(parse_intent("cheapest red running shoes", vocab), QueryOptions(index, size=10, ef_search=20))
+
+    def cache() -> dict:
+        return client.indices.stats(index=index, metric="request_cache")["_all"]["total"]["request_cache"]
+
+    before = cache()
+    first = client.msearch(body=plan.lines)["responses"][0]["hits"]["hits"]
+    second = client.msearch(body=plan.lines)["responses"][0]["hits"]["hits"]
+    after = cache()
+    assert [h["_id"] for h in second] == [h["_id"] for h in first] == ["6", "5", "2", "1"]
+    assert second[0]["_source"]["title"] == "Budget red trainer"  # the cached hits still carry their fields
+    assert after["miss_count"] > before["miss_count"] and after["hit_count"] > before["hit_count"]
+
+
 def test_native_hybrid_same_shape_and_filters(shop):
     client, index, vocab = shop
     intent = parse_intent("red racer, not nike", vocab)

@@ -300,11 +300,11 @@ def test_llm_parser_used_and_fallback_reported(shop, opensearch_url):
     bad = _LLMStub("I think you want shoes!")
     try:
         q = {"q": "cheap red running shoes under $50, not Nike", "k": 3}
-        body = make_app(shop, opensearch_url, facets=SHOP_FACETS, llm_url=good.url).test_client() \
+        body = make_app(shop, opensearch_url, facets=SHOP_FACETS, llm_url=good.url, llm_mode="llm").test_client() \
             .post("/v1/search", json=q).get_json()
         assert body["parser"] == "llm" and body["degradations"] == []
         assert body["results"][0]["item_id"] == "shoe-asics-jolt-red"
-        body = make_app(shop, opensearch_url, facets=SHOP_FACETS, llm_url=bad.url).test_client() \
+        body = make_app(shop, opensearch_url, facets=SHOP_FACETS, llm_url=bad.url, llm_mode="llm").test_client() \
             .post("/v1/search", json=q).get_json()
         assert body["parser"] == "rules" and [d["kind"] for d in body["degradations"]] == ["llm_parser"]
         assert body["results"][0]["item_id"] == "shoe-asics-jolt-red"

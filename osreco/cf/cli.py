@@ -2,6 +2,7 @@
 
     osreco cf train clicks.csv --index movies --model-dir models/cf
     osreco cf train --from-events --index movies
+    osreco cf import spark/item-factors spark/user-factors --index movies --model-dir models/cf
     osreco users forget alice --index movies
     osreco users expire --index movies --days 365
 
@@ -201,6 +202,77 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
                f"{items['missing']} missing, {items['failed']} failed); users: {summary['users']['written']}; "
                f"metadata run {summary['run_id']}" + (f"; model saved to {summary['model_dir']}"
                                                      if summary["model_dir"] else ""))
+
+
+@cf.command("import")
+@click.argument("item_factors", type=click.Path())
+@click.argument("user_factors", type=click.Path())
+@click.option("--index", "index", required=True, help="Item index (or alias) that gets cf_vector.")
+@click.option("--prefix", default=None, help="Prefix of the users/cf-meta indexes (default: --index).")
+@click.option("--model-dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for the served model (the sidecar's OSRECO_CF_MODEL).")
+@click.option("--alpha", type=float, default=1.0, show_default=True,
+              help="Spark ALS implicit-feedback alpha (confidence scale; used by fold-in).")
+@click.option("--regularization", type=float, default=0.1, show_default=True,
+              help="Spark ALS regParam (the fold-in's L2 weight).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def import_spark(item_factors: str, user_factors: str, index: str, prefix: str | None, model_dir: str,
+                 alpha: float, regularization: float, as_json: bool) -> None:
+    """Import Spark MLlib ALS factors (Parquet: id int, features array<float>) as the served CF model.
+
+    ITEM_FACTORS and USER_FACTORS are the folders (or single files) that
+    ``model.itemFactors.write.parquet(...)`` and ``model.userFactors.write.parquet(...)`` wrote.
+    User ids are pseudonymized with OSRECO_HMAC_KEY like `osreco cf train`; item ids must be the
+    catalog's ids (ids not in the catalog are counted and skipped; exit 1 when there were any).
+
+    Example: osreco cf import als/items als/users --index movies --model-dir models/cf
+    """
+    from osreco.cf import store as cf_store
+    from osreco.cf.forget import forgotten_keys
+    from osreco.cf.model import CFConfig
+    from osreco.cf.privacy import PrivacyConfig
+    from osreco.cf.spark_import import build_model, read_factor_table
+
+    privacy = PrivacyConfig.from_env()
+    items_table = read_factor_table(item_factors, "item")
+    users_table = read_factor_table(user_factors, "user")
+    store = cf_store.StoreConfig(prefix=prefix or index, item_index=index)
+    client = _client()
+    cf_dim = cf_store.item_cf_dim(client, index)
+    if cf_dim != items_table.dim:
+        raise ConfigError(f"item index {index!r} has cf_vector dim {cf_dim}, the Spark factors have "
+                          f"{items_table.dim}", field="cf_vector",
+                          fix="create the index with IndexSpec(cf_dim=<Spark ALS rank>) or retrain Spark ALS "
+                              f"with rank {cf_dim}")
+    config = CFConfig(factors=items_table.dim, weighting="alpha", alpha=alpha, regularization=regularization,
+                      blend=(1.0, 0.0, 0.0))
+    model, report = build_model(items_table, users_table, privacy, cf_store.indexed_item_ids(client, index), config)
+    forgotten = forgotten_keys(client, store.prefix)
+    if forgotten:  # a tombstone (`osreco users forget`) keeps a forgotten user out of every model
+        model = model.without_user(*forgotten)
+    embeddings = cf_store.read_item_embeddings(client, index)
+    cold = model.fit_content(embeddings) if embeddings else []
+    items = cf_store.write_item_factors(client, store, model.item_ids.tolist(), model.item_factors)
+    users = cf_store.write_user_vectors(client, store, model.user_keys.tolist(), model.user_factors)
+    meta = {**model.meta, "model": "spark-als", "params": _params(config), "items_indexed": report.catalog_items,
+            "items_from_content": len(cold), "import": report.as_dict(),
+            "model_dir": str(Path(model_dir).resolve())}
+    run_id = cf_store.write_meta(client, store, meta)
+    model.meta = {**meta, "run_id": run_id}
+    model.save(model_dir)
+    summary = {"run_id": run_id, **report.as_dict(), "items_from_content": len(cold),
+               "users_forgotten": report.users - len(model.user_keys),
+               "items": items.as_dict(), "users_written": users.as_dict(), "model_dir": model_dir}
+    failures = len(items.failed) + len(users.failed)
+    if as_json:
+        click.echo(json.dumps(summary, default=str))
+    else:
+        click.echo(f"imported {report.items_kept}/{report.items_read} Spark items ({report.dim} factors), "
+                   f"{report.users} users; {len(report.items_not_in_catalog)} item ids not in the catalog"
+                   + (f" (e.g. {', '.join(report.items_not_in_catalog[:5])})" if report.items_not_in_catalog else "")
+                   + f"; {len(cold)} catalog items predicted from content; model saved to {model_dir} "
+                   f"(run {run_id})")
+    sys.exit(EXIT_FAILURES if report.items_not_in_catalog or failures else EXIT_OK)
 
 
 @group()

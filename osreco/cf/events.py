@@ -2,11 +2,15 @@
 retention. Forgetting users is ``osreco.cf.forget``.
 
 This module owns the event kinds: :data:`EVENT_KINDS` (what the events index stores and the
-sidecar accepts), :data:`KIND_WEIGHTS`, and the kinds that training reads as feedback
-(:data:`POSITIVE_KINDS`, :data:`NEGATIVE_KINDS`, :data:`FEEDBACK_KINDS`).
+sidecar accepts), :data:`KIND_WEIGHTS`, the kinds that are interactions (:data:`INTERACTION_KINDS`:
+popularity, fold-in and CF training read only these) and the kinds that training reads as
+feedback (:data:`POSITIVE_KINDS`, :data:`NEGATIVE_KINDS`, :data:`FEEDBACK_KINDS`).
 
-One document per interaction: ``event_id``, ``user_key`` (pseudonym), ``item_id``, ``kind``,
-``value``, ``timestamp``, ``query``, ``position``, ``session_id``. The document's ``_id`` is its
+One document per event: ``event_id``, ``user_key`` (pseudonym), ``item_id``, ``kind``,
+``value``, ``timestamp``, ``query``, ``query_id`` (the served response's, see
+``osreco.cf.querylog``), ``position`` (1-based, as shown), ``session_id``, ``unknown_item``
+(the item was not in the catalog when the event arrived: stored, never trained on).
+:func:`read_events` reads them back in timestamp order without forgotten users. The document's ``_id`` is its
 ``event_id`` (the client's, or :meth:`Event.derived_id`) and it is written with ``op_type:
 create``, so writing the same event twice stores it once (the second is counted as a duplicate).
 UBI events (``action_name``, ``client_id``, ``event_attributes.object.object_id``,
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -30,21 +34,30 @@ from opensearchpy import OpenSearch, TransportError
 from opensearchpy.helpers import scan
 
 from osreco.cf.errors import InteractionError
+from osreco.cf.forget import forgotten_keys
 from osreco.cf.interactions import Interaction
 from osreco.cf.privacy import PrivacyConfig, is_pseudonym
 from osreco.ingest.bulk import RetryPolicy, bulk_write
 from osreco.ingest.errors import BulkError, ConfigError
 
-EVENT_KINDS = ("view", "click", "add_to_cart", "purchase", "rating")
-"""The kinds an event may have: what the events index stores and the sidecar accepts."""
+EVENT_KINDS = ("view", "impression", "click", "skip", "dwell", "add_to_cart", "purchase", "rating")
+"""The kinds an event may have: what the events index stores and the sidecar accepts (UBI's
+action names). ``impression``: one item shown (``query_id`` and 1-based ``position`` required);
+``skip``: shown and explicitly passed over; ``dwell``: seconds spent on the item (``value`` > 0)."""
 KIND_WEIGHTS = {"view": 0.5, "click": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
 """Collaborative training value of one event of each kind ("rating" uses the event's own value)."""
+INTERACTION_KINDS = frozenset(KIND_WEIGHTS) | {"rating"}
+"""Kinds that are interactions: popularity, the online fold-in and CF training read only these
+(an impression, a skip or a dwell says what was shown or how long, not that the user chose it).
+Training and popularity also skip events flagged ``unknown_item``."""
 POSITIVE_KINDS = frozenset({"click", "add_to_cart", "purchase"})
 """Kinds that tell training the user liked the item (a rating does when it is high)."""
 NEGATIVE_KINDS = frozenset({"impression", "skip"})
-"""Search-log kinds that training reads as negatives (never stored in the events index)."""
+"""Search-log kinds that training reads as negatives (shown, not chosen; a clicked pair stays positive)."""
 FEEDBACK_KINDS = frozenset(EVENT_KINDS) | NEGATIVE_KINDS
 """Every kind an exported training events file may hold."""
+DWELL_CAP_S = 3600.0
+"""The longest dwell stored, seconds (a tab left open is not an hour of interest)."""
 
 EVENTS_MAPPING: dict[str, object] = {
     "dynamic": "strict",
@@ -59,6 +72,7 @@ EVENTS_MAPPING: dict[str, object] = {
         "position": {"type": "integer"},
         "session_id": {"type": "keyword"},
         "event_id": {"type": "keyword"},
+        "unknown_item": {"type": "boolean"},
     },
 }
 FUTURE_ALLOWANCE_S = 300.0
@@ -83,11 +97,16 @@ class Event:
     position: int | None = None
     session_id: str | None = None
     event_id: str | None = None
+    unknown_item: bool | None = None
+    """True when the item was not in the catalog when the event arrived (stored, never trained on)."""
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
             raise InteractionError(f"event kind {self.kind!r} is not one of {EVENT_KINDS}", field="kind",
                                    item_id=self.item_id)
+        problem = event_problem(self.kind, self.value, self.query_id, self.position)
+        if problem is not None:
+            raise InteractionError(problem[1], field=problem[0], item_id=self.item_id)
         if not is_pseudonym(self.user_key):
             raise InteractionError("event user_key is not a pseudonym: raw user ids are never stored",
                                    field="user_key", fix="pass privacy.pseudonymize(user_id, key)")
@@ -95,8 +114,9 @@ class Event:
             raise InteractionError("event without item_id", field="item_id")
 
     def training_value(self) -> float:
-        """The value this event contributes to collaborative training."""
-        return float(self.value) if self.kind == "rating" else KIND_WEIGHTS[self.kind] * float(self.value)
+        """The value this event contributes to collaborative training (0 for a kind that is not
+        an interaction: impression, skip, dwell)."""
+        return kind_value(self.kind, self.value)
 
     def as_doc(self) -> dict[str, object]:
         """The document written to the events index (``None`` fields left out)."""
@@ -108,9 +128,37 @@ class Event:
         ``timestamp`` replaces the event's own in the hash (the sidecar passes the arrival
         minute for events sent without a timestamp, so a retry within that minute matches).
         """
-        parts = [self.user_key, self.item_id, self.kind, float(self.value),
-                 self.timestamp if timestamp is None else timestamp, self.query, self.position, self.session_id]
+        parts: list[object] = [self.user_key, self.item_id, self.kind, float(self.value),
+                               self.timestamp if timestamp is None else timestamp, self.query, self.position,
+                               self.session_id]
+        if self.query_id is not None:  # ids of events without one stay what they were
+            parts.append(self.query_id)
         return "d-" + hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:40]
+
+
+def event_problem(kind: str, value: float | None, query_id: str | None,
+                  position: int | None) -> tuple[str, str] | None:
+    """``(field, message)`` when an event of ``kind`` lacks what its kind needs, else ``None``:
+    an impression needs ``query_id`` and ``position``; a position is 1-based; a dwell needs a
+    positive ``value`` (seconds)."""
+    if position is not None and position < 1:
+        return "position", f"position must be >= 1 (the 1-based rank as shown), got {position}"
+    if kind == "impression" and not query_id:
+        return "query_id", "an impression needs the query_id of the response that showed the item"
+    if kind == "impression" and position is None:
+        return "position", "an impression needs the item's position (1-based rank as shown)"
+    if kind == "dwell" and (value is None or not value > 0):
+        return "value", "a dwell needs a positive value (seconds spent on the item)"
+    return None
+
+
+def kind_value(kind: str, value: float | None) -> float:
+    """What one event contributes to collaborative training: the rating itself, the kind's
+    weight times ``value``, or 0 for a kind that is not an interaction."""
+    v = 1.0 if value is None else float(value)
+    if kind == "rating":
+        return v
+    return KIND_WEIGHTS[kind] * v if kind in KIND_WEIGHTS else 0.0
 
 
 @dataclass(frozen=True)
@@ -222,13 +270,57 @@ def read_interactions_from_events(client: OpenSearch, prefix: str,
     if not client.indices.exists(index=events_index(prefix)):
         raise InteractionError(f"no events index {events_index(prefix)!r}", index=events_index(prefix),
                                fix="send events first (POST /v1/events) or train from a file")
-    query: dict[str, object] = {"query": {"term": {"user_key": user_key}} if user_key else {"match_all": {}}}
+    users = [{"term": {"user_key": user_key}}] if user_key else []
+    query: dict[str, object] = {"query": interactions_query(users)}
     for hit in scan(client, index=events_index(prefix), query=query):
         src = hit["_source"]
-        kind = src.get("kind", "click")
-        value = float(src.get("value", 1.0))
-        value = value if kind == "rating" else KIND_WEIGHTS.get(kind, 1.0) * value
+        value = kind_value(src.get("kind", "click"), float(src.get("value", 1.0)))
         yield Interaction(src["user_key"], src["item_id"], value, event_epoch(src["timestamp"]))
+
+
+def interactions_query(filters: Sequence[Mapping[str, object]] = (), known_only: bool = True) -> dict[str, object]:
+    """The events that are interactions (:data:`INTERACTION_KINDS`), plus ``filters``; with
+    ``known_only`` only those on items the catalog had when they arrived (what training reads;
+    the online fold-in reads all: the CF model's own item factors decide what counts)."""
+    must_not = [{"term": {"unknown_item": True}}] if known_only else []
+    return {"bool": {"filter": [{"terms": {"kind": sorted(INTERACTION_KINDS)}}, *filters], "must_not": must_not}}
+
+
+def read_events(client: OpenSearch, prefix: str, since: str | None = None, until: str | None = None,
+                kinds: Iterable[str] | None = None, include_unknown: bool = False) -> Iterator[dict[str, Any]]:
+    """Stored events ordered by timestamp (then ``event_id``), forgotten users left out.
+
+    Each is the stored document plus ``user_id`` (= its ``user_key``, the pseudonym), the shape
+    of a training events file (``osreco.training.data``: impressions and skips are negatives).
+
+    Args:
+        since, until: ISO 8601 bounds (``since`` inclusive, ``until`` exclusive); None = open.
+        kinds: only these kinds (default: all).
+        include_unknown: also events whose item was not in the catalog when they arrived.
+
+    Raises:
+        InteractionError: an unknown kind in ``kinds``.
+    """
+    wanted = None if kinds is None else sorted(set(kinds))
+    if wanted is not None and not set(wanted) <= set(EVENT_KINDS):
+        raise InteractionError(f"kinds {wanted} are not all in {EVENT_KINDS}", field="kinds")
+    name = events_index(prefix)
+    if not client.indices.exists(index=name):
+        return
+    gone = forgotten_keys(client, prefix)
+    filters: list[dict[str, object]] = []
+    if since or until:
+        filters.append({"range": {"timestamp": {**({"gte": since} if since else {}),
+                                                **({"lt": until} if until else {})}}})
+    if wanted is not None:
+        filters.append({"terms": {"kind": wanted}})
+    must_not = [] if include_unknown else [{"term": {"unknown_item": True}}]
+    body = {"query": {"bool": {"filter": filters, "must_not": must_not}},
+            "sort": [{"timestamp": "asc"}, {"event_id": "asc"}]}
+    for hit in scan(client, index=name, query=body, preserve_order=True, size=1000):
+        src = hit["_source"]
+        if src.get("user_key") not in gone:
+            yield {**src, "user_id": src.get("user_key")}
 
 
 def recent_events(client: OpenSearch, prefix: str, user_key: str, limit: int = 200) -> list[Interaction]:
@@ -244,7 +336,8 @@ def recent_events_of(client: OpenSearch, prefix: str, user_keys: list[str],
     lines: list[dict[str, object]] = []
     for key in user_keys:
         lines += [{"index": events_index(prefix), "ignore_unavailable": True},
-                  {"size": limit, "query": {"term": {"user_key": key}}, "sort": [{"timestamp": "desc"}]}]
+                  {"size": limit, "query": interactions_query([{"term": {"user_key": key}}], known_only=False),
+                   "sort": [{"timestamp": "desc"}]}]
     responses = client.msearch(body=lines)["responses"]
     out: dict[str, list[Interaction]] = {}
     for key, resp in zip(user_keys, responses):
@@ -253,8 +346,7 @@ def recent_events_of(client: OpenSearch, prefix: str, user_keys: list[str],
         rows = []
         for hit in reversed(resp["hits"]["hits"]):
             src = hit["_source"]
-            kind = src.get("kind", "click")
-            value = float(src.get("value", 1.0)) * (1.0 if kind == "rating" else KIND_WEIGHTS.get(kind, 1.0))
+            value = kind_value(src.get("kind", "click"), float(src.get("value", 1.0)))
             rows.append(Interaction(src["user_key"], src["item_id"], value, event_epoch(src["timestamp"])))
         out[key] = rows
     return out

@@ -26,7 +26,9 @@ TASKS = ("rec", "similar", "listings", "search", "intent")
               help="Item index alias (ingested once, reused while its _meta artifact_id matches).")
 @click.option("--tasks", default=",".join(TASKS), show_default=True,
               help="Comma list of tasks: rec (served recommend vs offline CF), similar (next-item), listings "
-                   "(anonymous filtered listings), search (personalized), intent (golden parsing).")
+                   "(anonymous filtered listings), search (personalized), intent (golden parsing); "
+                   "image (search by photo and text-to-image on the synthetic shop), voice (spoken queries "
+                   "and a spoken catalog); image and voice run only when named.")
 @click.option("--golden", "golden_path", type=click.Path(dir_okay=False), default=None,
               help="Golden intent queries (default: tests/golden/intents.jsonl).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the user samples.")
@@ -35,10 +37,13 @@ TASKS = ("rec", "similar", "listings", "search", "intent")
                    "search variant.")
 @click.option("--rerank-top-n", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="Fused candidates the cross-encoder re-orders.")
+@click.option("--zh-encoder/--no-zh-encoder", default=True, show_default=True,
+              help="Also embed items with the Chinese encoder (bge-small-zh-v1.5, fetched once with mvn) and "
+              "embed Chinese queries with it.")
 @click.option("--fail-on-targets", is_flag=True, help="Exit 1 when a quality target is missed.")
 def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | None, alias: str, tasks: str,
                  golden_path: str | None, seed: int, rerank_bundle: str | None, rerank_top_n: int,
-                 fail_on_targets: bool) -> None:
+                 zh_encoder: bool, fail_on_targets: bool) -> None:
     """Measure recommendation, similar items, listings, personalized search and intent parsing on MovieLens-100k.
 
     Runs the real sidecar (its Flask app, in process) against the real OpenSearch node in
@@ -55,7 +60,8 @@ def eval_command(quick: bool, as_json: bool, out_dir: str, bundle_dir: str | Non
     config = EvalConfig.from_env(quick=quick, alias=alias, bundle_dir=bundle_dir,
                                  tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
                                  golden_path=golden_path, seed=seed, rerank_bundle=rerank_bundle,
-                                 rerank_top_n=rerank_top_n, cf_model_dir=Path(out_dir) / "cf-model")
+                                 rerank_top_n=rerank_top_n, cf_model_dir=Path(out_dir) / "cf-model",
+                                 zh_encoder=zh_encoder)
     # The BM25-only variant degrades on purpose on every request: keep its warnings out of the output.
     logging.getLogger("osreco.plugin.service").setLevel(logging.ERROR)
     report = run_eval(config)

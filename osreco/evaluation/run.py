@@ -63,6 +63,7 @@ from osreco.plugin.taste import QUERY_CLASSES
 
 log = logging.getLogger("osreco.eval")
 TASKS = ("rec", "similar", "listings", "search", "intent")
+EXTRA_TASKS = ("image", "voice")  # asked for by name only (osreco/evaluation/images.py trains its model once)
 
 
 # Personalized search: the same POST /v1/search; signals and the intent filters switched.
@@ -105,6 +106,8 @@ class EvalConfig:
         rerank_top_n: how many fused candidates it re-orders.
         validation_fraction: share of the test users whose search pairs tune the per-class
             taste weights (:func:`osreco.evaluation.tuning.split_users`); the others measure.
+        zh_encoder: items also get ``embedding_zh`` from the Chinese encoder (bge-small-zh-v1.5,
+            imported once from its Maven jar) and Chinese queries are embedded by it.
 
     Raises:
         ConfigError: an unknown task or a non-positive size.
@@ -127,12 +130,13 @@ class EvalConfig:
     cf_model_dir: Path | None = None
     rerank_bundle: Path | None = None
     rerank_top_n: int = 50
+    zh_encoder: bool = True
     validation_fraction: float = 0.3
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.tasks if t not in TASKS]
+        unknown = [t for t in self.tasks if t not in (*TASKS, *EXTRA_TASKS)]
         if unknown or not self.tasks:
-            raise ConfigError(f"unknown tasks {unknown} (choose from {TASKS})", field="--tasks")
+            raise ConfigError(f"unknown tasks {unknown} (choose from {TASKS + EXTRA_TASKS})", field="--tasks")
         for name in ("k", "users_per_query", "cf_factors"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1", field=name)
@@ -180,7 +184,10 @@ class EvalConfig:
 
 def sidecar_config(config: EvalConfig, cf_model_dir: Path) -> SidecarConfig:
     """The base sidecar configuration the variants override (dev mode: no API keys)."""
+    from osreco.evaluation.setup import ensure_zh_bundle
+
     return SidecarConfig(opensearch=config.opensearch, alias=config.alias, bundle_dir=str(config.bundle_dir),
+                         bundle_zh_dir=str(ensure_zh_bundle()) if config.zh_encoder else None,
                          cf_model_dir=str(cf_model_dir), dev_mode=True, hmac_key=DEV_HMAC_KEY,
                          encoder_threads=1, search_timeout_s=10.0, request_timeout_s=30.0,
                          bundle_reload_s=0, rerank_top_n=config.rerank_top_n,
@@ -217,7 +224,9 @@ def variant_apps(base: SidecarConfig, variants: Sequence[Variant]) -> dict[str, 
         models = ServedModels(Metrics(), encoder=shared.encoder if v.encoder else None,
                               encoder_error=None if v.encoder else "BM25-only variant: no encoder",
                               reranker=shared.models.reranker if v.rerank else None,
-                              rerank_top_n=cfg.rerank_top_n, rerank_fields=cfg.rerank_fields)
+                              rerank_top_n=cfg.rerank_top_n, rerank_fields=cfg.rerank_fields,
+                              named=shared.models.named if v.encoder else None,
+                              named_errors=shared.models.named_errors)
         service = EvalService.from_parts(cfg, shared.transport.client, models.metrics, models,
                                          cf_model=shared.users.cf_model, fields=shared.fields,
                                          use_intent=v.use_intent, rec=v.rec, index_order=v.index_order)
@@ -285,7 +294,12 @@ def prepare(config: EvalConfig) -> Prepared:
     from osreco.exporter import Encoder
 
     client = connect(config.opensearch)
-    encoder = Encoder(ensure_bundle(config.bundle_dir), threads=1, device="cpu")
+    encoder: Any = Encoder(ensure_bundle(config.bundle_dir), threads=1, device="cpu")
+    if config.zh_encoder:
+        from osreco.evaluation.setup import ensure_zh_bundle
+        from osreco.ingest.encoders import TextEncoders
+
+        encoder = TextEncoders(encoder, {"zh": Encoder(ensure_zh_bundle(), threads=1, device="cpu")})
     index = ensure_item_index(client, encoder, config.alias, config.cf_factors)
     movies = read_movies(client, config.alias)
     split = split_ratings(movielens_ratings_path(config.data_dir), frozenset(movies), config.test_fraction)
@@ -368,7 +382,21 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             report["intent"]["templated"] = score_intents(
                 templated_intent_cases(generate_queries(prep.movies.values())), parse, "task-2 templated queries")
         seconds["intent"] = time.perf_counter() - t
+    if "image" in config.tasks:
+        from osreco.evaluation.images import run_image_eval
+
+        t = time.perf_counter()
+        report["image"] = run_image_eval(config.opensearch)
+        seconds["image"] = time.perf_counter() - t
+    if "voice" in config.tasks:
+        from osreco.evaluation.voice import run_voice_eval
+
+        t = time.perf_counter()
+        report["voice"] = run_voice_eval(config.opensearch, config.golden_path.parent, ensure_bundle(config.bundle_dir),
+                                         report=log.info)
+        seconds["voice"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     report["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
-    report["targets"] = compute_targets(report)
+    report["targets"] = (compute_targets(report) + list(report.get("image", {}).get("targets", []))
+                         + list(report.get("voice", {}).get("targets", [])))
     return report

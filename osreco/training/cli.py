@@ -179,4 +179,43 @@ def train_events_cmd(out: str, max_users: int | None, queries_per_user: int, see
                else f"wrote {len(events)} events to {out}: {kinds}")
 
 
+@train.command("image-text")
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Catalog JSONL with item_id, title, text and an image column (default: the synthetic shop's "
+                   "training items).")
+@click.option("--image-field", default="image", show_default=True, help="Column with the image path or URL.")
+@click.option("--base", type=click.Path(exists=True, file_okay=False), default=None,
+              help="CLIP / SigLIP / VisionTextDualEncoder folder to fine-tune (default: a tiny CLIP from scratch).")
+@click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Tokenizer folder of the tiny CLIP (default: the packaged MiniLM's).")
+@click.option("--freeze-text", is_flag=True, help="Keep the (pretrained) text tower frozen.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: model/ (Hugging Face) and bundle/ (osreco, both towers).")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
+@click.option("--batch-size", type=click.IntRange(2, 4096), default=64, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
+def train_image_text_cmd(catalog: str | None, image_field: str, base: str | None, tokenizer: str | None,
+                         freeze_text: bool, out: str, epochs: int, batch_size: int, lr: float, threads: int) -> None:
+    """Contrastive image–text training (in-batch negatives) on a catalog's (image, title/text) pairs,
+    exported through the exporter into one parity-checked two-tower bundle.
+
+    Example: osreco train image-text --base models/clip-vit-b32 --catalog shop.jsonl --freeze-text -o out/clip
+    """
+    from osreco.training.image_text import ImageTextConfig, catalog_pairs, synthetic_pairs, train_image_text
+
+    if catalog:
+        pairs = catalog_pairs(catalog, image_field)
+    else:
+        from osreco.ingest.synthetic_shop import train_items
+
+        pairs = synthetic_pairs(train_items())
+    if base is None and tokenizer is None:
+        tokenizer = str(_default_base())
+    config = ImageTextConfig(epochs=epochs, batch_size=min(batch_size, len(pairs)), lr=lr, freeze_text=freeze_text,
+                             threads=threads)
+    bundle = train_image_text(pairs, out, base=base, tokenizer_dir=tokenizer, config=config, report=click.echo)
+    click.echo(f"bundle: {bundle}")
+
+
 commands: list[click.Command] = [train]

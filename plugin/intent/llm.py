@@ -7,6 +7,11 @@ the query (so a model cannot inject text). Any failure — network, HTTP status,
 malformed or invalid reply — falls back to the rules parser; the returned intent says which
 parser produced it (``parser``) and why the LLM was not used (``fallback_reason``).
 
+The request carries the reply's JSON schema with the vocabulary's values enumerated
+(:func:`intent_schema`), so a server with constrained decoding (llama.cpp's) can only write
+known facets and values. ``mode="combined"`` asks the LLM only when the rules parser leaves
+words of the query unexplained, and adds to the rules' intent what the LLM found.
+
 Example:
     >>> intent = parse_with_llm("90s sci-fi, no horror", vocab, url="http://127.0.0.1:8000/v1")
     >>> intent.parser, intent.fallback_reason
@@ -27,6 +32,7 @@ from typing import Any
 
 from osreco.plugin.errors import ConfigError, PluginError
 from osreco.plugin.intent.parser import IntentOptions, detect_language, normalize_query, parse_intent
+from osreco.plugin.intent.titles import TitleLookup
 from osreco.plugin.intent.types import (
     RANGE_OPS,
     SORT_KEYS,
@@ -37,7 +43,7 @@ from osreco.plugin.intent.types import (
     RangeFilter,
     SortKey,
 )
-from osreco.plugin.intent.vocab import Vocabulary
+from osreco.plugin.intent.vocab import Embed, Vocabulary
 
 SYSTEM_PROMPT = """You turn a shopping or movie search query into JSON. Reply with ONE JSON object and nothing else:
 {"text": str, "filters": {facet: [values]}, "ranges": {field: {op: number}}, "exclude": {facet: [values]},
@@ -70,6 +76,7 @@ class LLMConfig:
         api_key: bearer token, if the endpoint wants one.
         timeout_s: socket timeout for connect and each read.
         max_values: most vocabulary values sent per facet (the prompt stays small).
+        max_tokens: most tokens the reply may take (a rambling model is cut off, then rejected).
 
     Raises:
         ConfigError: a non-http(s) URL or a non-positive timeout.
@@ -80,6 +87,7 @@ class LLMConfig:
     api_key: str | None = None
     timeout_s: float = 2.0
     max_values: int = 200
+    max_tokens: int = 256
 
     def __post_init__(self) -> None:
         if not re.match(r"^https?://", self.url or ""):
@@ -94,13 +102,38 @@ class LLMConfig:
         return url if url.endswith("/chat/completions") else url + "/chat/completions"
 
 
+def intent_schema(vocab: Vocabulary, fields: IntentFields = IntentFields(), max_values: int = 200,
+                  max_text: int | None = None) -> dict[str, Any]:
+    """The JSON schema of a reply: facet values enumerated from the vocabulary, known range
+    fields and operators, a known sort, ``text`` at most ``max_text`` characters (the query's
+    length: it may only keep the query's words). A server that decodes under a schema (llama.cpp's
+    ``response_format: {"type": "json_object", "schema": ...}``) can then only write valid intents."""
+    facets = {f: {"type": "array", "items": {"type": "string", "enum": list(vocab.values.get(f, ()))[:max_values]}}
+              for f in fields.facets if vocab.values.get(f)}
+    facet_map = {"type": "object", "properties": facets, "additionalProperties": False}
+    bounds = {"type": "object", "properties": {op: {"type": "number"} for op in RANGE_OPS},
+              "additionalProperties": False}
+    sort = {"type": "object", "properties": {"field": {"type": "string", "enum": list(SORT_KEYS)},
+                                             "order": {"type": "string", "enum": list(SORT_ORDERS)}},
+            "required": ["field", "order"], "additionalProperties": False}
+    return {"type": "object", "additionalProperties": False, "required": list(_KEYS),
+            "properties": {"text": {"type": "string", **({"maxLength": max_text} if max_text else {})},
+                           "filters": facet_map, "exclude": facet_map,
+                           "ranges": {"type": "object", "properties": {f: bounds for f in fields.numeric},
+                                      "additionalProperties": False},
+                           "sort": {"anyOf": [{"type": "null"}, sort]}}}
+
+
 def build_request(q: str, vocab: Vocabulary, config: LLMConfig,
                   fields: IntentFields = IntentFields()) -> dict[str, Any]:
-    """The chat-completions request body for ``q`` (system prompt + vocabulary + query)."""
+    """The chat-completions request body for ``q`` (system prompt + vocabulary + query), asking
+    for JSON under :func:`intent_schema` (servers without schema support still get ``json_object``)."""
     payload = {"query": q,
                "vocabulary": {f: list(vocab.values.get(f, ()))[:config.max_values] for f in fields.facets},
                "numeric_fields": list(fields.numeric)}
-    return {"model": config.model, "temperature": 0, "response_format": {"type": "json_object"},
+    return {"model": config.model, "temperature": 0, "max_tokens": config.max_tokens,
+            "response_format": {"type": "json_object",
+                                "schema": intent_schema(vocab, fields, config.max_values, max(1, len(q)))},
             "messages": [{"role": "system", "content": SYSTEM_PROMPT},
                          {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]}
 
@@ -211,9 +244,30 @@ def intent_from_reply(data: Mapping[str, Any], q: str, vocab: Vocabulary, fields
                   parser="llm")
 
 
+LLM_MODES = ("combined", "llm")
+"""``combined``: the rules parser first, the LLM only for a query whose words the rules leave
+unexplained (its intent adds facets, ranges and sort that the rules did not set); ``llm``: the
+LLM for every query, the rules only on failure."""
+
+
+def merge_intents(rules: Intent, llm: Intent) -> Intent:
+    """The rules intent plus what the LLM found on fields the rules left empty (``parser="llm"``
+    when the LLM added anything; its leftover text replaces the rules' when it is shorter)."""
+    filters = tuple(f for f in llm.filters if f.field not in {x.field for x in rules.filters})
+    exclusions = tuple(f for f in llm.exclusions if f.field not in {x.field for x in rules.exclusions})
+    ranges = tuple(r for r in llm.ranges if r.field not in {x.field for x in rules.ranges})
+    sort = rules.sort or llm.sort
+    if not (filters or exclusions or ranges or sort != rules.sort):
+        return rules
+    text = llm.text if len(llm.text) < len(rules.text) else rules.text
+    return replace(rules, filters=rules.filters + filters, exclusions=rules.exclusions + exclusions,
+                   ranges=rules.ranges + ranges, sort=sort, text=text, parser="llm")
+
+
 def parse_with_llm(q: str, vocab: Vocabulary, language: str | None = None, *, url: str,
                    timeout_s: float = 2.0, fields: IntentFields = IntentFields(), model: str = "gpt-4o-mini",
-                   api_key: str | None = None) -> Intent:
+                   api_key: str | None = None, mode: str = "llm", embed: Embed | None = None,
+                   titles: TitleLookup | None = None) -> Intent:
     """Ask the LLM for the intent; fall back to the rules parser on any failure.
 
     Args:
@@ -222,14 +276,27 @@ def parse_with_llm(q: str, vocab: Vocabulary, language: str | None = None, *, ur
         language: ``en``/``zh`` or ``None`` to detect.
         url, timeout_s, model, api_key: see :class:`LLMConfig`.
         fields: index field names.
+        mode: one of :data:`LLM_MODES`.
+        embed, titles: the rules parser's vocabulary embedder and title lookup (see ``parse_intent``).
 
     Returns:
         ``parser="llm"``, or the rules intent with ``fallback_reason`` set.
+
+    Raises:
+        ConfigError: an unknown mode.
     """
+    if mode not in LLM_MODES:
+        raise ConfigError(f"LLM mode {mode!r} is not one of {LLM_MODES}", field="OSRECO_LLM_MODE")
     config = LLMConfig(url, model, api_key, timeout_s)
+    options = IntentOptions(fields=fields)
+    rules = parse_intent(q, vocab, language, options=options, embed=embed, titles=titles) \
+        if mode == "combined" else None
+    if rules is not None and not rules.text.strip():
+        return rules  # the rules explained every word: no LLM call
     try:
         data = _json_object(_call(build_request(q, vocab, config, fields), config))
-        return intent_from_reply(data, q, vocab, fields, language)
+        intent = intent_from_reply(data, q, vocab, fields, language)
+        return merge_intents(rules, intent) if rules is not None else intent
     except LLMReplyError as e:
         reason = f"invalid LLM reply: {e}"
     except urllib.error.HTTPError as e:
@@ -240,5 +307,5 @@ def parse_with_llm(q: str, vocab: Vocabulary, language: str | None = None, *, ur
         why = getattr(e, "reason", e)
         reason = (f"LLM timed out after {timeout_s:g}s" if isinstance(why, (socket.timeout, TimeoutError))
                   else f"LLM endpoint unreachable: {why}")
-    intent = parse_intent(q, vocab, language, options=IntentOptions(fields=fields))
+    intent = rules or parse_intent(q, vocab, language, options=options, embed=embed, titles=titles)
     return replace(intent, fallback_reason=reason)

@@ -242,12 +242,14 @@
     return null;
   }
 
-  /** One result list; a title click there is a click on a search result (it carries the query). */
-  function renderResults(list, results, ranksA) {
+  /** One result list; a title click there is a click on a search result (it carries the query,
+   * the response's query_id and the result's position). */
+  function renderResults(list, results, ranksA, queryId) {
     clear(list);
     results.forEach((r, i) => {
       const change = ranksA ? rankChangeOf(String(r.item_id), i + 1, ranksA) : null;
-      list.appendChild(card(r, (res) => clickResult(res, { query: state.query, position: i + 1 }), change));
+      const where = { query: state.query, position: r.position || i + 1, queryId: queryId };
+      list.appendChild(card(r, (res) => clickResult(res, where), change));
     });
   }
 
@@ -299,11 +301,13 @@
       if (seq !== state.seq) return;
       renderChips(a.chips);
       state.lastA = a.results || [];
-      renderResults($("results-a"), state.lastA, null);
+      renderResults($("results-a"), state.lastA, null, a.query_id);
+      postImpressions(state.lastA, a.query_id, state.query);
       let text = state.lastA.length + " results";
       if (compare && b) {
         const ranksA = new Map(state.lastA.map((r, i) => [String(r.item_id), i + 1]));
-        renderResults($("results-b"), b.results || [], ranksA);
+        renderResults($("results-b"), b.results || [], ranksA, b.query_id);
+        postImpressions(b.results || [], b.query_id, state.query);
         renderDropped(state.lastA, b.results || []);
         text += " · B: " + (b.results || []).length + " results";
       } else {
@@ -368,15 +372,34 @@
     try {
       const body = await api(path);
       const results = body.results || [];
-      // a click in a panel is not an answer to the query: no query, the position within this panel
-      results.forEach((r, i) => list.appendChild(card(r, (res) => clickResult(res, { position: i + 1 }), null)));
+      // a click in a panel is not an answer to the query: no query; the panel's query_id and position
+      results.forEach((r, i) => list.appendChild(card(r, (res) => clickResult(res,
+        { position: r.position || i + 1, queryId: body.query_id }), null)));
+      postImpressions(results, body.query_id, "");
       note.textContent = results.length ? "" : emptyText;
     } catch (e) {
       note.textContent = e.message;
     }
   }
 
-  /** Post a click; `where.query` only for result-list clicks, `where.position` within the clicked list. */
+  /** Post one impression per shown result (what the page showed, with the response's query_id),
+   * so that a click can be read against what was shown; anonymous views are not stored. */
+  function postImpressions(results, queryId, query) {
+    const user = userId();
+    if (!user || !queryId || !results.length) return;
+    const events = results.map((r, i) => {
+      const event = {
+        user_id: user, item_id: String(r.item_id), kind: "impression", query_id: queryId,
+        position: r.position || i + 1, session_id: PLAYGROUND_SESSION,
+      };
+      if (query) event.query = query.slice(0, 512);
+      return event;
+    });
+    api("/v1/events", { method: "POST", body: { events: events } }).catch(() => {});  // best effort
+  }
+
+  /** Post a click; `where.query` only for result-list clicks, `where.position` within the clicked
+   * list, `where.queryId` the query_id of the response that showed it. */
   async function postClick(result, where) {
     const user = userId();
     if (!user) return "anonymous clicks are not stored";
@@ -384,6 +407,7 @@
       user_id: user, item_id: String(result.item_id), kind: "click", position: where.position,
       session_id: PLAYGROUND_SESSION,
     };
+    if (where.queryId) event.query_id = where.queryId;
     const query = (where.query || "").slice(0, 512);
     if (query) event.query = query;
     try {

@@ -1,0 +1,154 @@
+"""The query log's write path in the sidecar: served candidates -> log entries, and a bounded,
+per-process background writer that never blocks a request.
+
+A request builds its response first, then hands one document to :meth:`QueryLogWriter.submit`
+(a request that fails submits nothing). ``submit`` only appends to a bounded in-memory queue;
+when the queue is full the document is dropped and counted
+(``osreco_query_log_total{result="dropped"}``). A daemon thread, started lazily in the process
+that serves (so each gunicorn worker has its own, as in :mod:`osreco.plugin.foldin`), writes
+the queue in bulk batches (:func:`osreco.cf.querylog.write_queries`); a failed batch is logged
+and counted (``result="failed"``) and never stops the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from osreco.cf.querylog import SERVED_MIN, SIGNALS, new_query_id, query_doc
+from osreco.plugin.foldin import _lower_priority
+from osreco.plugin.fusion import Candidate, FusionSettings
+from osreco.plugin.metrics import Metrics
+
+__all__ = ["QueryLogWriter", "fusion_weights", "served_entries"]
+
+log = logging.getLogger("osreco.plugin.querylog")
+WriteBatch = Callable[[list[dict[str, Any]]], object]
+"""Stores one batch of query-log documents (the background work)."""
+SIGNAL_NAMES = {"cf": "taste", "als": "taste"}
+"""Retrieval list names as the log calls them (the taste kNN and ALS are ``taste``)."""
+
+
+def served_entries(ranked: Sequence[Candidate], shown: int) -> list[dict[str, Any]]:
+    """The log's ``served`` list: the first ``max(SERVED_MIN, shown)`` candidates of ``ranked``
+    (the fused order; position 1-based, absolute), each with its per-signal 1-based ranks."""
+    out = []
+    for position, c in enumerate(ranked[:max(SERVED_MIN, shown)], 1):
+        signals: dict[str, int | None] = dict.fromkeys(SIGNALS)
+        for name, rank in c.ranks.items():
+            if name != "history":
+                signals[SIGNAL_NAMES.get(name, name)] = int(rank)
+        out.append({"item_id": c.item_id, "position": position, "score": round(float(c.score), 6),
+                    "signals": signals})
+    return out
+
+
+def fusion_weights(settings: FusionSettings) -> dict[str, Any]:
+    """The weights a search was fused with, named as the log's signals."""
+    return {"method": settings.method, "bm25": settings.bm25_weight, "dense": settings.dense_weight,
+            "taste": settings.cf_weight, "popularity": settings.popularity_weight,
+            "neighbors": settings.neighbors_weight, "rrf_k": settings.rrf_k, "cf_mode": settings.cf_mode}
+
+
+class QueryLogWriter:
+    """A bounded per-process queue of query-log documents drained by one background thread.
+
+    Args:
+        write: stores one batch (``osreco.cf.querylog.write_queries`` over the node).
+        metrics: counts written, dropped and failed documents (``osreco_query_log_total``).
+        maxsize: most documents waiting at once; more are dropped (0 = the log is off).
+        batch_size: most documents per bulk write.
+    """
+
+    def __init__(self, write: WriteBatch, metrics: Metrics, maxsize: int = 1000, batch_size: int = 200):
+        self.write, self.metrics, self.maxsize, self.batch_size = write, metrics, maxsize, batch_size
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether documents are kept at all (``maxsize > 0``)."""
+        return self.maxsize > 0
+
+    def submit(self, doc: Mapping[str, Any]) -> bool:
+        """Queue one document; False (counted as dropped) when the queue is full or the log is off."""
+        if not self.enabled:
+            return False
+        if self._pid != os.getpid():  # a forked child: the parent's thread and lock are not ours
+            self._reset()
+        with self._cond:
+            if len(self._queue) >= self.maxsize:
+                self.metrics.query_log.labels("dropped").inc()
+                return False
+            self._queue.append(dict(doc))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="osreco-querylog", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return True
+
+    def record(self, resp: dict[str, Any], endpoint: str, ranked: Sequence[Candidate], fusion: Mapping[str, Any],
+               **fields: Any) -> dict[str, Any]:
+        """Finish a built response: a fresh ``query_id``, each result's ``position`` (its 1-based
+        absolute rank), then queue its log document (``ranked``: the fused candidates in served
+        order; ``fields``: :func:`osreco.cf.querylog.query_doc`'s keyword fields). Returns ``resp``."""
+        query_id = new_query_id()
+        resp["query_id"] = query_id
+        for r in resp.get("results", []):
+            r["position"] = r["rank"]
+        if self.enabled:
+            shown = max((int(r["rank"]) for r in resp.get("results", [])), default=0)
+            self.submit(query_doc(query_id, endpoint, _now_ms(), served_entries(ranked, shown), fusion, **fields))
+        return resp
+
+    def pending(self) -> int:
+        """Documents waiting (not counting a batch being written)."""
+        with self._cond:
+            return len(self._queue)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued document is written (or failed); False when ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def _run(self) -> None:
+        _lower_priority()
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                self._busy = True
+            try:
+                self.write(batch)
+                self.metrics.query_log.labels("written").inc(len(batch))
+            except Exception:  # the thread must outlive any failure of the node
+                log.exception("query log: %d documents not written", len(batch))
+                self.metrics.query_log.labels("failed").inc(len(batch))
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+
+def _now_ms() -> str:
+    """Now, ISO 8601 UTC with milliseconds (``...Z``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
