@@ -7,9 +7,9 @@ model it builds a tiny CLIP (3-layer ViT on 32×32 pixels in 4×4 patches, 2-lay
 packaged MiniLM WordPiece vocabulary) — the way this repository proves the image pipeline
 without downloaded weights. Pairs whose texts describe the same thing are not treated as
 negatives: the targets are soft, every pair whose item matches what the text names counts.
-Pairs may name a ``kind`` (the synthetic shop: colour and shape): batches then hold a few
-pairs of each kind, and a second, image–image loss pulls pictures of one kind together
-whatever their print — what makes the tower learn shape, not only colour and print.
+Pairs may name a ``kind`` (the synthetic shop: colour and shape); with ``per_kind`` and
+``image_loss`` set (both off by default), batches hold a few pairs of each kind and a second,
+image–image loss pulls pictures of one kind together whatever their print.
 
 Example:
     >>> from osreco.ingest.synthetic_shop import train_items
@@ -43,8 +43,10 @@ class ImageTextConfig:
     seed: int = 0
     freeze_text: bool = False
     threads: int = 2
-    image_loss: float = 1.0
-    per_kind: int = 4
+    image_loss: float = 0.0
+    """Weight of the image–image loss over pairs of one ``kind`` (0 = off)."""
+    per_kind: int = 0
+    """Pairs of one ``kind`` drawn together into a batch (below 2 = plain random batches)."""
 
 
 @dataclass(frozen=True)
