@@ -3,6 +3,10 @@
 Every variable ``from_env`` reads is listed once, in :data:`SETTINGS` (name, meaning, default);
 ``osreco serve --help`` and the README's "Sidecar settings" table are generated from it
 (``python -m osreco.plugin.config --write README.md`` rewrites the table).
+
+It is longer than the other modules on purpose: the settings list, the frozen config and its
+validation are one contract (each setting's name, default, parser and check side by side);
+split, a new setting would have to be added in three files.
 """
 
 from __future__ import annotations
