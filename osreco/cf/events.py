@@ -286,6 +286,14 @@ def interactions_query(filters: Sequence[Mapping[str, object]] = (), known_only:
     return {"bool": {"filter": [{"terms": {"kind": sorted(INTERACTION_KINDS)}}, *filters], "must_not": must_not}}
 
 
+def timestamp_window(since: str | None, until: str | None) -> list[dict[str, object]]:
+    """The filter clauses of a ``[since, until)`` window on ``timestamp`` (none when both are open);
+    the events and the query log are read by the same windows."""
+    if not (since or until):
+        return []
+    return [{"range": {"timestamp": {**({"gte": since} if since else {}), **({"lt": until} if until else {})}}}]
+
+
 def read_events(client: OpenSearch, prefix: str, since: str | None = None, until: str | None = None,
                 kinds: Iterable[str] | None = None, include_unknown: bool = False) -> Iterator[dict[str, Any]]:
     """Stored events ordered by timestamp (then ``event_id``), forgotten users left out.
@@ -308,10 +316,7 @@ def read_events(client: OpenSearch, prefix: str, since: str | None = None, until
     if not client.indices.exists(index=name):
         return
     gone = forgotten_keys(client, prefix)
-    filters: list[dict[str, object]] = []
-    if since or until:
-        filters.append({"range": {"timestamp": {**({"gte": since} if since else {}),
-                                                **({"lt": until} if until else {})}}})
+    filters = timestamp_window(since, until)
     if wanted is not None:
         filters.append({"terms": {"kind": wanted}})
     must_not = [] if include_unknown else [{"term": {"unknown_item": True}}]

@@ -30,6 +30,7 @@ from opensearchpy import OpenSearch, TransportError
 from opensearchpy.helpers import scan
 
 from osreco.cf.errors import InteractionError
+from osreco.cf.events import timestamp_window
 from osreco.cf.forget import forgotten_keys
 from osreco.cf.privacy import is_pseudonym
 from osreco.ingest.bulk import RetryPolicy, bulk_write
@@ -144,10 +145,7 @@ def read_queries(client: OpenSearch, prefix: str, since: str | None = None, unti
     if not client.indices.exists(index=name):
         return
     gone = forgotten_keys(client, prefix)
-    filters: list[dict[str, object]] = []
-    if since or until:
-        filters.append({"range": {"timestamp": {**({"gte": since} if since else {}),
-                                                **({"lt": until} if until else {})}}})
+    filters = timestamp_window(since, until)
     if endpoints is not None:
         filters.append({"terms": {"endpoint": sorted(set(endpoints))}})
     body = {"query": {"bool": {"filter": filters}}, "sort": [{"timestamp": "asc"}, {"query_id": "asc"}]}
