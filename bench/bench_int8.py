@@ -144,6 +144,8 @@ def schemes(lab: Lab) -> dict[str, Callable[[Path], dict]]:
     return {
         "blockwise int8 b32 acc4": block(bits=8, block_size=32, accuracy_level=4),
         "blockwise int8 b32 acc4, O2 graph": block(lab.o2, bits=8, block_size=32, accuracy_level=4),
+        "blockwise int8 b64 acc4": block(bits=8, block_size=64, accuracy_level=4),
+        "blockwise int8 b64 acc4, O2 graph": block(lab.o2, bits=8, block_size=64, accuracy_level=4),
         "blockwise int8 b128 acc4": block(bits=8, block_size=128, accuracy_level=4),
         "blockwise int8 b128 acc4, O2 graph": block(lab.o2, bits=8, block_size=128, accuracy_level=4),
         "blockwise int4 b32 acc4": block(bits=4, block_size=32, accuracy_level=4),

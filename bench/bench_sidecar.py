@@ -18,7 +18,8 @@ embed, search, fuse) are the medians of the ``timings_ms`` each response carries
 With ``--variant NAME:ENV=V[,ENV=V]`` (repeatable), one more sidecar per variant runs beside the
 default one (its ``OSRECO_*`` settings overridden, e.g. ``c25:OSRECO_CANDIDATES=25`` or
 ``hybrid:OSRECO_RETRIEVAL=hybrid``) and all of them, with the direct BM25, alternate in each
-round at each client count: the settings side by side in one run. ``--listing-cache N`` also
+round at each client count: the settings side by side in one run. ``--candidates 25,100`` is
+short for one ``cN:OSRECO_CANDIDATES=N`` variant per value (the default sidecar has 50). ``--listing-cache N`` also
 times a text-less filtered listing's ``_msearch`` on the node with and without
 ``request_cache: true`` in its header (N requests each, alternated, 1 client).
 
@@ -213,9 +214,12 @@ def main() -> None:
     ap.add_argument("--rerank-n", type=int, default=50, help="candidates the cross-encoder scores")
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME:OSRECO_X=V[,OSRECO_Y=W]: one more sidecar with these settings, side by side")
+    ap.add_argument("--candidates", default="",
+                    help="comma list, e.g. 25,100: one variant per value (cN:OSRECO_CANDIDATES=N), side by side")
     ap.add_argument("--listing-cache", type=int, default=0,
                     help="also time N filtered listings on the node with and without request_cache")
     args = ap.parse_args()
+    args.variant += [f"c{n.strip()}:OSRECO_CANDIDATES={n.strip()}" for n in args.candidates.split(",") if n.strip()]
     from osreco.ingest.connection import OpenSearchConfig, connect
 
     CACHE.mkdir(parents=True, exist_ok=True)

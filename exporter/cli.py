@@ -33,6 +33,9 @@ from osreco.cli_errors import command, group
               show_default=True, help="blockwise: int8 weights in blocks of 32 with int8 compute on "
               "per-row, per-block activation scales (faithful: passes the parity gates); dynamic: the older "
               "per-channel dynamic int8 of --int8-scope; static: QDQ calibrated on --calibration.")
+@click.option("--int8-block", type=click.Choice(["32", "64", "128"]), default="32", show_default=True,
+              help="With --int8-scheme blockwise: weight values per scale; 64/128 are faster on long item "
+              "texts and a little less faithful (docs/benchmarks.md).")
 @click.option("--int8-scope", type=click.Choice(["attention", "all"]), default="attention",
               show_default=True, help="With --int8-scheme dynamic: attention projections only "
               "(FFN fp32) or every weight MatMul (faster, lower parity).")
@@ -59,7 +62,7 @@ from osreco.cli_errors import command, group
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 def export_command(model_dir: Path | None, from_onnx: Path | None, expect_dim: int | None, language: str,
                    out_dir: Path, optimize: str | None, quantize: str | None,
-                   int8_scheme: str, int8_scope: str, calibration_file: Path | None,
+                   int8_scheme: str, int8_block: str, int8_scope: str, calibration_file: Path | None,
                    parity_catalog_file: Path | None, min_cosine: float | None,
                    fp16: bool, pooling: str | None, normalize: bool | None,
                    max_length: int | None,
@@ -92,10 +95,10 @@ def export_command(model_dir: Path | None, from_onnx: Path | None, expect_dim: i
         from osreco.exporter.onnx_import import ImportOptions, import_onnx
 
         if (optimize or quantize or fp16 or ml_commons or opset is not None or min_cosine is not None
-                or calibration_file or parity_catalog_file):
+                or calibration_file or parity_catalog_file or int8_block != "32"):
             raise ConfigError("--from-onnx keeps the source graph as it is: --optimize, --quantize, --fp16, "
-                              "--opset, --min-cosine, --calibration, --parity-catalog and --ml-commons do not "
-                              "apply", field="--from-onnx",
+                              "--opset, --min-cosine, --int8-block, --calibration, --parity-catalog and --ml-commons "
+                              "do not apply", field="--from-onnx",
                               fix="drop those options")
         manifest = import_onnx(from_onnx, out_dir, ImportOptions(
             pooling=pooling, normalize=normalize, max_length=max_length, dim=expect_dim,
@@ -110,6 +113,7 @@ def export_command(model_dir: Path | None, from_onnx: Path | None, expect_dim: i
             normalize=normalize, max_length=max_length, opset=opset,
             model_name=model_name, threads=threads, overwrite=overwrite,
             ml_commons=ml_commons, int8_scope=int8_scope, min_cosine=min_cosine, int8_scheme=int8_scheme,
+            int8_block=int(int8_block),
             parity_catalog=_calibration(parity_catalog_file).get("calibration", ()),
             **_calibration(calibration_file)), report=report)
     if as_json:

@@ -28,6 +28,7 @@ from osreco.exporter.modeldir import ModelInfo, inspect_model_dir
 log = logging.getLogger(__name__)
 OPT_LEVELS = ("O1", "O2", "O3")
 INT8_SCHEMES = ("blockwise", "dynamic", "static")
+INT8_BLOCKS = (32, 64, 128)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class ExportOptions:
             ``static`` (QDQ with activation ranges calibrated on ``calibration``; fails the gate
             on MiniLM, kept for other models).
         int8_scope: with the ``dynamic`` scheme: ``attention`` (FFN kept fp32) or ``all``.
+        int8_block: with the ``blockwise`` scheme: weight values per scale (32, 64 or 128; coarser
+            blocks are faster on long texts and a little less faithful, see docs/benchmarks.md).
         calibration: calibration texts for the ``static`` scheme (catalog text).
         calibration_source: where the calibration texts came from (recorded in the manifest).
         parity_catalog: catalog texts: the parity report adds the retrieval top-10 overlap over them.
@@ -72,6 +75,7 @@ class ExportOptions:
     ml_commons: bool = False
     int8_scope: str = "attention"
     int8_scheme: str = "blockwise"
+    int8_block: int = 32
     calibration: tuple[str, ...] = ()
     calibration_source: str = ""
     parity_catalog: tuple[str, ...] = ()
@@ -85,6 +89,12 @@ class ExportOptions:
             raise ConfigError(f"int8_scope {self.int8_scope!r} not in ('attention', 'all')")
         if self.int8_scheme not in INT8_SCHEMES:
             raise ConfigError(f"int8_scheme {self.int8_scheme!r} not in {INT8_SCHEMES}", fix="use blockwise")
+        if self.int8_block not in INT8_BLOCKS:
+            raise ConfigError(f"int8_block {self.int8_block!r} not in {INT8_BLOCKS}", field="--int8-block",
+                              fix="use 32, 64 or 128")
+        if self.int8_block != 32 and self.int8_scheme != "blockwise":
+            raise ConfigError("--int8-block applies to the blockwise int8 scheme only", field="--int8-block",
+                              fix="drop --int8-block or use --int8-scheme blockwise")
         if self.ml_commons and self.quantize and self.int8_scheme == "blockwise":
             raise ConfigError("ml-commons' ONNX Runtime may lack the MatMulNBits operator of the blockwise scheme",
                               fix="use --int8-scheme dynamic with --ml-commons")
@@ -158,7 +168,7 @@ def _quantize(src: Path, dst: Path, options: ExportOptions, bundle: Path) -> dic
     from osreco.exporter.manifest import TOKENIZER_NAME, calibration_record
 
     if options.int8_scheme == "blockwise":
-        notes = convert.quantize_blockwise(src, dst)
+        notes = convert.quantize_blockwise(src, dst, block_size=options.int8_block)
     elif options.int8_scheme == "dynamic":
         notes = {**convert.quantize_int8(src, dst, options.int8_scope), "scheme": f"dynamic-{options.int8_scope}"}
     else:

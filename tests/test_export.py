@@ -167,6 +167,23 @@ def test_int8_default_is_blockwise_and_the_manifest_records_the_scheme(tiny_mode
     assert load_manifest(tmp_path / "b").quantization == m.quantization
 
 
+def test_int8_block_option_quantizes_the_o2_graph_in_coarser_blocks(tiny_model_factory, tmp_path):
+    import onnx
+
+    result = _cli(["export", str(tiny_model_factory("bert")), "-o", str(tmp_path / "b"), "--json",
+                   "--optimize", "O2", "--quantize", "int8", "--int8-block", "64"])
+    assert result.exit_code == 0, result.output
+    m = load_manifest(tmp_path / "b")
+    assert (m.optimize, m.quantization["scheme"], m.quantization["block_size"]) == ("O2", "blockwise-int8", 64)
+    assert m.parity["min_cosine"] >= 0.99 and m.parity["top10_overlap"] >= 0.9
+    blocks = {a.i for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node if n.op_type == "MatMulNBits"
+              for a in n.attribute if a.name == "block_size"}
+    assert blocks == {64}
+    refused = _cli(["export", str(tiny_model_factory("bert")), "-o", str(tmp_path / "c"), "--quantize", "int8",
+                    "--int8-scheme", "dynamic", "--int8-block", "64"])
+    assert refused.exit_code == 2 and "--int8-block" in refused.stderr and not (tmp_path / "c").exists()
+
+
 def test_static_scheme_records_its_calibration_data(tiny_model_factory, tmp_path):
     calib = tmp_path / "catalog.jsonl"
     calib.write_text('{"title": "Toy Story", "text": "toys come alive"}\n{"title": "Heat"}\n', encoding="utf-8")

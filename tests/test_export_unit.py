@@ -83,7 +83,8 @@ def test_artifact_id_is_order_independent_content_hash():
                                     {"max_length": 1}, {"min_cosine": 1.5}, {"threads": 0},
                                     {"ml_commons": True, "optimize": "O2"}, {"int8_scope": "ffn"},
                                     {"int8_scheme": "qat"}, {"quantize": "int8", "int8_scheme": "static"},
-                                    {"quantize": "int8", "ml_commons": True}])
+                                    {"quantize": "int8", "ml_commons": True}, {"int8_block": 48},
+                                    {"quantize": "int8", "int8_scheme": "dynamic", "int8_block": 64}])
 def test_export_options_reject_bad_values(kwargs):
     with pytest.raises(ConfigError):
         ExportOptions(**kwargs)
