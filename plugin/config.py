@@ -137,14 +137,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OSRECO_QUERY_LOG_QUEUE", "query-log documents (`<store prefix>-queries`, one per served search, "
             "recommend or similar) each worker process may hold for its background writer; more are dropped and "
             "counted (`osreco_query_log_total{result=\"dropped\"}`); `0` = no query log", "1000"),
+    Setting("OSRECO_EXPLORE_FRACTION", "share of served pages (search, recommend, similar) whose results get "
+            "random swaps of adjacent results (each item moves at most one place), logged in the query log so that "
+            "`osreco learn` estimates the position bias without the ranking's confounding (docs/learning.md); "
+            "`0` = off (`osreco eval` always serves without it)", "0"),
     Setting("OSRECO_BUNDLES_ROOT", "where `osreco promote` installs bundles; the sidecar hot-reloads the one "
             "the index was rebuilt with from here", unset="folder of a symlinked `OSRECO_BUNDLE`"),
     Setting("OSRECO_BUNDLE_RELOAD_S", "how often the alias's `_meta.artifact_id` is checked (also at once when "
-            "a search sees a rebuilt index), and the fusion weights `osreco learn` promoted (settings store) and "
-            "the files of `OSRECO_CF_MODEL` are re-read; `0` = never", "5"),
+            "a search sees a rebuilt index), and the fusion weights `osreco learn` promoted (settings store), "
+            "the files of `OSRECO_CF_MODEL` and the target of `OSRECO_RERANK_BUNDLE` are re-read; `0` = never", "5"),
     Setting("OSRECO_RERANK_BUNDLE", "cross-encoder bundle (`osreco train reranker --export`) that re-orders "
-            "the top N fused candidates of a search with free text left (it reads the whole query)",
-            unset="off"),
+            "the top N fused candidates of a search with free text left (it reads the whole query); name "
+            "`<bundles_root>/reranker/current` to serve what `osreco learn --finetune` promotes", unset="off"),
     Setting("OSRECO_RERANK_TOP_N", "candidates the reranker scores (1..1000)", "50"),
     Setting("OSRECO_RERANK_FIELDS", "`_source` fields joined into the item text the reranker reads",
             "title,text,brand,color,category,genres,year"),
@@ -243,6 +247,8 @@ class SidecarConfig:
             (``plugin/foldin.py``); a batch whose users do not fit is answered 429.
         query_log_queue: query-log documents each worker process may hold for its background
             writer (``plugin/querylog_writer.py``); more are dropped and counted; 0 = no query log.
+        explore_fraction: share of served pages explored by random adjacent swaps
+            (``plugin/explore.py``); 0 = off.
         recommend: weights and sizes of ``/v1/recommend`` and similar items.
 
     Raises:
@@ -283,6 +289,7 @@ class SidecarConfig:
     rerank_fields: tuple[str, ...] = ("title", "text", "brand", "color", "category", "genres", "year")
     foldin_queue: int = 10000
     query_log_queue: int = 1000
+    explore_fraction: float = 0.0
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
 
     def __post_init__(self) -> None:
@@ -347,6 +354,9 @@ class SidecarConfig:
         if self.query_log_queue < 0:
             raise ConfigError(f"OSRECO_QUERY_LOG_QUEUE must be >= 0 (0 = no query log), got {self.query_log_queue}",
                               field="OSRECO_QUERY_LOG_QUEUE")
+        if not 0.0 <= self.explore_fraction <= 1.0:
+            raise ConfigError(f"OSRECO_EXPLORE_FRACTION must be in [0, 1] (0 = off), got {self.explore_fraction}",
+                              field="OSRECO_EXPLORE_FRACTION")
         if self.retry_after_s < 1 or self.encoder_threads < 1:
             raise ConfigError("retry_after_s and encoder_threads must be >= 1", field="retry_after_s")
 
@@ -434,6 +444,7 @@ class SidecarConfig:
             rerank_fields=_names(env, "OSRECO_RERANK_FIELDS"),
             foldin_queue=_int(env, "OSRECO_FOLDIN_QUEUE"),
             query_log_queue=_int(env, "OSRECO_QUERY_LOG_QUEUE"),
+            explore_fraction=_float(env, "OSRECO_EXPLORE_FRACTION"),
             recommend=RecommendSettings(
                 als_weight=_float(env, "OSRECO_RECOMMEND_ALS_WEIGHT"),
                 neighbor_weight=_float(env, "OSRECO_RECOMMEND_NEIGHBOR_WEIGHT"),

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from osreco.cf.querylog import SERVED_MIN, SIGNALS, new_query_id, query_doc
+from osreco.plugin.explore import explore_order, page_seed
 from osreco.plugin.foldin import _lower_priority
 from osreco.plugin.fusion import Candidate, FusionSettings
 from osreco.plugin.metrics import Metrics
@@ -35,17 +36,22 @@ SIGNAL_NAMES = {"cf": "taste", "als": "taste"}
 """Retrieval list names as the log calls them (the taste kNN and ALS are ``taste``)."""
 
 
-def served_entries(ranked: Sequence[Candidate], shown: int) -> list[dict[str, Any]]:
+def served_entries(ranked: Sequence[Candidate], shown: int, moved: Mapping[int, int] | None = None
+                   ) -> list[dict[str, Any]]:
     """The log's ``served`` list: the first ``max(SERVED_MIN, shown)`` candidates of ``ranked``
-    (the fused order; position 1-based, absolute), each with its per-signal 1-based ranks."""
+    (the fused order; position 1-based, absolute), each with its per-signal 1-based ranks.
+
+    ``moved``: fused rank -> the position exploration showed it at (:mod:`osreco.plugin.explore`);
+    such an entry's ``position`` is where it was shown and its ``ranked`` the fused rank."""
     out = []
-    for position, c in enumerate(ranked[:max(SERVED_MIN, shown)], 1):
+    for rank, c in enumerate(ranked[:max(SERVED_MIN, shown)], 1):
+        position = (moved or {}).get(rank, rank)
         signals: dict[str, int | None] = dict.fromkeys(SIGNALS)
-        for name, rank in c.ranks.items():
+        for name, signal_rank in c.ranks.items():
             if name != "history":
-                signals[SIGNAL_NAMES.get(name, name)] = int(rank)
+                signals[SIGNAL_NAMES.get(name, name)] = int(signal_rank)
         out.append({"item_id": c.item_id, "position": position, "score": round(float(c.score), 6),
-                    "signals": signals})
+                    "signals": signals, **({"ranked": rank} if position != rank else {})})
     return out
 
 
@@ -64,10 +70,13 @@ class QueryLogWriter:
         metrics: counts written, dropped and failed documents (``osreco_query_log_total``).
         maxsize: most documents waiting at once; more are dropped (0 = the log is off).
         batch_size: most documents per bulk write.
+        explore: share of pages whose results get random adjacent swaps (``OSRECO_EXPLORE_FRACTION``).
     """
 
-    def __init__(self, write: WriteBatch, metrics: Metrics, maxsize: int = 1000, batch_size: int = 200):
+    def __init__(self, write: WriteBatch, metrics: Metrics, maxsize: int = 1000, batch_size: int = 200,
+                 explore: float = 0.0):
         self.write, self.metrics, self.maxsize, self.batch_size = write, metrics, maxsize, batch_size
+        self.explore = explore
         self._reset()
 
     def _reset(self) -> None:
@@ -101,16 +110,29 @@ class QueryLogWriter:
 
     def record(self, resp: dict[str, Any], endpoint: str, ranked: Sequence[Candidate], fusion: Mapping[str, Any],
                **fields: Any) -> dict[str, Any]:
-        """Finish a built response: a fresh ``query_id``, each result's ``position`` (its 1-based
-        absolute rank), then queue its log document (``ranked``: the fused candidates in served
-        order; ``fields``: :func:`osreco.cf.querylog.query_doc`'s keyword fields). Returns ``resp``."""
+        """Finish a built response: a fresh ``query_id``, the page explored when it is drawn for it
+        (:mod:`osreco.plugin.explore`, seeded by the request's ``fields``: results re-ordered, ranks
+        renumbered), each result's ``position`` (its 1-based absolute rank as shown), then queue its
+        log document (``ranked``: the fused candidates in ranked order; ``fields``:
+        :func:`osreco.cf.querylog.query_doc`'s keyword fields). Returns ``resp``."""
         query_id = new_query_id()
         resp["query_id"] = query_id
-        for r in resp.get("results", []):
+        results = resp.get("results", [])
+        order = explore_order(page_seed(endpoint, **fields), len(results), self.explore)
+        moved: dict[int, int] = {}
+        if order != sorted(order):
+            ranks = [int(r["rank"]) for r in results]
+            results[:] = [results[i] for i in order]
+            for rank, r in zip(ranks, results):
+                if int(r["rank"]) != rank:
+                    moved[int(r["rank"])] = rank
+                r["rank"] = rank
+        for r in results:
             r["position"] = r["rank"]
         if self.enabled:
-            shown = max((int(r["rank"]) for r in resp.get("results", [])), default=0)
-            self.submit(query_doc(query_id, endpoint, _now_ms(), served_entries(ranked, shown), fusion, **fields))
+            shown = max((int(r["rank"]) for r in results), default=0)
+            self.submit(query_doc(query_id, endpoint, _now_ms(), served_entries(ranked, shown, moved), fusion,
+                                  **fields))
         return resp
 
     def pending(self) -> int:

@@ -50,7 +50,7 @@ from osreco.plugin.querylog_writer import QueryLogWriter, fusion_weights
 from osreco.plugin.readiness import Readiness
 from osreco.plugin.recommend import Recommender
 from osreco.plugin.reload import BundleReloader, Periodic
-from osreco.plugin.settings_store import CFModelWatch, SettingsStore
+from osreco.plugin.settings_store import CFModelWatch, RerankerWatch, SettingsStore
 from osreco.plugin.similar import SimilarItems
 from osreco.plugin.taste import personal_order, query_class, taste_settings
 from osreco.plugin.transport import NodeTransport
@@ -83,7 +83,7 @@ class SearchService:
         self.similar_items.image_weight = config.fusion.image_weight
         self._pipelines: set[str] = set()
         self.querylog = QueryLogWriter(lambda docs: write_queries(transport.client, config.prefix, docs), metrics,
-                                       config.query_log_queue)
+                                       config.query_log_queue, explore=config.explore_fraction)
         # the fusion weights `osreco learn` promoted, per query class (absent: config.fusion exactly)
         self.settings_store = SettingsStore.over(transport.client, config.prefix, config.fusion)
         self.learned_reload: Periodic | None = None
@@ -107,7 +107,14 @@ class SearchService:
             from osreco.cf.model import CFModel
 
             checks.append(CFModelWatch(config.cf_model_dir, service.serve_cf_model, CFModel.load).check)
-        if config.bundle_reload_s > 0:   # learned weights and a promoted CF model, on the same timer
+        if config.rerank_bundle:   # a promoted reranker: the configured link now points elsewhere
+            from dataclasses import replace
+
+            from osreco.plugin.models import load_reranker
+
+            checks.append(RerankerWatch(config.rerank_bundle, lambda r: setattr(service.models, "reranker", r),
+                                        lambda path: load_reranker(replace(config, rerank_bundle=path))).check)
+        if config.bundle_reload_s > 0:   # learned weights, a promoted CF model and reranker, on one timer
             service.learned_reload = Periodic(checks, config.bundle_reload_s).start()
         return service
 

@@ -35,7 +35,8 @@ from osreco.plugin.fusion import FusionSettings
 log = logging.getLogger("osreco.plugin.settings_store")
 
 __all__ = ["CLASSES", "WEIGHT_KEYS", "FUSION_DOC", "settings_index", "validate_classes", "read_fusion",
-           "write_fusion", "class_weights", "apply_weights", "SettingsStore", "CFModelWatch"]
+           "write_fusion", "class_weights", "apply_weights", "SettingsStore", "CFModelWatch",
+           "RerankerWatch"]
 
 CLASSES = ("listing", "text", "title", "none")
 """The query classes weights are learned for ("none": recommend and similar, no query)."""
@@ -211,18 +212,55 @@ class CFModelWatch:
             return None
         return (st.st_mtime_ns, st_npz.st_mtime_ns)
 
+    what = "CF model"
+
+    def _source(self) -> str:
+        """The folder to load from."""
+        return self.model_dir
+
+    def _describe(self, model: Any) -> str:
+        return f"run {model.meta.get('run_id')}"
+
     def check(self) -> str:
         """``current``, ``loaded`` or ``failed`` (the old model kept)."""
         stamp = self._stamp()
         if stamp is None or stamp == self.stamp:
             return "current"
         try:
-            model = self._load(self.model_dir)
+            model = self._load(self._source())
         except Exception as e:  # a half-written or bad model: keep the old one, try again later
             self.last_error = f"{type(e).__name__}: {e}"
-            log.warning("CF model reload from %s failed: %s", self.model_dir, self.last_error)
+            log.warning("%s reload from %s failed: %s", self.what, self.model_dir, self.last_error)
             return "failed"
         self._swap(model)
         self.stamp, self.last_error = stamp, None
-        log.info("serving the CF model from %s (run %s)", self.model_dir, model.meta.get("run_id"))
+        log.info("serving the %s from %s (%s)", self.what, self.model_dir, self._describe(model))
         return "loaded"
+
+
+class RerankerWatch(CFModelWatch):
+    """Reloads the reranker when its bundle changes: ``OSRECO_RERANK_BUNDLE`` naming a link
+    (``<bundles_root>/reranker/current``, switched by ``osreco learn --finetune``) that now points
+    at another bundle, or a manifest rewritten in place.
+
+    Args:
+        model_dir: the reranker bundle path as configured (the link, not its target).
+        swap: receives the newly loaded reranker.
+        load: bundle folder -> reranker.
+    """
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            target = os.path.realpath(self.model_dir)
+            st = os.stat(Path(target) / "manifest.json")
+        except OSError:
+            return None
+        return (hash(target), st.st_mtime_ns)
+
+    what = "reranker"
+
+    def _source(self) -> str:
+        return os.path.realpath(self.model_dir)
+
+    def _describe(self, model: Any) -> str:
+        return f"artifact {getattr(model, 'artifact_id', None)}"

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from osreco.learning.cli import parse_duration
-from osreco.learning.clicks import ShownRequest, impressions, shown_requests, training_rows
+from osreco.learning.clicks import ShownRequest, impressions, position_model, shown_requests, training_rows
 from osreco.learning.errors import LearnError
 from osreco.learning.history import append_run, draw_history, history_table, read_history
 from osreco.learning.propensity import Impression, PositionModel, fit_position_model
 from osreco.learning.tune import LoggedRequest, heldout, ips_clicks, tune_class
 from osreco.plugin.errors import ConfigError
+from osreco.plugin.explore import explore_order, page_seed
 from osreco.plugin.fusion import FusionSettings
 from osreco.plugin.settings_store import SettingsStore, apply_weights, class_weights, validate_classes
 
@@ -42,6 +43,110 @@ def test_position_model_recovers_the_examination_curve():
 
 def test_position_model_without_data_is_flat():
     assert fit_position_model([Impression(("q", "i"), 1, False)] * 10).curve == PositionModel.flat().curve
+
+
+def _personalized_log(rng: np.random.Generator, explore: float, users: int = 6000) -> list[ShownRequest]:
+    """Requests as a personalizing ranker serves them: every user types the same query, each
+    user's own relevance orders their page (noisily), so the items on top are the relevant ones;
+    a share ``explore`` of the pages is explored as the sidecar does (``plugin/explore.py``)."""
+    out = []
+    for u in range(users):
+        rel = rng.beta(0.5, 2.0, size=40)
+        page = np.argsort(-(rel + rng.normal(0.0, 0.05, size=40)))[:10]   # ranked items, best first
+        order = explore_order(f"q{u}", 10, explore)
+        shown = {f"i{page[j]}": pos for pos, j in enumerate(order, 1)}
+        ranked = {f"i{page[j]}": j + 1 for pos, j in enumerate(order, 1) if j + 1 != pos}
+        clicked = frozenset(i for i, pos in shown.items() if rng.random() < TRUE_CURVE[pos - 1] * rel[int(i[1:])])
+        out.append(ShownRequest(f"q{u}", f"u{u}", "comedy", "listing", "search", shown, clicked, frozenset(),
+                                ranked=ranked))
+    return out
+
+
+def test_position_model_keyed_by_rank_recovers_the_curve_the_ranking_confounds():
+    explored = _personalized_log(np.random.default_rng(11), explore=1.0)
+    model = position_model(explored, positions=10)
+    assert model.keyed_by == "rank" and model.explored > 0
+    assert np.max(np.abs(np.asarray(model.curve) - TRUE_CURVE)) < 0.07, model.curve
+    assert model.as_dict()["keyed_by"] == "rank"
+    # the same log without the exploration: relevance keyed by query, and the ranking's
+    # confounding (relevant items on top) passes off as a steeper curve
+    plain = position_model(_personalized_log(np.random.default_rng(11), explore=0.0), positions=10)
+    assert plain.keyed_by == "query" and plain.explored == 0
+    assert np.max(np.abs(np.asarray(plain.curve) - TRUE_CURVE)) > 0.1, plain.curve
+
+
+def test_a_log_with_little_exploration_keys_by_query():
+    log = _personalized_log(np.random.default_rng(12), explore=1.0, users=20)
+    assert 0 < sum(len(r.ranked) for r in log) < 200
+    assert position_model(log).keyed_by == "query"
+    with pytest.raises(ValueError, match="rank"):
+        impressions(log, by="user")
+
+
+def test_an_explored_page_is_served_and_logged_as_shown_and_read_back_with_its_ranks():
+    from osreco.plugin.fusion import Candidate
+    from osreco.plugin.metrics import Metrics
+    from osreco.plugin.querylog_writer import QueryLogWriter
+
+    docs: list[dict] = []
+    writer = QueryLogWriter(docs.extend, Metrics(), explore=1.0)
+    ranked = [Candidate(f"i{n}", 1.0 / n, ranks={"bm25": 61 - n, "dense": n + 3}) for n in range(1, 61)]
+    pages = []
+    for q in range(20):   # pages whose draw swapped nothing are served as ranked
+        resp = {"results": [{"item_id": c.item_id, "rank": n} for n, c in enumerate(ranked[:10], 1)]}
+        pages.append(writer.record(resp, "search", ranked, {}, query=f"x{q}", k=10))
+    assert writer.drain(10.0) and len(docs) == 20
+    moved = 0
+    for resp, doc in zip(pages, docs):
+        assert [r["rank"] for r in resp["results"]] == list(range(1, 11))
+        assert [r["position"] for r in resp["results"]] == list(range(1, 11))
+        served = {s["item_id"]: s for s in doc["served"]}
+        for r in resp["results"]:   # the log says where each item was shown and the rank it had
+            entry = served[r["item_id"]]
+            assert entry["position"] == r["rank"] and abs(entry.get("ranked", r["rank"]) - r["rank"]) <= 2
+            assert entry.get("ranked", entry["position"]) == int(r["item_id"][1:])
+        got = shown_requests([{**doc, "user_key": "u"}], [])[0]
+        assert got.shown == {r["item_id"]: r["rank"] for r in resp["results"]}
+        assert all(got.rank_of(i) == int(i[1:]) for i in got.shown)
+        moved += len(got.ranked)
+    assert moved > 20 and sum("ranked" in e for d in docs for e in d["served"]) == moved
+    assert docs[0]["served"][0]["signals"]["bm25"] == 60   # each signal's own rank, not the fused one
+    again = writer.record({"results": [{"item_id": c.item_id, "rank": n} for n, c in enumerate(ranked[:10], 1)]},
+                          "search", ranked, {}, query="x3", k=10)
+    assert again["results"] == pages[3]["results"]   # the same page the same day: the same order
+    plain = QueryLogWriter(docs.extend, Metrics())   # off by default: the ranked order, nothing marked
+    resp = plain.record({"results": [{"item_id": "i1", "rank": 1}, {"item_id": "i2", "rank": 2}]}, "search",
+                        ranked, {}, k=2)
+    assert plain.drain(10.0) and [r["item_id"] for r in resp["results"]] == ["i1", "i2"]
+    assert not any("ranked" in s for s in docs[-1]["served"])
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "half"])
+def test_a_bad_explore_fraction_is_refused_by_name(monkeypatch, value):
+    from osreco.plugin.config import SidecarConfig
+
+    monkeypatch.setenv("OPENSEARCH_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("OSRECO_EXPLORE_FRACTION", value)
+    with pytest.raises(ConfigError) as e:
+        SidecarConfig.from_env(dev_mode=True, api_keys_file=None, bundle_dir=None, cf_model_dir=None)
+    assert "OSRECO_EXPLORE_FRACTION" in str(e.value)
+    monkeypatch.setenv("OSRECO_EXPLORE_FRACTION", "0.25")
+    assert SidecarConfig.from_env(dev_mode=True, api_keys_file=None, bundle_dir=None,
+                                  cf_model_dir=None).explore_fraction == 0.25
+
+
+def test_exploration_swaps_neighbours_on_the_share_of_pages_drawn_from_the_query_id():
+    assert explore_order("q", 10, 0.0) == list(range(10)) and explore_order("q", 1, 1.0) == [0]
+    assert page_seed("search", user_key="u", query="x", page=None) != page_seed("search", user_key="v", query="x")
+    orders = [explore_order(f"q{i}", 10, 1.0) for i in range(400)]
+    assert orders[7] == explore_order("q7", 10, 1.0)          # the same request, the same page
+    for order in orders:
+        assert sorted(order) == list(range(10)) and all(abs(j - i) <= 2 for j, i in enumerate(order))
+    assert any(abs(j - i) == 2 for order in orders for j, i in enumerate(order))   # two rounds of swaps
+    moved = np.mean([sum(j != i for j, i in enumerate(order)) for order in orders])
+    assert 5.5 < moved < 8.5          # half the pairs of each round swapped, two items each
+    explored = np.mean([explore_order(f"r{i}", 10, 0.3) != list(range(10)) for i in range(1000)])
+    assert 0.2 < explored < 0.32      # 30 % of pages drawn, a few of them with no pair swapped
 
 
 def _request(user: str, dense_best: bool, rng: np.random.Generator, cls: str = "text") -> LoggedRequest:
@@ -265,3 +370,16 @@ def test_cf_step_trains_first_folds_in_next_and_refuses_a_worse_retrain():
     got = refused.metrics["recall@20"]
     assert got["users"] == 60 and got["candidate"] < got["served"]
     assert not refused.promote and refused.reason.startswith("refused: candidate recall@20")
+
+
+def test_tuner_promotes_only_a_significant_heldout_gain():
+    from osreco.learning.tune import _lower_bound
+
+    users = [f"u{i}" for i in range(100)]
+    one_lucky_click = np.array([1.0] + [0.0] * 99)          # mean gain 0.01, from one request
+    assert _lower_bound(one_lucky_click, users) < 0 < one_lucky_click.mean()
+    assert _lower_bound(np.full(100, 0.5), users) == pytest.approx(0.5)
+    # the same gains counted as one user's many requests are less certain than 100 users' single ones
+    spread = np.array([1.0] * 30 + [0.0] * 70)
+    assert _lower_bound(spread, ["a"] * 30 + users[:70]) < _lower_bound(spread, users)
+    assert _lower_bound(spread, ["a"] * 100) == float("-inf")

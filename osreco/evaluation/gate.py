@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ class Decision:
     candidate: Mapping[str, float]
     current: Mapping[str, float]
     min_delta: float
+    guards: tuple[str, ...] = ()
 
     @property
     def delta(self) -> float:
@@ -62,31 +63,37 @@ class Decision:
         lines = ["| metric | current | candidate | delta |", "|---|---|---|---|"]
         for k in keys:
             cur, cand = float(self.current[k]), float(self.candidate[k])
-            mark = " (gate)" if k == self.metric else ""
+            mark = " (gate)" if k == self.metric else " (guard)" if k in self.guards else ""
             lines.append(f"| {k}{mark} | {cur:.4f} | {cand:.4f} | {cand - cur:+.4f} |")
         return "\n".join(lines)
 
     def summary(self) -> str:
         """One line: promoted or refused, with both numbers."""
         verb = "promote" if self.promote else "refuse"
+        guards = "".join(f"; {g} {float(self.candidate[g]):.4f} vs {float(self.current[g]):.4f} (must not drop)"
+                         for g in self.guards)
         return (f"{verb}: candidate {self.metric} {float(self.candidate[self.metric]):.4f} vs current "
-                f"{float(self.current[self.metric]):.4f} (delta {self.delta:+.4f}, needs >= {self.min_delta:+.4f})")
+                f"{float(self.current[self.metric]):.4f} (delta {self.delta:+.4f}, needs >= {self.min_delta:+.4f})"
+                + guards)
 
 
 def decide(candidate: Mapping[str, float], current: Mapping[str, float], metric: str = "ndcg",
-           min_delta: float = 0.0) -> Decision:
-    """Promote when ``candidate[metric] >= current[metric] + min_delta``.
+           min_delta: float = 0.0, guards: Sequence[str] = ()) -> Decision:
+    """Promote when ``candidate[metric] >= current[metric] + min_delta`` and no ``guards`` metric
+    is lower than the current model's (e.g. the clicks of held-out logged traffic).
 
     Raises:
-        ConfigError: the metric is missing or not a finite number in either result.
+        ConfigError: the metric or a guard is missing or not a finite number in either result.
     """
     for name, metrics in (("candidate", candidate), ("current", current)):
-        value = metrics.get(metric)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"the {name}'s evaluation has no finite {metric!r} (got {value!r})",
-                              fix=f"evaluate with a task that reports {metric}")
+        for key in (metric, *guards):
+            value = metrics.get(key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"the {name}'s evaluation has no finite {key!r} (got {value!r})",
+                                  fix=f"evaluate with a task that reports {key}")
     ok = float(candidate[metric]) >= float(current[metric]) + min_delta - 1e-12
-    return Decision(ok, metric, dict(candidate), dict(current), min_delta)
+    ok = ok and all(float(candidate[g]) >= float(current[g]) - 1e-12 for g in guards)
+    return Decision(ok, metric, dict(candidate), dict(current), min_delta, tuple(guards))
 
 
 def offline_evaluator(max_queries: int = 48, users_per_query: int = 4, k: int = 10, seed: int = 7,
@@ -222,6 +229,7 @@ class PromoteConfig:
         alias: the item index alias to rebuild with the new vectors (None: no re-index).
         catalog: ``movielens`` or a catalog JSONL (item_id, title, text) to re-embed.
         metric: the gate's metric; ``min_delta``: how much better the candidate must be.
+        threads: export threads; ``guards``: metrics that must not drop either (see :func:`decide`).
     """
 
     candidate: Path
@@ -233,6 +241,7 @@ class PromoteConfig:
     metric: str = "ndcg"
     min_delta: float = 0.0
     threads: int = 2
+    guards: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("candidate", "current", "bundles_root"):
@@ -285,7 +294,7 @@ def promote(config: PromoteConfig, evaluator: Evaluator, client=None,
         report(f"evaluating current {config.current}")
         current = evaluator(config.current)
         report(f"evaluating candidate {staged}")
-        decision = decide(evaluator(staged), current, config.metric, config.min_delta)
+        decision = decide(evaluator(staged), current, config.metric, config.min_delta, config.guards)
     except BaseException:
         _discard(staged, config)
         raise

@@ -55,6 +55,9 @@ def _summary(record: dict[str, Any]) -> str:
         lines.append(f"  fusion {cls}: {r['requests']} requests, {r['clicks']} clicks;{nums}: {r['reason']}")
     fine = m.get("finetune") or {}
     lines.append(f"  fine-tuning: {fine.get('note')}")
+    for name in ("encoder", "reranker"):
+        if isinstance(fine.get(name), dict):
+            lines.append(f"    {name}: {fine[name].get('summary')}")
     lines.append(f"  promoted: {', '.join(record.get('promoted') or []) or 'nothing'}; refused: "
                  f"{len(record.get('refused') or [])}")
     return "\n".join(lines)
@@ -76,12 +79,27 @@ def _summary(record: dict[str, Any]) -> str:
               help="New click/skip pairs that make encoder/reranker fine-tuning due.")
 @click.option("--finetune-pairs-per-s", type=click.FloatRange(min=0.001), default=15.0, show_default=True,
               help="Fine-tuning throughput the run's time estimate assumes (docs/benchmarks.md).")
+@click.option("--finetune", is_flag=True,
+              help="When due, fine-tune the encoder and the reranker on the IPW rows and promote each through "
+                   "the gate (needs the export extra: torch).")
+@click.option("--bundles-root", type=click.Path(file_okay=False), default=None,
+              help="With --finetune: the served encoder bundles (<root>/current; osreco promote's --bundles-root); "
+                   "rerankers go to <root>/reranker (point OSRECO_RERANK_BUNDLE at <root>/reranker/current).")
+@click.option("--bundle", type=click.Path(file_okay=False), default=None,
+              help="With --finetune: the served encoder bundle (default <bundles-root>/current).")
+@click.option("--catalog", default="movielens", show_default=True,
+              help="With --finetune: the items' texts, `movielens` or a catalog JSONL (item_id, title, text).")
+@click.option("--finetune-max-steps", type=click.IntRange(1), default=400, show_default=True,
+              help="With --finetune: training steps per model at most.")
+@click.option("--finetune-only", type=click.Choice(["both", "encoder", "reranker"]), default="both",
+              show_default=True, help="With --finetune: which models to fine-tune.")
 @click.option("--every", default=None, help="Run again every DURATION (90s, 30m, 6h, 1d) until stopped.")
 @click.option("--json", "as_json", is_flag=True, help="Print each run's record as one JSON line.")
 @click.pass_context
 def learn(ctx: click.Context, index: str | None, prefix: str | None, state_dir: str, model_dir: str | None,
           full: bool, full_every: int, window_days: float, min_new_pairs: int, finetune_pairs_per_s: float,
-          every: str | None, as_json: bool) -> None:
+          finetune: bool, bundles_root: str | None, bundle: str | None, catalog: str, finetune_max_steps: int,
+          finetune_only: str, every: str | None, as_json: bool) -> None:
     """Learn from the traffic since the last run: popularity and CF, the position model, IPW
     training data, fusion weights per query class; promote what beats the served, refuse the rest."""
     import os
@@ -94,9 +112,22 @@ def learn(ctx: click.Context, index: str | None, prefix: str | None, state_dir: 
     if not index:
         raise click.UsageError("--index is required (the item index the sidecar serves)")
     interval = parse_duration(every) if every is not None else None
+    tune_models = None
+    if finetune:
+        from pathlib import Path
+
+        from osreco.learning.finetune import FinetuneConfig
+
+        if not bundles_root:
+            raise click.UsageError("--finetune needs --bundles-root (where promoted bundles go)")
+        tune_models = FinetuneConfig(Path(bundles_root), current=Path(bundle) if bundle else None, alias=index,
+                                     catalog=catalog, max_steps=finetune_max_steps,
+                                     encoder=finetune_only in ("both", "encoder"),
+                                     reranker=finetune_only in ("both", "reranker"))
     config = LearnConfig(index=index, prefix=prefix, state_dir=os.path.expanduser(state_dir), model_dir=model_dir,
                          full=full, full_every=full_every, window_days=window_days, min_new_pairs=min_new_pairs,
-                         finetune_pairs_per_s=finetune_pairs_per_s, hand=hand_weights_from_env())
+                         finetune_pairs_per_s=finetune_pairs_per_s, hand=hand_weights_from_env(),
+                         finetune=tune_models)
     while True:
         started = time.monotonic()
         try:

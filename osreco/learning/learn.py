@@ -7,17 +7,20 @@ Order (promotion last, so a run killed or failing anywhere before it changes not
    ``window_days`` for the position model and the tuning), forgotten users dropped;
 2. fit the position model (:mod:`osreco.learning.propensity`) on impressions and clicks;
 3. build IPW click/skip training rows (:mod:`osreco.learning.clicks`) from the new searches and
-   write them to ``<state>/training/<run>.jsonl``; fine-tuning is reported as due when at least
-   ``min_new_pairs`` pairs arrived (run it with ``osreco train`` and gate with ``osreco promote``);
+   write them to ``<state>/training/<run>.jsonl``; they stay pending until at least
+   ``min_new_pairs`` pairs have arrived since the last fine-tune;
 4. tune the fusion weights per query class (:mod:`osreco.learning.tune`) on validation users,
    compared with the served weights on held-out users;
 5. plan the CF update (:mod:`osreco.learning.cf_step`): fold-in, or a gated full retrain;
 6. promote: CF (model files by atomic replace, factors, popularity), then the fusion weights
-   into the settings store (:mod:`osreco.plugin.settings_store`), then move the watermark;
+   into the settings store (:mod:`osreco.plugin.settings_store`); then, when fine-tuning is due
+   and configured (``finetune``), the encoder and the reranker trained on the pending rows,
+   each gated and promoted on its own (:mod:`osreco.learning.finetune`); then move the watermark;
 7. append the run to ``<state>/history.jsonl`` and redraw ``<state>/history.png``.
 
-The state folder holds ``state.json`` (``watermark``, ``runs``, ``last_full_run``), written by
-atomic replace after a successful run only: a killed run is redone from the same watermark.
+The state folder holds ``state.json`` (``watermark``, ``runs``, ``last_full_run``, the ``pending``
+training files and pairs), written by atomic replace after a successful run only: a killed run
+is redone from the same watermark.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ from typing import Any
 from opensearchpy import OpenSearch
 
 from osreco.cf import store as cf_store
+from osreco.cf.forget import forgotten_keys
 from osreco.cf.model import CFConfig, CFModel
 from osreco.learning import cf_step
-from osreco.learning.clicks import clicked_by_query, impressions, shown_requests, training_rows
+from osreco.learning.clicks import clicked_by_query, position_model, shown_requests, training_rows
 from osreco.learning.errors import LearnError
+from osreco.learning.finetune import FinetuneConfig, read_rows, run_finetune
 from osreco.learning.history import CHART_FILE, append_run, draw_history, read_history
 from osreco.learning.logs import iso, parse_time, read_events, read_queries
-from osreco.learning.propensity import fit_position_model
 from osreco.learning.tune import LoggedRequest, tune
 from osreco.plugin.fusion import FusionSettings
 from osreco.plugin.settings_store import class_weights, read_fusion, write_fusion
@@ -63,7 +67,9 @@ class LearnConfig:
             stored vectors only, no model file.
         full: retrain CF in full this run; ``full_every``: also every N-th run (0 = never by count).
         window_days: how far back the position model and the tuning look.
-        min_new_pairs: fine-tuning is due when this many new click/skip pairs arrived.
+        min_new_pairs: fine-tuning is due when this many click/skip pairs arrived since the last one.
+        finetune: how to fine-tune, gate and promote the encoder and the reranker when due
+            (None: the run only reports that it is due and how long it would take).
         classes: the query classes whose weights are tuned and promoted.
         hand: the hand weights (the sidecar's configured fusion) a class falls back to.
         until: the end of this run's data (ISO; default now). ``now`` is for tests and the simulator.
@@ -90,6 +96,7 @@ class LearnConfig:
     opensearch: Any = None
     finetune_pairs_per_s: float = 15.0
     finetune_epochs: int = 1
+    finetune: FinetuneConfig | None = None
 
     @classmethod
     def from_env(cls, *, alias: str, state_dir: str | Path, cf_model_dir: str | Path | None = None,
@@ -132,7 +139,7 @@ def load_state(state_dir: str | Path) -> dict[str, Any]:
     """
     path = Path(state_dir) / STATE_FILE
     if not path.exists():
-        return {"watermark": None, "runs": 0, "last_full_run": None}
+        return {"watermark": None, "runs": 0, "last_full_run": None, "pending": {"files": [], "pairs": 0}}
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
@@ -185,7 +192,7 @@ def run_learn(config: LearnConfig, client: OpenSearch | None = None) -> dict[str
     record: dict[str, Any] = {"run_id": run_id, "started": iso(now), "since": since, "until": until,
                               "promoted": [], "refused": [], "changes": [], "metrics": {}, "data": {}}
     try:
-        _run(client, config, record, since, until, window, run_no, state)
+        pending = _run(client, config, record, since, until, window, run_no, state)
     except Exception as e:
         record.update(error=f"{type(e).__name__}: {e}", ended=iso(datetime.now(timezone.utc)),
                       seconds=round(time.perf_counter() - t0, 2), promoted=[])
@@ -196,7 +203,7 @@ def run_learn(config: LearnConfig, client: OpenSearch | None = None) -> dict[str
     _write_json(state_dir / STATE_FILE, {
         "watermark": until, "runs": run_no, "last_run": run_id,
         "last_full_run": run_no if (record["metrics"].get("cf") or {}).get("mode") == "full"
-        and "cf" in record["promoted"] else state.get("last_full_run")})
+        and "cf" in record["promoted"] else state.get("last_full_run"), "pending": pending})
     append_run(state_dir, record)
     try:
         record["chart"] = str(draw_history(read_history(state_dir), state_dir / CHART_FILE))
@@ -206,7 +213,8 @@ def run_learn(config: LearnConfig, client: OpenSearch | None = None) -> dict[str
 
 
 def _run(client: OpenSearch, config: LearnConfig, record: dict[str, Any], since: str | None, until: str,
-         window: str, run_no: int, state: dict[str, Any]) -> None:
+         window: str, run_no: int, state: dict[str, Any]) -> dict[str, Any]:
+    """The steps of one run (module docstring); returns the training data still pending."""
     prefix = config.store_prefix
     # 1. data: the window (position model, tuning) and what is new since the watermark
     start = window if since is None or window < since else since
@@ -221,13 +229,16 @@ def _run(client: OpenSearch, config: LearnConfig, record: dict[str, Any], since:
                       "window_events": len(events), "window_queries": len(queries), "all_events": len(all_events)}
     # 2. position model
     requests = shown_requests(queries, events)
-    model = fit_position_model(impressions(requests))
+    model = position_model(requests)
     record["metrics"]["propensity"] = model.as_dict()
     # 3. IPW training data from the new searches
     rows, pairs = training_rows([r for r in requests if since is None or _after({"timestamp": r.timestamp}, since)],
                                 model)
+    before = state.get("pending") or {"files": [], "pairs": 0}
+    files: list[str] = [str(f) for f in before.get("files") or []]
+    pending: dict[str, Any] = {"files": files, "pairs": int(before.get("pairs") or 0) + pairs}
     fine: dict[str, Any] = {"pairs": pairs, "rows": len(rows), "min_new_pairs": config.min_new_pairs,
-                            "due": pairs >= config.min_new_pairs}
+                            "pending_pairs": pending["pairs"], "due": pending["pairs"] >= config.min_new_pairs}
     if rows:
         path = Path(config.state_dir) / "training" / f"{record['run_id']}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,13 +246,15 @@ def _run(client: OpenSearch, config: LearnConfig, record: dict[str, Any], since:
         tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8")
         os.replace(tmp, path)
         fine["file"] = str(path)
+        files.append(str(path))
     clicks_rows = sum(1 for r in rows if r["kind"] == "click")
     fine["would_add_s"] = round((clicks_rows + len(rows)) * config.finetune_epochs
                                 / max(config.finetune_pairs_per_s, 1e-9))
-    fine["note"] = (f"due ({pairs} pairs): run `osreco train encoder|reranker --events FILE` and gate with "
-                    f"`osreco promote`; about {fine['would_add_s']} s" if fine["due"] else
-                    f"skipped: {pairs} new pairs < {config.min_new_pairs}; it would add about "
-                    f"{fine['would_add_s']} s")
+    fine["note"] = (("due: fine-tuning the encoder and the reranker" if config.finetune else
+                     f"due ({pending['pairs']} pairs): pass --finetune (or run `osreco train encoder|reranker "
+                     f"--events FILE` and gate with `osreco promote`); about {fine['would_add_s']} s")
+                    if fine["due"] else f"skipped: {pending['pairs']} pending pairs < {config.min_new_pairs}; "
+                    f"it would add about {fine['would_add_s']} s")
     record["metrics"]["finetune"] = fine
     # 4. fusion tuning
     current, doc = served_weights(client, prefix, config.hand, config.classes)
@@ -285,6 +298,17 @@ def _run(client: OpenSearch, config: LearnConfig, record: dict[str, Any], since:
         record["promoted"].append("fusion")
         record["changes"].append(f"fusion weights version {written['version']}: " + ", ".join(
             f"{c} {results[c].reason}" for c in promote))
+    if fine["due"] and config.finetune is not None:
+        gone = forgotten_keys(client, prefix)   # users forgotten since their rows were written
+        rows = [r for r in read_rows(files) if r.get("user_id") not in gone]
+        done = run_finetune(config.finetune, rows, Path(config.state_dir), record["run_id"], client)
+        fine.update({k: v for k, v in done.items() if k not in ("promoted", "refused")})
+        for step in done["promoted"]:
+            record["promoted"].append(step["what"])
+            record["changes"].append(f"{step['what']} fine-tuned on {done['train_rows']} rows: {step['reason']}")
+        record["refused"].extend(done["refused"])
+        pending = {"files": [], "pairs": 0}
+    return pending
 
 
 def _headline(record: dict[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,13 @@ The position-based click model: a shown item is clicked when its position is exa
 (probability ``theta[p]``) and it is relevant (``gamma[q, d]``), independently. Both are fitted
 by expectation-maximization on impressions and clicks (regression-EM without the regression,
 Wang et al., WSDM 2018): an unclicked impression at position ``p`` was either not examined or
-not relevant, in proportion ``theta (1 - gamma) : (1 - theta) gamma``. The same (query, item)
-shown at different positions across requests is what separates the two.
+not relevant, in proportion ``theta (1 - gamma) : (1 - theta) gamma``. The same relevance key
+shown at different positions is what separates the two, and only when the position it was shown
+at does not depend on its relevance: a ranker puts what it believes relevant on top, so a key
+that moves only with the ranker (the same query text for users who like different items) lets
+EM pass relevance off as position. Random swaps of adjacent results on served pages (the
+sidecar's ``OSRECO_EXPLORE_FRACTION``) move items independently of relevance; then relevance is
+keyed by the rank the ranker gave (:func:`osreco.learning.clicks.position_model`).
 
 The curve is reported relative to position 1 (``theta[p] / theta[1]``): inverse-propensity
 weights and counterfactual estimates need only ratios. With little data the raw estimates are
@@ -26,7 +31,7 @@ __all__ = ["Impression", "PositionModel", "fit_position_model"]
 
 @dataclass(frozen=True)
 class Impression:
-    """One shown result: the relevance key (query and item), its 1-based position, clicked or not."""
+    """One shown result: the relevance key (e.g. query and item), its 1-based position, clicked or not."""
 
     key: tuple[str, str]
     position: int
@@ -42,12 +47,17 @@ class PositionModel:
             positions past the end use the last value.
         impressions, clicks: the data it was fitted on.
         iterations: EM iterations run.
+        keyed_by: what relevance was keyed by (``rank``: the ranker's rank on an explored log;
+            ``query``: query text or user, confounded with the ranking; see the module docstring).
+        explored: impressions shown away from the ranker's rank by exploration.
     """
 
     curve: tuple[float, ...]
     impressions: int = 0
     clicks: int = 0
     iterations: int = 0
+    keyed_by: str = "query"
+    explored: int = 0
 
     def at(self, positions: np.ndarray | Sequence[int]) -> np.ndarray:
         """Relative propensities of 1-based ``positions`` (clipped to the curve's length)."""
@@ -65,7 +75,8 @@ class PositionModel:
 
     def as_dict(self) -> dict[str, object]:
         return {"curve": [round(v, 4) for v in self.curve], "impressions": self.impressions,
-                "clicks": self.clicks, "iterations": self.iterations}
+                "clicks": self.clicks, "iterations": self.iterations, "keyed_by": self.keyed_by,
+                "explored": self.explored}
 
 
 def _decreasing(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -80,10 +91,13 @@ def _decreasing(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.concatenate([np.full(int(c), m) for m, _, c in blocks])
 
 
-def fit_position_model(impressions: Iterable[Impression], positions: int = 20, iterations: int = 100,
-                       tol: float = 1e-6, min_impressions: int = 50, monotone: bool = True,
+def fit_position_model(impressions: Iterable[Impression], positions: int = 20, iterations: int = 2000,
+                       tol: float = 1e-7, min_impressions: int = 50, monotone: bool = True,
                        floor: float = 0.02, prior: float = 0.5) -> PositionModel:
     """Fit the position-based click model by EM (see the module docstring).
+
+    EM runs on counts per (key, position) cell, so a log of few keys (ranks) costs nothing per
+    iteration however many impressions it holds.
 
     Args:
         impressions: shown results with their click outcome.
@@ -92,16 +106,16 @@ def fit_position_model(impressions: Iterable[Impression], positions: int = 20, i
         min_impressions: with fewer impressions (or no click) the flat model is returned.
         monotone: make the curve non-increasing (see the module docstring).
         floor: the least relative propensity of a position.
-        prior: pseudo-impressions that pull each (query, item)'s relevance toward the mean
-            relevance: a pair shown once says little about itself, and without the pull EM
-            explains every click by relevance and learns no position effect from it.
+        prior: pseudo-impressions that pull each key's relevance toward the mean relevance: a
+            key shown once says little about itself, and without the pull EM explains every
+            click by relevance and learns no position effect from it.
 
     Returns:
         the fitted :class:`PositionModel`.
     """
     rows = list(impressions)
-    # only a (query, item) shown at two or more positions tells examination from relevance: with
-    # enough of those, fit on them alone (a pair shown once lets EM explain its click by relevance)
+    # only a key shown at two or more positions tells examination from relevance: with enough
+    # of those, fit on them alone (a key shown once lets EM explain its click by relevance)
     places: dict[tuple[str, str], set[int]] = {}
     for r in rows:
         places.setdefault(r.key, set()).add(min(r.position, positions))
@@ -114,21 +128,24 @@ def fit_position_model(impressions: Iterable[Impression], positions: int = 20, i
     keys: dict[tuple[str, str], int] = {}
     kidx = np.array([keys.setdefault(r.key, len(keys)) for r in rows], dtype=np.int64)
     pidx = np.clip(np.array([r.position for r in rows], dtype=np.int64) - 1, 0, positions - 1)
-    click = np.array([r.clicked for r in rows], dtype=np.float64)
+    cells, cell_of = np.unique(kidx * positions + pidx, return_inverse=True)
+    ck, cp = cells // positions, cells % positions           # each cell's key and position
+    n = np.bincount(cell_of).astype(np.float64)              # impressions per cell
+    c = np.bincount(cell_of, weights=np.array([r.clicked for r in rows], dtype=np.float64))
     theta = np.full(positions, 0.5)
     gamma = np.full(len(keys), 0.5)
-    pos_count = np.maximum(np.bincount(pidx, minlength=positions), 1)
-    key_count = np.bincount(kidx, minlength=len(keys))
+    pos_count = np.maximum(np.bincount(cp, weights=n, minlength=positions), 1.0)
+    key_count = np.bincount(ck, weights=n, minlength=len(keys))
     run = 0
     for step in range(1, iterations + 1):
         run = step
-        t, g = theta[pidx], gamma[kidx]
+        t, g = theta[cp], gamma[ck]
         denom = np.maximum(1.0 - t * g, 1e-12)
-        exam = click + (1.0 - click) * t * (1.0 - g) / denom      # P(examined | outcome)
-        rel = click + (1.0 - click) * (1.0 - t) * g / denom       # P(relevant | outcome)
-        new_theta = np.bincount(pidx, weights=exam, minlength=positions) / pos_count
-        mean_rel = float(rel.mean())
-        gamma = np.clip((np.bincount(kidx, weights=rel, minlength=len(keys)) + prior * mean_rel)
+        exam = c + (n - c) * t * (1.0 - g) / denom        # expected examined impressions per cell
+        rel = c + (n - c) * (1.0 - t) * g / denom         # expected relevant impressions per cell
+        new_theta = np.bincount(cp, weights=exam, minlength=positions) / pos_count
+        mean_rel = float(rel.sum() / n.sum())
+        gamma = np.clip((np.bincount(ck, weights=rel, minlength=len(keys)) + prior * mean_rel)
                         / (key_count + prior), 1e-6, 1 - 1e-6)
         new_theta = np.clip(new_theta, 1e-6, 1.0)
         shift = float(np.max(np.abs(new_theta - theta)))

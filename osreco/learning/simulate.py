@@ -63,6 +63,9 @@ class SimulateConfig:
         reload_s: the learning sidecar's reload timer (settings store, CF model, bundle).
         learn: run ``osreco learn`` between days (off: both arms frozen, an A/A check).
         concurrency: users served at the same time in each arm.
+        explore: both arms' ``OSRECO_EXPLORE_FRACTION`` (random adjacent swaps, logged, from which
+            ``osreco learn`` estimates the position bias); both draw the same swaps for the same
+            request, so the arms still differ only by what they ranked.
     """
 
     opensearch: OpenSearchConfig
@@ -82,6 +85,7 @@ class SimulateConfig:
     reload_s: float = 1.0
     learn: bool = True
     concurrency: int = 4
+    explore: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("days", "users_per_day", "k", "cf_factors", "concurrency"):
@@ -97,6 +101,8 @@ class SimulateConfig:
             raise ConfigError("eta must be in [0, 5]", field="--eta")
         if self.reload_s <= 0:
             raise ConfigError("reload_s must be > 0", field="reload_s")
+        if not 0.0 <= self.explore <= 1.0:
+            raise ConfigError("explore must be in [0, 1]", field="--explore")
 
     @classmethod
     def from_env(cls, quick: bool = False, **overrides: Any) -> SimulateConfig:
@@ -204,7 +210,8 @@ def sidecar_env(config: SimulateConfig, arm: Arm) -> dict[str, str]:
     return {"OPENSEARCH_URL": config.opensearch.url, "OSRECO_INDEX": arm.alias, "OSRECO_DEV_MODE": "1",
             "OSRECO_BUNDLE": str(config.bundle_dir), "OSRECO_CF_MODEL": str(arm.cf_dir),
             "OSRECO_ENCODER_THREADS": "1", "OSRECO_SEARCH_TIMEOUT_S": "20", "OSRECO_REQUEST_TIMEOUT_S": "40",
-            "OSRECO_BUNDLE_RELOAD_S": str(config.reload_s)}
+            "OSRECO_BUNDLE_RELOAD_S": str(config.reload_s),
+            "OSRECO_EXPLORE_FRACTION": str(config.explore)}
 
 
 # ---- one day of traffic ------------------------------------------------------------------------

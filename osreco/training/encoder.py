@@ -60,6 +60,7 @@ class Pair:
     kind: str  # "query" or "next_item"
     user_id: str
     item_id: str
+    weight: float = 1.0  # the pair's share of the loss (inverse propensity of a logged click)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,8 @@ def _false_negative_mask(batch: list[Pair]):
 
 
 def pair_loss(model, tokenizer, batch: list[Pair], max_length: int, scale: float, device: str):
-    """Multiple-negatives ranking loss of one batch (mean cross-entropy over anchors)."""
+    """Multiple-negatives ranking loss of one batch: the cross-entropy over anchors, averaged with
+    the pairs' weights (a plain mean when every weight is 1)."""
     import torch
 
     a = embed_texts(model, tokenizer, [p.anchor for p in batch], max_length, device)
@@ -231,7 +233,9 @@ def pair_loss(model, tokenizer, batch: list[Pair], max_length: int, scale: float
     logits = scale * a @ b.T
     logits = logits.masked_fill(_false_negative_mask(batch).to(device), float("-inf"))
     labels = torch.arange(len(batch), device=device)
-    return torch.nn.functional.cross_entropy(logits, labels)
+    losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    weights = torch.tensor([p.weight for p in batch], dtype=losses.dtype, device=device)
+    return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 def _dev_metrics(model, tokenizer, dev: list[Pair], config: EncoderTrainConfig, device: str) -> dict:

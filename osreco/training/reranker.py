@@ -44,6 +44,7 @@ class RerankExample:
     label: float
     user_id: str
     item_id: str
+    weight: float = 1.0  # the example's share of the loss (inverse propensity of a logged click)
 
 
 def build_rerank_examples(events: Iterable[dict], catalog: dict[str, TrainingItem],
@@ -141,12 +142,14 @@ def _logits(model, tokenizer, batch: list[RerankExample], max_length: int, devic
 
 
 def _example_loss(model, tokenizer, batch: list[RerankExample], max_length: int, device: str):
-    """Binary cross-entropy of one batch."""
+    """Binary cross-entropy of one batch, averaged with the examples' weights."""
     import torch
 
     labels = torch.tensor([x.label for x in batch], dtype=torch.float32, device=device)
-    return torch.nn.functional.binary_cross_entropy_with_logits(
-        _logits(model, tokenizer, batch, max_length, device), labels)
+    weights = torch.tensor([x.weight for x in batch], dtype=torch.float32, device=device)
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(
+        _logits(model, tokenizer, batch, max_length, device), labels, reduction="none")
+    return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 def _dev_metrics(model, tokenizer, dev: list[RerankExample], config: RerankTrainConfig, device: str) -> dict:
