@@ -79,10 +79,12 @@ class QueryParser:
             self._vocab, self._vocab_at = vocab, time.monotonic()
             return vocab
 
-    def lookup_titles(self, phrase: str) -> list[TitleHit]:
+    def lookup_titles(self, phrase: str, exact: bool = False) -> list[TitleHit]:
         """Candidate items whose titles may match ``phrase``: one search on the title field
-        (phrase matches first, fuzzy second), cached per phrase for ``vocab_ttl_s``."""
-        key = " ".join(phrase.split())
+        (phrase matches first, fuzzy second; ``exact``: word-pair phrases instead of the fuzzy
+        match, see :func:`~osreco.plugin.intent.titles.title_request`), cached per phrase for
+        ``vocab_ttl_s``."""
+        key = ("=" if exact else "~") + " ".join(phrase.split())
         with self._lock:
             cached = self._titles.get(key)
             if cached is not None and time.monotonic() - cached[0] < self.vocab_ttl_s:
@@ -90,9 +92,10 @@ class QueryParser:
                 return cached[1]
         t = self.transport
         try:
-            resp = t.call("titles", t.client.search, index=t.alias, body=title_request(key, self.fields))
+            body = title_request(key[1:], self.fields, exact=exact)
+            resp = t.call("titles", t.client.search, index=t.alias, body=body)
         except PluginError as e:  # the lookup failing never fails the search: no link, words are searched
-            log.warning("title lookup for %r failed: %s", key, e)
+            log.warning("title lookup for %r failed: %s", key[1:], e)
             return []
         hits = titles_from_response(resp, self.fields)
         with self._lock:

@@ -301,13 +301,13 @@ def test_quoted_words_never_become_filters():
 def test_whole_query_lookup_only_when_facet_rules_would_fire():
     calls = []
 
-    def lookup(phrase):
-        calls.append(phrase)
+    def lookup(phrase, exact=False):
+        calls.append((phrase, exact))
         return MOVIE_TITLES(phrase)
 
     assert parse_intent("horror movies", MOVIES, titles=lookup).terms() == {"genres": ["horror"]}
     assert parse_intent("space odyssey", MOVIES, titles=lookup).linked is None
-    assert calls == ["horror movies"]  # "space odyssey" names no facet: no lookup
+    assert calls == [("horror movies", True)]  # "space odyssey" names no facet: no lookup; only exact titles
     assert parse_intent("i would like a comedy", MOVIES, titles=lookup).linked is None  # a verb, not a cue
 
 
@@ -329,6 +329,12 @@ def test_title_request_and_response():
     assert body["size"] == 5 and body["_source"] == ["item_id", "title", "popularity"]
     kinds = [next(iter(c)) for c in body["query"]["bool"]["should"]]
     assert kinds == ["match_phrase", "match_phrase", "match", "match"]
+    # without a "like" cue only an exact title links: word-pair phrases instead of the fuzzy match
+    exact = title_request("red running shoes", IntentFields(), exact=True)["query"]["bool"]["should"]
+    assert [c["match_phrase"]["title"]["query"] for c in exact if "title" in c.get("match_phrase", {})] == [
+        "red running shoes", "red running", "running shoes"]
+    assert not any("match" in c for c in exact)
+    assert any("match" in c for c in title_request("红色 跑鞋", IntentFields(), exact=True)["query"]["bool"]["should"])
     resp = {"hits": {"hits": [{"_id": "1", "_source": {"item_id": "1", "title": "Toy Story (1995)", "popularity": 452}},
                               {"_id": "2", "_source": {"item_id": "2"}}]}}
     assert titles_from_response(resp) == [TitleHit("1", "Toy Story (1995)", 452.0)]

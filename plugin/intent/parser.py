@@ -179,7 +179,8 @@ def _titles(s: str, vocab: Vocabulary, options: IntentOptions, titles: TitleLook
             return None, s
         start = s.index(whole)
         cue = Cue(s, start, start + len(whole), start, start + len(whole), anchor="any", route="title")
-    link = link_title(cue, titles(cue.phrase.strip()), fuzzy=options.fuzzy)
+    exact = cue.anchor in ("whole", "any")   # link_title tries no fuzzy match for these: no near misses needed
+    link = link_title(cue, titles(cue.phrase.strip(), exact), fuzzy=options.fuzzy)
     if link.linked.item_id is None:
         return (link.linked if cue.route == "similar" else None), s
     if cue.route == "title":

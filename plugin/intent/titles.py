@@ -3,7 +3,9 @@
 Pure. The parser finds the phrasing (:func:`find_like`), asks a :data:`TitleLookup` once for
 candidate items, and :func:`link_title` decides. The sidecar's lookup is one search on the
 index's ``title`` field (:func:`title_request`: a phrase match boosted over a fuzzy match, the
-top ``size`` candidates), so it scales with the catalog without holding every title in memory;
+top ``size`` candidates; for a lookup without a "like" cue, where only an exact title counts,
+phrase matches of the query's word pairs instead of the fuzzy match, several times cheaper on
+the node), so it scales with the catalog without holding every title in memory;
 :class:`TitleIndex` is an in-memory lookup over a few rows (tests, the golden set).
 
 Matching compares title keys: the normalized title without a trailing year ("(1995)"), a
@@ -44,8 +46,10 @@ class TitleHit:
     popularity: float = 0.0
 
 
-TitleLookup = Callable[[str], Sequence[TitleHit]]
-"""A phrase -> candidate items whose titles may match it (the decision is :func:`link_title`'s)."""
+TitleLookup = Callable[[str, bool], Sequence[TitleHit]]
+"""``(phrase, exact)`` -> candidate items whose titles may match it (the decision is
+:func:`link_title`'s); ``exact``: only a title equal to a span of two words or more of the
+phrase can link, so the lookup need not find near misses."""
 
 _YEAR = re.compile(r"\s*\(?((?:19|20)\d\d)\)?\s*$")
 _ALT = re.compile(r"\s*\([^()]*\)\s*$")
@@ -206,23 +210,41 @@ def link_title(cue: Cue, hits: Iterable[TitleHit], fuzzy: bool = True) -> Link:
 
 # ---- lookups -----------------------------------------------------------------------------
 
-def title_request(phrase: str, fields: IntentFields = IntentFields(), size: int = 20) -> dict[str, Any]:
+def title_request(phrase: str, fields: IntentFields = IntentFields(), size: int = 20,
+                  exact: bool = False) -> dict[str, Any]:
     """The one search body of a title lookup: phrase matches first, fuzzy word matches second.
 
     Args:
         phrase: the query words that may hold a title.
         fields: field names (``title``, its ``.cjk`` subfield, ``item_id``, ``popularity``).
         size: candidates returned (what :func:`link_title` chooses from).
+        exact: only titles equal to a span of two words or more can link: instead of the fuzzy
+            word match, a phrase match of each pair of adjacent words (every such title holds
+            one) and of a word before a year, and the CJK word match only when the phrase has
+            CJK characters.
     """
     cjk = fields.title + fields.cjk_suffix
+    should: list[dict[str, Any]] = [{"match_phrase": {fields.title: {"query": phrase, "boost": 4.0}}},
+                                    {"match_phrase": {cjk: {"query": phrase, "boost": 4.0}}}]
+    if exact:
+        words = _WORD.findall(phrase)
+        pairs = dict.fromkeys(zip(words, words[1:]))
+        # a word before a year may be a one-word title named with its year ("heat 1995")
+        spans = dict.fromkeys([f"{a} {b}" for a, b in pairs] + [a for a, b in pairs if _YEAR_WORD.fullmatch(b)])
+        should += [{"match_phrase": {fields.title: {"query": span}}} for span in spans]
+        if _CJK_CHAR.search(phrase):
+            should.append({"match": {cjk: {"query": phrase}}})
+    else:
+        should += [{"match": {fields.title: {"query": phrase, "fuzziness": "AUTO", "prefix_length": 1}}},
+                   {"match": {cjk: {"query": phrase}}}]
     return {"size": size, "track_total_hits": False,
             "_source": [fields.item_id, fields.title, fields.popularity],
-            "query": {"bool": {"should": [
-                {"match_phrase": {fields.title: {"query": phrase, "boost": 4.0}}},
-                {"match_phrase": {cjk: {"query": phrase, "boost": 4.0}}},
-                {"match": {fields.title: {"query": phrase, "fuzziness": "AUTO", "prefix_length": 1}}},
-                {"match": {cjk: {"query": phrase}}},
-            ], "minimum_should_match": 1}}}
+            "query": {"bool": {"should": should, "minimum_should_match": 1}}}
+
+
+_WORD = re.compile(r"[^\W_]+")
+_YEAR_WORD = re.compile(r"(?:19|20)\d\d")
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def titles_from_response(response: Mapping[str, Any], fields: IntentFields = IntentFields()) -> list[TitleHit]:
@@ -250,5 +272,5 @@ class TitleIndex:
         """From ``{"item_id", "title", "popularity"?}`` rows."""
         return cls(TitleHit(str(r["item_id"]), str(r["title"]), float(r.get("popularity") or 0.0)) for r in rows)
 
-    def __call__(self, phrase: str) -> list[TitleHit]:
+    def __call__(self, phrase: str, exact: bool = False) -> list[TitleHit]:
         return list(self.hits)
