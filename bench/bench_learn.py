@@ -28,10 +28,10 @@ import numpy as np
 from opensearchpy.helpers import bulk
 
 from osreco.cf.events import ensure_events_index
-from osreco.cf.querylog import ensure_queries_index
+from osreco.cf.querylog import ensure_queries_index, queries_index
 from osreco.ingest.connection import OpenSearchConfig, connect
 from osreco.learning.learn import LearnConfig, run_learn
-from osreco.learning.logs import iso, queries_index
+from osreco.learning.logs import iso
 
 CURVE = 1.0 / np.arange(1, 13) ** 0.8
 

@@ -17,12 +17,10 @@ a dead one). Errors in the background are logged and counted
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from osreco.plugin.background import BatchWorker
 from osreco.plugin.errors import OverloadedError
 from osreco.plugin.metrics import Metrics
 
@@ -52,7 +50,7 @@ class Reservation:
         self.queue._settle(self, commit=False)
 
 
-class FoldInQueue:
+class FoldInQueue(BatchWorker):
     """A bounded per-process queue of user keys drained by one background thread.
 
     Args:
@@ -63,6 +61,8 @@ class FoldInQueue:
         retry_after_s: ``Retry-After`` of the 429 when the queue is full.
     """
 
+    thread_name = "osreco-foldin"
+
     def __init__(self, fold: FoldBatch, metrics: Metrics, maxsize: int = 10000, batch_size: int = 500,
                  retry_after_s: int = 1):
         self.fold, self.metrics = fold, metrics
@@ -70,20 +70,10 @@ class FoldInQueue:
         self._reset()
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
-        self._cond = threading.Condition()
+        super()._reset()
         self._pending: dict[str, None] = {}
         self._deltas: dict[str, float] = {}
         self._reserved = 0
-        self._busy = False
-        self._thread: threading.Thread | None = None
-
-    def _ensure_started(self) -> None:
-        if self._pid != os.getpid():  # a forked child: the parent's thread and lock are not ours
-            self._reset()
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="osreco-foldin", daemon=True)
-            self._thread.start()
 
     def reserve(self, user_keys: Iterable[str], deltas: Mapping[str, float] | None = None) -> Reservation:
         """Hold room for ``user_keys`` (users already queued need none).
@@ -134,44 +124,21 @@ class FoldInQueue:
         with self._cond:
             return len(self._pending)
 
-    def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until every queued user is folded in; False when ``timeout`` passed first (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._pending or self._deltas or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+    def _has_work(self) -> bool:
+        return bool(self._pending or self._deltas)
 
-    def _run(self) -> None:
-        _lower_priority()
-        while True:
-            with self._cond:
-                while not self._pending and not self._deltas:
-                    self._cond.wait()
-                keys = list(self._pending)[: self.batch_size]
-                for key in keys:
-                    del self._pending[key]
-                deltas, self._deltas = self._deltas, {}
-                self._busy = True
-            try:
-                self.fold(keys, deltas)
-                self.metrics.foldin.labels("folded").inc(len(keys))
-            except Exception:  # the thread must outlive any failure of the node or the model
-                log.exception("fold-in of %d users failed", len(keys))
-                self.metrics.foldin.labels("failed").inc(max(len(keys), 1))
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+    def _take(self) -> tuple[list[str], dict[str, float]]:
+        keys = list(self._pending)[: self.batch_size]
+        for key in keys:
+            del self._pending[key]
+        deltas, self._deltas = self._deltas, {}
+        return keys, deltas
 
+    def _process(self, batch: tuple[list[str], dict[str, float]]) -> None:
+        keys, deltas = batch
+        self.fold(keys, deltas)
+        self.metrics.foldin.labels("folded").inc(len(keys))
 
-def _lower_priority() -> None:
-    """Give the calling thread a lower CPU priority (Linux schedules threads as tasks), so request
-    threads and a node on the same cores go first; a no-op where that is not possible."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not permitted
-        pass
+    def _failed(self, batch: tuple[list[str], dict[str, float]]) -> None:
+        log.exception("fold-in of %d users failed", len(batch[0]))
+        self.metrics.foldin.labels("failed").inc(max(len(batch[0]), 1))

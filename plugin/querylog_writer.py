@@ -13,17 +13,14 @@ and counted (``result="failed"``) and never stops the thread.
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from osreco.cf.querylog import SERVED_MIN, SIGNALS, new_query_id, query_doc
+from osreco.plugin.background import BatchWorker
 from osreco.plugin.explore import explore_order, page_seed
-from osreco.plugin.foldin import _lower_priority
 from osreco.plugin.fusion import Candidate, FusionSettings
 from osreco.plugin.metrics import Metrics
 
@@ -62,7 +59,7 @@ def fusion_weights(settings: FusionSettings) -> dict[str, Any]:
             "neighbors": settings.neighbors_weight, "rrf_k": settings.rrf_k, "cf_mode": settings.cf_mode}
 
 
-class QueryLogWriter:
+class QueryLogWriter(BatchWorker):
     """A bounded per-process queue of query-log documents drained by one background thread.
 
     Args:
@@ -73,6 +70,8 @@ class QueryLogWriter:
         explore: share of pages whose results get random adjacent swaps (``OSRECO_EXPLORE_FRACTION``).
     """
 
+    thread_name = "osreco-querylog"
+
     def __init__(self, write: WriteBatch, metrics: Metrics, maxsize: int = 1000, batch_size: int = 200,
                  explore: float = 0.0):
         self.write, self.metrics, self.maxsize, self.batch_size = write, metrics, maxsize, batch_size
@@ -80,11 +79,8 @@ class QueryLogWriter:
         self._reset()
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
-        self._cond = threading.Condition()
+        super()._reset()
         self._queue: deque[dict[str, Any]] = deque()
-        self._busy = False
-        self._thread: threading.Thread | None = None
 
     @property
     def enabled(self) -> bool:
@@ -95,16 +91,12 @@ class QueryLogWriter:
         """Queue one document; False (counted as dropped) when the queue is full or the log is off."""
         if not self.enabled:
             return False
-        if self._pid != os.getpid():  # a forked child: the parent's thread and lock are not ours
-            self._reset()
+        self._ensure_started()
         with self._cond:
             if len(self._queue) >= self.maxsize:
                 self.metrics.query_log.labels("dropped").inc()
                 return False
             self._queue.append(dict(doc))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="osreco-querylog", daemon=True)
-                self._thread.start()
             self._cond.notify_all()
         return True
 
@@ -140,35 +132,19 @@ class QueryLogWriter:
         with self._cond:
             return len(self._queue)
 
-    def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until every queued document is written (or failed); False when ``timeout`` passed first."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._queue or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+    def _has_work(self) -> bool:
+        return bool(self._queue)
 
-    def _run(self) -> None:
-        _lower_priority()
-        while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-                self._busy = True
-            try:
-                self.write(batch)
-                self.metrics.query_log.labels("written").inc(len(batch))
-            except Exception:  # the thread must outlive any failure of the node
-                log.exception("query log: %d documents not written", len(batch))
-                self.metrics.query_log.labels("failed").inc(len(batch))
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+    def _take(self) -> list[dict[str, Any]]:
+        return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+
+    def _process(self, batch: list[dict[str, Any]]) -> None:
+        self.write(batch)
+        self.metrics.query_log.labels("written").inc(len(batch))
+
+    def _failed(self, batch: list[dict[str, Any]]) -> None:
+        log.exception("query log: %d documents not written", len(batch))
+        self.metrics.query_log.labels("failed").inc(len(batch))
 
 
 def _now_ms() -> str:

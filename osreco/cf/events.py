@@ -286,12 +286,23 @@ def interactions_query(filters: Sequence[Mapping[str, object]] = (), known_only:
     return {"bool": {"filter": [{"terms": {"kind": sorted(INTERACTION_KINDS)}}, *filters], "must_not": must_not}}
 
 
-def timestamp_window(since: str | None, until: str | None) -> list[dict[str, object]]:
-    """The filter clauses of a ``[since, until)`` window on ``timestamp`` (none when both are open);
-    the events and the query log are read by the same windows."""
-    if not (since or until):
-        return []
-    return [{"range": {"timestamp": {**({"gte": since} if since else {}), **({"lt": until} if until else {})}}}]
+def scan_window(client: OpenSearch, index: str, prefix: str, since: str | None, until: str | None,
+                tiebreak: str, filters: Sequence[Mapping[str, object]] = (),
+                must_not: Sequence[Mapping[str, object]] = (), size: int = 1000) -> Iterator[dict[str, Any]]:
+    """The ``_source`` of every document of ``index`` in the window ``[since, until)`` on
+    ``timestamp`` (None = open), matching ``filters`` and none of ``must_not``, ordered by
+    timestamp then ``tiebreak``; documents of users forgotten under ``prefix`` are left out.
+    The events and the query log are read this way; nothing when the index does not exist."""
+    if not client.indices.exists(index=index):
+        return
+    gone = forgotten_keys(client, prefix)
+    window = [{"range": {"timestamp": {**({"gte": since} if since else {}), **({"lt": until} if until else {})}}}
+              ] if since or until else []
+    body = {"query": {"bool": {"filter": [*window, *filters], "must_not": list(must_not)}},
+            "sort": [{"timestamp": "asc"}, {tiebreak: "asc"}]}
+    for hit in scan(client, index=index, query=body, preserve_order=True, size=size):
+        if hit["_source"].get("user_key") not in gone:
+            yield hit["_source"]
 
 
 def read_events(client: OpenSearch, prefix: str, since: str | None = None, until: str | None = None,
@@ -312,20 +323,10 @@ def read_events(client: OpenSearch, prefix: str, since: str | None = None, until
     wanted = None if kinds is None else sorted(set(kinds))
     if wanted is not None and not set(wanted) <= set(EVENT_KINDS):
         raise InteractionError(f"kinds {wanted} are not all in {EVENT_KINDS}", field="kinds")
-    name = events_index(prefix)
-    if not client.indices.exists(index=name):
-        return
-    gone = forgotten_keys(client, prefix)
-    filters = timestamp_window(since, until)
-    if wanted is not None:
-        filters.append({"terms": {"kind": wanted}})
+    filters = [] if wanted is None else [{"terms": {"kind": wanted}}]
     must_not = [] if include_unknown else [{"term": {"unknown_item": True}}]
-    body = {"query": {"bool": {"filter": filters, "must_not": must_not}},
-            "sort": [{"timestamp": "asc"}, {"event_id": "asc"}]}
-    for hit in scan(client, index=name, query=body, preserve_order=True, size=1000):
-        src = hit["_source"]
-        if src.get("user_key") not in gone:
-            yield {**src, "user_id": src.get("user_key")}
+    for src in scan_window(client, events_index(prefix), prefix, since, until, "event_id", filters, must_not):
+        yield {**src, "user_id": src.get("user_key")}
 
 
 def recent_events(client: OpenSearch, prefix: str, user_key: str, limit: int = 200) -> list[Interaction]:

@@ -27,11 +27,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from opensearchpy import OpenSearch, TransportError
-from opensearchpy.helpers import scan
 
 from osreco.cf.errors import InteractionError
-from osreco.cf.events import timestamp_window
-from osreco.cf.forget import forgotten_keys
+from osreco.cf.events import scan_window
 from osreco.cf.privacy import is_pseudonym
 from osreco.ingest.bulk import RetryPolicy, bulk_write
 from osreco.ingest.errors import BulkError
@@ -141,18 +139,8 @@ def read_queries(client: OpenSearch, prefix: str, since: str | None = None, unti
         since, until: ISO 8601 bounds (``since`` inclusive, ``until`` exclusive); None = open.
         endpoints: only these endpoints (default: all).
     """
-    name = queries_index(prefix)
-    if not client.indices.exists(index=name):
-        return
-    gone = forgotten_keys(client, prefix)
-    filters = timestamp_window(since, until)
-    if endpoints is not None:
-        filters.append({"terms": {"endpoint": sorted(set(endpoints))}})
-    body = {"query": {"bool": {"filter": filters}}, "sort": [{"timestamp": "asc"}, {"query_id": "asc"}]}
-    for hit in scan(client, index=name, query=body, preserve_order=True, size=500):
-        src = hit["_source"]
-        if src.get("user_key") is None or src["user_key"] not in gone:
-            yield src
+    filters = [] if endpoints is None else [{"terms": {"endpoint": sorted(set(endpoints))}}]
+    yield from scan_window(client, queries_index(prefix), prefix, since, until, "query_id", filters, size=500)
 
 
 def with_query_text(client: OpenSearch, prefix: str, events: Iterable[dict[str, Any]],
