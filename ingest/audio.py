@@ -28,7 +28,7 @@ from osreco.exporter.asr import AudioLimits, Transcript, decode_audio
 from osreco.exporter.errors import AudioInputError
 from osreco.ingest.catalog import CatalogEntry, CatalogItem
 from osreco.ingest.errors import ConfigError, RowError
-from osreco.ingest.media import fetch_media, stored_lookup
+from osreco.ingest.media import by_chunks, fetch_media, stored_lookup
 
 __all__ = ["AUDIO_FIELDS", "ItemAudioLimits", "fetch_audio", "stored_transcripts", "with_audio"]
 
@@ -102,15 +102,9 @@ def with_audio(entries: Iterable[CatalogEntry], transcriber: TranscriberLike, st
     Yields:
         The entries in order; an item whose audio fails becomes a ``RowError`` (field ``audio``).
     """
-    limits = limits or ItemAudioLimits()
-    chunk: list[CatalogEntry] = []
-    for entry in entries:
-        chunk.append(entry)
-        if len(chunk) >= batch_size:
-            yield from _transcribe_chunk(chunk, transcriber, stored, limits, base_dir)
-            chunk = []
-    if chunk:
-        yield from _transcribe_chunk(chunk, transcriber, stored, limits, base_dir)
+    caps = limits or ItemAudioLimits()
+    yield from by_chunks(entries, batch_size,
+                         lambda chunk: _transcribe_chunk(chunk, transcriber, stored, caps, base_dir))
 
 
 def _transcribe_chunk(chunk: list[CatalogEntry], transcriber: TranscriberLike, stored: Any,

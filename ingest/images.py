@@ -27,7 +27,7 @@ from osreco.exporter.errors import ImageInputError
 from osreco.exporter.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
 from osreco.ingest.catalog import CatalogEntry, CatalogItem
 from osreco.ingest.errors import ConfigError, RowError
-from osreco.ingest.media import fetch_media, stored_lookup
+from osreco.ingest.media import by_chunks, fetch_media, stored_lookup
 
 IMAGE_FIELDS = ("image_embedding", "image_hash")
 
@@ -105,14 +105,7 @@ def with_images(entries: Iterable[CatalogEntry], encoder: ImageEncoderLike,
         The entries in order; an item whose image fails becomes a ``RowError`` (field ``image``).
     """
     limits = limits or ImageLimits()
-    chunk: list[CatalogEntry] = []
-    for entry in entries:
-        chunk.append(entry)
-        if len(chunk) >= batch_size:
-            yield from _embed_chunk(chunk, encoder, stored, limits, base_dir)
-            chunk = []
-    if chunk:
-        yield from _embed_chunk(chunk, encoder, stored, limits, base_dir)
+    yield from by_chunks(entries, batch_size, lambda chunk: _embed_chunk(chunk, encoder, stored, limits, base_dir))
 
 
 def _embed_chunk(chunk: list[CatalogEntry], encoder: ImageEncoderLike, stored: Any, limits: ImageLimits,

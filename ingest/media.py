@@ -11,11 +11,14 @@ from __future__ import annotations
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["MediaError", "fetch_media", "stored_lookup"]
+T = TypeVar("T")
+R = TypeVar("R")
+
+__all__ = ["MediaError", "fetch_media", "stored_lookup", "by_chunks"]
 
 MediaError = Callable[[str, str, str, str], Exception]
 """``(message, problem, ref, fix) -> the exception to raise``."""
@@ -113,3 +116,16 @@ def stored_lookup(client: Any, indexes: Iterable[str | None], fields: Iterable[s
         return found
 
     return lookup
+
+
+def by_chunks(entries: Iterable[T], size: int, work: Callable[[list[T]], Iterable[R]]) -> Iterator[R]:
+    """``work`` applied to consecutive chunks of ``size`` entries (the last may be shorter), its
+    outputs yielded in order: how the image and audio enrichers batch their fetches and lookups."""
+    chunk: list[T] = []
+    for entry in entries:
+        chunk.append(entry)
+        if len(chunk) >= size:
+            yield from work(chunk)
+            chunk = []
+    if chunk:
+        yield from work(chunk)
